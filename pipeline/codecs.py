@@ -1,0 +1,168 @@
+"""Learned codecs by zoo name: a table of what each one is, and loading of its weights.
+
+Kept apart from the coding loop as CompressAI keeps its zoo apart from its models: the table says
+which CompressAI architecture, qualities and latent channels a name means; loading says where the
+weights come from (the CompressAI zoo cache, a local file, or an explicit untrained model) and
+gives every result a weights id that goes into each output's metadata.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+METRICS = ("mse", "ms-ssim")
+FORMAT = "cdfv-codec"  # save_codec's file format tag
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    qualities: tuple[int, ...]
+    integer_latent: bool  # y_hat = round(y) (no mean subtraction): stored as int16
+    autoregressive: bool  # entropy coding is a sequential per-position loop
+
+
+ZOO: dict[str, ZooEntry] = {
+    "bmshj2018-hyperprior": ZooEntry(tuple(range(1, 9)), integer_latent=True, autoregressive=False),
+    "cheng2020-attn": ZooEntry(tuple(range(1, 7)), integer_latent=False, autoregressive=True),
+}
+
+
+class WeightsUnavailable(RuntimeError):
+    """The requested pretrained weights are not on this machine."""
+
+
+@dataclass(frozen=True)
+class CodecSpec:
+    name: str
+    quality: int
+    metric: str = "mse"
+
+    def __post_init__(self) -> None:
+        if self.name not in ZOO:
+            raise ValueError(f"unknown codec {self.name!r}; known: {', '.join(ZOO)}")
+        if self.quality not in ZOO[self.name].qualities:
+            q = ZOO[self.name].qualities
+            raise ValueError(f"{self.name} has qualities {q[0]}..{q[-1]}, not {self.quality}")
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, not {self.metric!r}")
+
+    @property
+    def entry(self) -> ZooEntry:
+        return ZOO[self.name]
+
+    @property
+    def latent_channels(self) -> int:
+        """M, the channels of y (192 for bmshj2018 q1-5, 320 for q6-8; 128/192 for cheng2020)."""
+        from compressai.zoo.image import cfgs
+
+        cfg = cfgs[self.name][self.quality]
+        return cfg[-1] if self.name.startswith("bmshj2018") else cfg[0]
+
+    @property
+    def url(self) -> str:
+        from compressai.zoo.image import model_urls
+
+        return model_urls[self.name][self.metric][self.quality]
+
+    @property
+    def cache_path(self) -> Path:
+        """Where torch.hub (CompressAI's zoo loader) keeps the downloaded file."""
+        return Path(torch.hub.get_dir()) / "checkpoints" / self.url.rsplit("/", 1)[1]
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}-{self.metric}-q{self.quality}"
+
+
+def _build(spec: CodecSpec, state_dict: dict[str, torch.Tensor] | None) -> nn.Module:
+    from compressai.zoo.image import cfgs, model_architectures
+    from compressai.zoo.pretrained import load_pretrained
+
+    cls = model_architectures[spec.name]
+    if state_dict is None:
+        return cls(*cfgs[spec.name][spec.quality])
+    return cls.from_state_dict(load_pretrained(state_dict))
+
+
+def _file_id(path: Path) -> str:
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return f"file:{path.name}:sha256-{digest}"
+
+
+def _read_weights(path: Path, spec: CodecSpec) -> dict[str, torch.Tensor]:
+    """Reads a CompressAI checkpoint, a bare state_dict, or a save_codec file; checks its codec."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--weights {path}: no such file") from None
+    except Exception as e:  # torch raises many types for foreign files
+        raise ValueError(f"--weights {path}: not a PyTorch weights file ({e})") from e
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        saved = (obj["name"], obj["quality"])
+        if saved != (spec.name, spec.quality):
+            raise ValueError(f"--weights {path}: holds {saved[0]} q{saved[1]}, asked for {spec.name} q{spec.quality}")
+        return obj["state_dict"]
+    if isinstance(obj, dict) and "state_dict" in obj:
+        return obj["state_dict"]
+    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj
+    raise ValueError(f"--weights {path}: no state_dict inside")
+
+
+def load_codec(
+    spec: CodecSpec,
+    weights: Path | None = None,
+    untrained: bool = False,
+    download: bool = False,
+    seed: int = 0,
+) -> tuple[nn.Module, str]:
+    """Returns (codec in eval mode with entropy tables built, weights id).
+
+    Order: --weights FILE, else --untrained (random init from `seed`, so the encoding and the
+    entropy-decoding process build identical models), else the CompressAI zoo cache; the zoo
+    downloads only when `download` is set. Never falls back to random weights on its own."""
+    if weights is not None and untrained:
+        raise ValueError("--weights and --untrained exclude each other")
+    if weights is not None:
+        model, weights_id = _build(spec, _read_weights(Path(weights), spec)), _file_id(Path(weights))
+    elif untrained:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = _build(spec, None)
+        weights_id = f"untrained:seed{seed}"
+    else:
+        cached = spec.cache_path
+        if not cached.is_file() and not download:
+            raise WeightsUnavailable(
+                f"pretrained weights for {spec.label} are not in the CompressAI cache ({cached}).\n"
+                f"Supply them one of two ways:\n"
+                f"  1. download {spec.url} on a machine with internet and copy it to {cached}\n"
+                f"     (or run with --download where this machine has internet), or\n"
+                f"  2. pass --weights FILE (a CompressAI checkpoint or a file cdfv-train saved).\n"
+                f"For tests and demos only, --untrained uses random weights and records that in every output."
+            )
+        from torch.hub import load_state_dict_from_url
+
+        state = load_state_dict_from_url(spec.url, progress=False, check_hash=True)
+        model, weights_id = _build(spec, state), f"compressai-zoo:{spec.url.rsplit('/', 1)[1]}"
+    model.update(force=True)
+    return model.eval(), weights_id
+
+
+def save_codec(path: Path, model: nn.Module, spec: CodecSpec) -> None:
+    """Saves a (trained or fine-tuned) codec so `cdfv-prep encode --weights` loads it back."""
+    from shards.writer import atomic_write_bytes
+    import io
+
+    model.update(force=True)
+    buf = io.BytesIO()
+    torch.save(
+        {"format": FORMAT, "name": spec.name, "quality": spec.quality, "metric": spec.metric,
+         "state_dict": model.state_dict()},
+        buf,
+    )
+    atomic_write_bytes(Path(path), buf.getvalue())

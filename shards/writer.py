@@ -1,0 +1,139 @@
+"""Writing shard sets: whole shards only (temp file + rename) and an index rebuilt from disk.
+
+A stage cuts its ordered input into fixed chunks and writes chunk i to shard i of its part, so a
+killed run leaves only complete shards and a re-run skips them: nothing is duplicated or lost.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from . import spec
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Writes data to path through a temporary sibling and a rename (atomic on POSIX)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def encode_member(ext: str, value: Any) -> bytes:
+    """Serialises one member value by its extension (see spec.MEMBERS)."""
+    if isinstance(value, bytes):
+        return value
+    if ext == spec.LATENT:
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(value), allow_pickle=False)
+        return buf.getvalue()
+    if ext == spec.LABEL:
+        return str(int(value)).encode()
+    if ext == spec.META:
+        return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+    if ext == spec.IMAGE:
+        from pipeline.images import encode_png  # lazy: keeps shards importable without cv2
+
+        return encode_png(value)
+    raise ValueError(f"cannot serialise member .{ext} of type {type(value).__name__}")
+
+
+def tar_bytes(samples: Iterable[dict[str, Any]]) -> tuple[bytes, int]:
+    """Builds an uncompressed POSIX tar of samples ({'__key__': k, ext: value}) in memory.
+
+    Members are written key by key in a fixed order with a fixed mtime, so the same samples give
+    byte-identical shards on any machine."""
+    buf = io.BytesIO()
+    count = 0
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for sample in samples:
+            key = sample["__key__"]
+            for ext in sorted(k for k in sample if k != "__key__"):
+                data = encode_member(ext, sample[ext])
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(data)
+                info.mtime = 0
+                info.mode = 0o444
+                tar.addfile(info, io.BytesIO(data))
+            count += 1
+    return buf.getvalue(), count
+
+
+class ShardSetWriter:
+    """Writes the shards of one part (i of n) of a shard set into a directory."""
+
+    def __init__(self, directory: Path, name: str, part: int = 0, parts: int = 1) -> None:
+        if not 0 <= part < parts:
+            raise ValueError(f"part {part} outside 0..{parts - 1}")
+        self.directory = Path(directory)
+        self.name = name
+        self.part = part
+        self.parts = parts
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def shard_path(self, chunk: int) -> Path:
+        return self.directory / f"{self.name}-p{self.part:03d}of{self.parts:03d}-{chunk:06d}.tar"
+
+    def done(self, chunk: int) -> bool:
+        return self.shard_path(chunk).exists()
+
+    def write(self, chunk: int, samples: list[dict[str, Any]]) -> Path:
+        """Writes chunk's samples as one shard (an empty chunk still leaves an empty shard, which
+        marks it done). Returns the shard's path."""
+        data, _ = tar_bytes(samples)
+        path = self.shard_path(chunk)
+        atomic_write_bytes(path, data)
+        return path
+
+
+def count_samples(tar_path: Path) -> int:
+    """Counts distinct keys in a shard by reading its headers only."""
+    keys = set()
+    with tarfile.open(tar_path, mode="r:") as tar:
+        for member in tar:
+            keys.add(member.name.split("/")[-1].split(".", 1)[0])
+    return len(keys)
+
+
+def write_index(
+    directory: Path,
+    name: str,
+    kind: str,
+    members: list[str],
+    identities: list[str],
+    meta: dict[str, Any],
+) -> dict[str, Any]:
+    """(Re)builds index.json from the shards on disk, all parts together, so parts written on
+    different machines merge by copying them into one directory and running this again."""
+    if kind not in spec.KINDS:
+        raise ValueError(f"kind must be one of {spec.KINDS}, got {kind!r}")
+    directory = Path(directory)
+    shards = sorted(directory.glob(f"{name}-p*of*-*.tar"))
+    totals = {p.name[len(name) :].split("-")[1].split("of")[1] for p in shards}
+    if len(totals) > 1:
+        raise ValueError(f"{directory}: shards of {name!r} come from runs split {sorted(totals)} ways; use one split")
+    entries = [{"url": p.name, "samples": count_samples(p)} for p in shards]
+    index = {
+        "format": spec.FORMAT,
+        "version": spec.VERSION,
+        "name": name,
+        "kind": kind,
+        "members": sorted(members),
+        "num_samples": sum(e["samples"] for e in entries),
+        "shards": entries,
+        "identities": list(identities),
+        "meta": meta,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    atomic_write_bytes(directory / spec.INDEX_NAME, json.dumps(index, indent=1).encode())
+    return index

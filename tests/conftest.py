@@ -1,0 +1,41 @@
+"""Shared fixtures. Real images come from one setting: $CDFV_TEST_DATA (default ../shared/data
+beside the checkout); tests that need them skip with the reason when it is absent."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_ENV = "CDFV_TEST_DATA"
+
+
+def data_root() -> Path:
+    return Path(os.environ.get(DATA_ENV, REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    root = data_root()
+    if not (root / "lfw").is_dir():
+        pytest.skip(f"real test images absent: {root}/lfw not found (set ${DATA_ENV})")
+    return root
+
+
+@pytest.fixture(scope="session")
+def lfw_root(shared_data: Path) -> Path:
+    return shared_data / "lfw" / "deepfunneled"
+
+
+@pytest.fixture(scope="session")
+def lfw_meta(shared_data: Path) -> Path:
+    return shared_data / "lfw" / "meta"
+
+
+@pytest.fixture(scope="session")
+def celeba_root(shared_data: Path) -> Path:
+    root = shared_data / "celeba-subset"
+    if not root.is_dir():
+        pytest.skip(f"{root} not found")
+    return root
