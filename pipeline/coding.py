@@ -1,0 +1,155 @@
+"""Learned-codec coding of faces: real bitstreams, entropy-decoded latents, reconstructions.
+
+CompressAI's decompress() returns only x_hat, so y_hat is recovered here from the bitstream. For
+the scale hyperprior (bmshj2018) the transforms run batched on the chosen device and the range
+coder on the CPU; y_hat = round(y) is also available straight from the encoder (the fast path),
+and `verify` proves it equal to the entropy-decoded one. Autoregressive codecs (cheng2020) run
+CompressAI's own sequential coder on the CPU.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from compressai.models import ScaleHyperprior
+from torch import nn
+
+from shards.spec import CODED_SIZE, FACE_SIZE
+
+from .codecs import CodecSpec
+
+
+@dataclass
+class Encoded:
+    strings: list[bytes]  # CompressAI order: [y, z]
+    shape: tuple[int, int]  # z grid, needed to decode
+    y_hat: np.ndarray | None  # fast path: the encoder's own quantised latent, (M, H, W)
+
+
+def pad_multiple(rgb: np.ndarray, multiple: int = 64) -> tuple[np.ndarray, tuple[int, int]]:
+    """Zero-pads an HxWx3 picture on both sides to the next multiple (CompressAI's transforms need
+    sides divisible by 64); returns the picture and the (left, top) offset."""
+    h, w = rgb.shape[:2]
+    ph, pw = -h % multiple, -w % multiple
+    top, left = ph // 2, pw // 2
+    out = np.zeros((h + ph, w + pw, 3), dtype=rgb.dtype)
+    out[top : top + h, left : left + w] = rgb
+    return out, (left, top)
+
+
+def to_tensor(pictures: list[np.ndarray], device: torch.device) -> torch.Tensor:
+    """Stacks equal-size RGB uint8 pictures into an (N, 3, H, W) float batch in [0, 1]."""
+    batch = torch.from_numpy(np.stack(pictures)).to(device)
+    return batch.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def to_pictures(x_hat: torch.Tensor) -> list[np.ndarray]:
+    """(N, 3, H, W) in [0, 1] to RGB uint8 pictures (round to nearest)."""
+    arr = x_hat.clamp(0, 1).mul(255.0).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return list(arr)
+
+
+class CodecEngine:
+    """One loaded codec on one device, coding batches of equal-size pictures."""
+
+    def __init__(self, spec: CodecSpec, model: nn.Module, device: torch.device) -> None:
+        self.spec = spec
+        self.split = type(model) is ScaleHyperprior  # exact type: subclasses code differently
+        # autoregressive coding loops on the CPU; running its convolutions on a GPU only adds copies
+        self.device = device if self.split else torch.device("cpu")
+        self.model = model.to(self.device).eval()
+
+    @property
+    def device_type(self) -> str:
+        return self.device.type
+
+    @torch.inference_mode()
+    def encode(self, pictures: list[np.ndarray]) -> list[Encoded]:
+        """Encodes pictures (sides multiples of 64) to bitstreams, with the fast-path y_hat for the
+        scale hyperprior."""
+        x = to_tensor(pictures, self.device)
+        m = self.model
+        if not self.split:
+            out = m.compress(x)
+            y_strings, z_strings = out["strings"]
+            shape = tuple(out["shape"])
+            return [Encoded([y_strings[i], z_strings[i]], shape, None) for i in range(len(pictures))]
+        y = m.g_a(x)
+        z = m.h_a(torch.abs(y))
+        eb, gc = m.entropy_bottleneck, m.gaussian_conditional
+        z_strings = eb.compress(z)
+        z_hat = eb.quantize(z, "dequantize", eb._get_medians())  # what decompress(z_strings) yields
+        indexes = gc.build_indexes(m.h_s(z_hat))
+        y_strings = gc.compress(y, indexes)
+        y_hat = gc.quantize(y, "dequantize").cpu().numpy()
+        shape = tuple(z.shape[-2:])
+        return [Encoded([y_strings[i], z_strings[i]], shape, y_hat[i]) for i in range(len(pictures))]
+
+    @torch.inference_mode()
+    def entropy_decode(self, streams: list[tuple[list[bytes], tuple[int, int]]]) -> np.ndarray:
+        """Recovers y_hat (N, M, H, W) from bitstreams sharing one z shape."""
+        shape = streams[0][1]
+        if any(s[1] != shape for s in streams):
+            raise ValueError("entropy_decode needs bitstreams of one picture size per batch")
+        y_strings = [s[0][0] for s in streams]
+        z_strings = [s[0][1] for s in streams]
+        m = self.model
+        if self.split:
+            z_hat = m.entropy_bottleneck.decompress(z_strings, shape)
+            indexes = m.gaussian_conditional.build_indexes(m.h_s(z_hat))
+            return m.gaussian_conditional.decompress(y_strings, indexes, z_hat.dtype).cpu().numpy()
+        captured: list[torch.Tensor] = []
+        hook = m.g_s.register_forward_pre_hook(lambda _mod, args: captured.append(args[0].detach().clone()))
+        try:
+            m.decompress([y_strings, z_strings], shape)
+        finally:
+            hook.remove()
+        return captured[0].cpu().numpy()
+
+    @torch.inference_mode()
+    def reconstruct(self, y_hat: np.ndarray) -> list[np.ndarray]:
+        """Synthesis transform: y_hat (N, M, H, W) to RGB uint8 pictures."""
+        x_hat = self.model.g_s(torch.from_numpy(np.ascontiguousarray(y_hat)).float().to(self.device))
+        return to_pictures(x_hat)
+
+
+def pad_face(face: np.ndarray) -> np.ndarray:
+    """The 224x224 face zero-padded to the 256x256 picture the codec encodes (16 px a side)."""
+    if face.shape[:2] != (FACE_SIZE, FACE_SIZE):
+        raise ValueError(f"faces must be {FACE_SIZE}x{FACE_SIZE}, got {face.shape[1]}x{face.shape[0]}")
+    off = (CODED_SIZE - FACE_SIZE) // 2
+    out = np.zeros((CODED_SIZE, CODED_SIZE, 3), dtype=np.uint8)
+    out[off : off + FACE_SIZE, off : off + FACE_SIZE] = face
+    return out
+
+
+def unpad_face(picture: np.ndarray) -> np.ndarray:
+    off = (CODED_SIZE - FACE_SIZE) // 2
+    return np.ascontiguousarray(picture[off : off + FACE_SIZE, off : off + FACE_SIZE])
+
+
+def latent_dtype(spec: CodecSpec) -> np.dtype:
+    return np.dtype(np.int16) if spec.entry.integer_latent else np.dtype(np.float32)
+
+
+def store_latent(y_hat: np.ndarray, spec: CodecSpec) -> np.ndarray:
+    """Casts y_hat to its storage dtype, refusing a lossy cast (an integer codec's latent that is
+    not integer valued or exceeds int16 means a bug, not a rounding choice)."""
+    dtype = latent_dtype(spec)
+    out = y_hat.astype(dtype)
+    if dtype.kind == "i" and not np.array_equal(out.astype(y_hat.dtype), y_hat):
+        raise ValueError(f"{spec.label}: latent is not int16-representable (max |y| {np.abs(y_hat).max()})")
+    return out
+
+
+def crop_latent(y_hat: np.ndarray, size: int | None = 14) -> tuple[np.ndarray, list[int]]:
+    """Centre crop (M, H, W) to (M, size, size); size None keeps the full grid. Returns the crop and
+    [top, left, h, w]."""
+    _, h, w = y_hat.shape
+    if size is None:
+        return y_hat, [0, 0, h, w]
+    if size > min(h, w):
+        raise ValueError(f"cannot crop a {h}x{w} latent to {size}x{size}")
+    top, left = (h - size) // 2, (w - size) // 2
+    return np.ascontiguousarray(y_hat[:, top : top + size, left : left + size]), [top, left, size, size]

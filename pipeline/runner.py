@@ -1,0 +1,160 @@
+"""Chunked, resumable execution of a stage with per-item failure capture.
+
+A stage's input (this part's share) is cut into fixed chunks; chunk c always holds the same items.
+For each chunk the rejects are written first, then every output, each atomically; a chunk counts
+as done only when all of its outputs exist, so a killed run redoes at most the chunk in flight
+(overwriting, never appending) and never duplicates or loses a sample.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence, TypeVar
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from shards import atomic_write_bytes
+
+T = TypeVar("T")
+
+
+class StrictFailure(RuntimeError):
+    """Raised on the first reject when a run is --strict."""
+
+
+@dataclass(frozen=True)
+class Reject:
+    key: str
+    source: str
+    stage: str
+    reason: str
+
+
+@dataclass
+class ChunkResult:
+    outputs: dict[str, list[dict[str, Any]]]
+    rejects: list[Reject] = field(default_factory=list)
+    stats: Counter = field(default_factory=Counter)  # stage-specific counters (faces found, bytes...)
+
+
+class ChunkSink(Protocol):
+    def done(self, chunk: int) -> bool: ...
+
+    def write(self, chunk: int, rows: list[dict[str, Any]]) -> None: ...
+
+
+class ParquetChunks:
+    """Chunk files of rows as Parquet (detections, rejects) beside the shards of a part."""
+
+    def __init__(self, directory: Path, name: str, part: int = 0, parts: int = 1, schema: pa.Schema | None = None) -> None:
+        self.directory, self.name, self.part, self.parts, self.schema = Path(directory), name, part, parts, schema
+
+    def path(self, chunk: int) -> Path:
+        return self.directory / f"{self.name}-p{self.part:03d}of{self.parts:03d}-{chunk:06d}.parquet"
+
+    def done(self, chunk: int) -> bool:
+        return self.path(chunk).exists()
+
+    def write(self, chunk: int, rows: list[dict[str, Any]]) -> None:
+        table = pa.Table.from_pylist(rows, schema=self.schema)
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        atomic_write_bytes(self.path(chunk), sink.getvalue().to_pybytes())
+
+
+REJECT_SCHEMA = pa.schema([("key", pa.string()), ("source", pa.string()), ("stage", pa.string()), ("reason", pa.string())])
+
+
+def read_parquet_chunks(directory: Path, name: str) -> pa.Table:
+    """All chunk files of `name` in a directory (every part), as one table."""
+    files = sorted(Path(directory).glob(f"{name}-p*of*-*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"no {name}-*.parquet files in {directory}")
+    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+
+
+def chunked(items: Sequence[T], size: int) -> list[list[T]]:
+    if size < 1:
+        raise ValueError("chunk size must be at least 1")
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+@dataclass
+class RunStats:
+    stage: str
+    inputs: int = 0
+    chunks: int = 0
+    resumed_chunks: int = 0
+    written: Counter = field(default_factory=Counter)
+    rejects: list[Reject] = field(default_factory=list)
+    counters: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        processed = self.inputs
+        return {
+            "stage": self.stage,
+            "inputs": self.inputs,
+            "chunks": self.chunks,
+            "resumed_chunks": self.resumed_chunks,
+            "written": dict(self.written),
+            "rejects": len(self.rejects),
+            "reject_reasons": dict(Counter(r.reason.split(":")[0] if ":" in r.reason else r.reason for r in self.rejects).most_common(10)),
+            "counters": dict(self.counters),
+            "seconds": round(self.seconds, 2),
+            "items_per_s": round(processed / self.seconds, 2) if self.seconds > 0 else None,
+        }
+
+
+def run_chunks(
+    stage: str,
+    chunks: list[list[T]],
+    process: Callable[[list[T]], ChunkResult],
+    sinks: dict[str, ChunkSink],
+    rejects: ParquetChunks,
+    strict: bool = False,
+    count: Callable[[list[T]], int] = len,
+) -> RunStats:
+    """Runs `process` over every chunk not yet done, writing rejects then outputs per chunk."""
+    stats = RunStats(stage)
+    start = time.perf_counter()
+    total = sum(count(c) for c in chunks)
+    with tqdm(total=total, desc=stage, unit="img", dynamic_ncols=True) as bar:
+        for c, chunk in enumerate(chunks):
+            stats.chunks += 1
+            n = count(chunk)
+            if all(s.done(c) for s in sinks.values()) and rejects.done(c):
+                stats.resumed_chunks += 1
+                bar.update(n)
+                continue
+            result = process(chunk)
+            if strict and result.rejects:
+                r = result.rejects[0]
+                raise StrictFailure(f"{r.source}: {r.reason} (stage {r.stage}; --strict stops at the first reject)")
+            rejects.write(c, [r.__dict__ for r in result.rejects])
+            for name, sink in sinks.items():
+                sink.write(c, result.outputs.get(name, []))
+                stats.written[name] += len(result.outputs.get(name, []))
+            stats.inputs += n
+            stats.rejects.extend(result.rejects)
+            stats.counters.update(result.stats)
+            bar.update(n)
+            bar.set_postfix(rejects=len(stats.rejects))
+    stats.seconds = time.perf_counter() - start
+    return stats
+
+
+def attempt(stage: str, key: str, source: str, fn: Callable[[], T], rejects: list[Reject]) -> T | None:
+    """Runs fn for one item; any failure becomes a listed reject (one bad image never stops a run)."""
+    try:
+        return fn()
+    except (KeyboardInterrupt, SystemExit, MemoryError):
+        raise
+    except Exception as e:  # every per-image failure is recorded with its type and message
+        reason = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+        rejects.append(Reject(key, source, stage, reason))
+        return None

@@ -1,0 +1,598 @@
+"""The cdfv-prep stages. Each reads the previous stage's output and writes its own through the
+chunked runner; `run_stream` chains them in memory and writes only the outputs asked for."""
+from __future__ import annotations
+
+import zlib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+import shards
+from shards import spec as S
+
+from .align import align, prealigned
+from .codecs import CodecSpec
+from .coding import CodecEngine, crop_latent, pad_face, pad_multiple, store_latent, unpad_face
+from .detect import Detector, detect
+from .images import read_image
+from .naming import set_name
+from .quality import ms_ssim_rgb, psnr
+from .runner import (
+    REJECT_SCHEMA,
+    ChunkResult,
+    ParquetChunks,
+    Reject,
+    RunStats,
+    attempt,
+    chunked,
+    read_parquet_chunks,
+    run_chunks,
+)
+from .sources import Dataset, Item, split_part
+
+NO_FACE_POLICIES = ("skip", "whole")  # skip: listed as reject; whole: treat the image as pre-aligned
+
+DETECTION_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()), ("source", pa.string()), ("identity", pa.string()), ("label", pa.int32()),
+        ("width", pa.int32()), ("height", pa.int32()), ("status", pa.string()),
+        ("box", pa.list_(pa.float64())), ("landmarks", pa.list_(pa.list_(pa.float64()))),
+        ("score", pa.float64()), ("threshold", pa.float64()), ("candidates", pa.int32()),
+        ("centred", pa.int32()), ("detector", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    out: Path
+    part: int = 0
+    parts: int = 1
+    chunk_size: int = 1000
+    batch_size: int = 32
+    strict: bool = False
+
+
+@dataclass(frozen=True)
+class Codec:
+    """A loaded codec and where its weights came from."""
+
+    spec: CodecSpec
+    engine: CodecEngine
+    weights_id: str
+    untrained: bool
+
+    def meta(self) -> dict[str, Any]:
+        return {"name": self.spec.name, "quality": self.spec.quality, "metric": self.spec.metric,
+                "weights": self.weights_id, "untrained": self.untrained}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cdfv")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _rejects(directory: Path, o: RunOptions) -> ParquetChunks:
+    return ParquetChunks(directory, "rejects", o.part, o.parts, REJECT_SCHEMA)
+
+
+def _writer(o: RunOptions, name: str) -> shards.ShardSetWriter:
+    return shards.ShardSetWriter(o.out / name, name, o.part, o.parts)
+
+
+def _base(item: Item, dataset: str) -> dict[str, Any]:
+    return {"key": item.key, "source": item.source, "dataset": dataset, "identity": item.identity, "label": item.label}
+
+
+def _rate(strings: list[bytes], coded_pixels: int, face_pixels: int = S.FACE_PIXELS) -> dict[str, Any]:
+    n = S.payload_bytes(strings)
+    return {"bytes": n, "string_bytes": [len(s) for s in strings], "face_pixels": face_pixels,
+            "coded_pixels": coded_pixels, "bpp": S.bits_per_pixel(n, face_pixels),
+            "bpp_coded": S.bits_per_pixel(n, coded_pixels)}
+
+
+def _quality(reference: np.ndarray, decoded: np.ndarray) -> dict[str, float]:
+    return {"psnr": psnr(reference, decoded), "ms_ssim": ms_ssim_rgb(reference, decoded)}
+
+
+def finish_set(o: RunOptions, name: str, kind: str, members: list[str], identities: list[str], meta: dict) -> dict:
+    """Rebuilds the set's index from every shard on disk (all parts present)."""
+    return shards.write_index(o.out / name, name, kind, members, identities, {**meta, "cdfv_version": _version()})
+
+
+# ---------------------------------------------------------------- detect
+
+def detection_row(item: Item, shape: tuple[int, ...] | None, det: dict | None, detector_id: str) -> dict[str, Any]:
+    h, w = (shape[0], shape[1]) if shape else (None, None)
+    row = {"key": item.key, "source": item.source, "identity": item.identity, "label": item.label,
+           "width": w, "height": h, "detector": detector_id}
+    if det is None:
+        return {**row, "status": "unreadable", "box": None, "landmarks": None, "score": None,
+                "threshold": None, "candidates": 0, "centred": 0}
+    return {**row, **det}
+
+
+def run_detect(dataset: Dataset, detector: Detector, o: RunOptions) -> RunStats:
+    """Detects the labelled face of every image; one Parquet row per image, whatever its status."""
+    directory = o.out / "detections"
+    sink = ParquetChunks(directory, "detections", o.part, o.parts, DETECTION_SCHEMA)
+    items = split_part(dataset.items, o.part, o.parts)
+
+    def process(chunk: list[Item]) -> ChunkResult:
+        rows, rejects = [], []
+        for item in chunk:
+            rgb = attempt("detect", item.key, item.source, lambda: read_image(dataset.path(item)), rejects)
+            det = None if rgb is None else detect(detector, rgb).as_dict()
+            rows.append(detection_row(item, None if rgb is None else rgb.shape, det, detector.id))
+        statuses = Counter(r["status"] for r in rows)
+        return ChunkResult({"detections": rows}, rejects, Counter({f"status_{k}": v for k, v in statuses.items()}))
+
+    return run_chunks("detect", chunked(items, o.chunk_size), process, {"detections": sink}, _rejects(directory, o), o.strict)
+
+
+def load_detections(directory: Path) -> dict[str, dict[str, Any]]:
+    """key -> detection row, from every detections chunk of every part."""
+    table = read_parquet_chunks(directory, "detections")
+    return {r["key"]: r for r in table.to_pylist()}
+
+
+# ---------------------------------------------------------------- align
+
+def _detection_meta(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: row[k] for k in ("status", "box", "landmarks", "score", "threshold", "candidates", "centred", "detector")}
+
+
+def aligned_face(
+    item: Item, rgb: np.ndarray, row: dict[str, Any] | None, method: str, no_face: str
+) -> tuple[np.ndarray, dict[str, Any] | None, dict[str, Any]]:
+    """(face, detection metadata or None, alignment metadata); raises ValueError for a face that
+    the no-face policy does not keep."""
+    if row is None:
+        face, meta = prealigned(rgb)
+        return face, None, meta
+    det = _detection_meta(row)
+    if row["status"] == "ok":
+        face, meta = align(rgb, row, method)
+        return face, det, meta
+    if no_face == "whole":
+        face, meta = prealigned(rgb)
+        return face, det, {**meta, "fallback": "no_face"}
+    raise ValueError(f"no face containing the image centre above threshold 0.7 (status {row['status']})")
+
+
+def face_sample(item: Item, dataset: str, face: np.ndarray, det: dict | None, align_meta: dict) -> dict[str, Any]:
+    meta = {**_base(item, dataset), "detection": det, "align": align_meta}
+    return {"__key__": item.key, S.IMAGE: face, S.LABEL: item.label, S.META: meta}
+
+
+def run_align(
+    dataset: Dataset, detections: dict[str, dict] | None, o: RunOptions, method: str = "thesis",
+    no_face: str = "skip", name: str = "faces",
+) -> RunStats:
+    """Aligned 224x224 original faces as an image shard set (the original anchor's input)."""
+    items = split_part(dataset.items, o.part, o.parts)
+
+    def process(chunk: list[Item]) -> ChunkResult:
+        samples, rejects = [], []
+        for item in chunk:
+            def one() -> dict[str, Any]:
+                row = None
+                if detections is not None:
+                    row = detections.get(item.key)
+                    if row is None:
+                        raise ValueError("no detection row for this image (run `cdfv-prep detect` on the same dataset)")
+                    if row["status"] == "unreadable":
+                        raise ValueError("unreadable at detection")
+                face, det, meta = aligned_face(item, read_image(dataset.path(item)), row, method, no_face)
+                return face_sample(item, dataset.name, face, det, meta)
+
+            sample = attempt("align", item.key, item.source, one, rejects)
+            if sample is not None:
+                samples.append(sample)
+        return ChunkResult({name: samples}, rejects, Counter(faces=len(samples)))
+
+    stats = run_chunks("align", chunked(items, o.chunk_size), process, {name: _writer(o, name)}, _rejects(o.out / name, o), o.strict)
+    finish_set(o, name, "image", [S.IMAGE, S.LABEL, S.META], dataset.identities,
+               {"dataset": dataset.name, "stage": "align", "variant": "original",
+                "align": method if detections is not None else "none", "no_face": no_face})
+    return stats
+
+
+# ---------------------------------------------------------------- shard-set driven stages
+
+def _shard_chunks(source: shards.ShardSet, o: RunOptions) -> list[list[tuple[int, str, int]]]:
+    """This part's input shards, one chunk each: (position in the index, url, samples)."""
+    entries = [(j, url, n) for j, (url, n) in enumerate(zip(source.urls, source.shard_sizes))]
+    return [[e] for e in split_part(entries, o.part, o.parts)]
+
+
+def _count(chunk: list[tuple[int, str, int]]) -> int:
+    return sum(e[2] for e in chunk)
+
+
+def _samples(chunk: list[tuple[int, str, int]], members: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+    for _, url, _ in chunk:
+        for sample in shards.iter_samples([url], members):
+            sample["__shard__"] = Path(url).name
+            yield sample
+
+
+def _batches(it: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    for x in it:
+        batch.append(x)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _encode_batch(codec: Codec, batch: list[dict[str, Any]], input_name: str, rejects: list[Reject]) -> list[tuple[dict, Any]]:
+    """Encodes a batch of face samples; a batch failure falls back to one by one so only the bad
+    sample is rejected."""
+    pictures = [pad_face(s[S.IMAGE]) for s in batch]
+    try:
+        encoded = codec.engine.encode(pictures)
+    except Exception:
+        encoded = [attempt("encode", s["__key__"], s[S.META]["source"], lambda p=p: codec.engine.encode([p])[0], rejects)
+                   for s, p in zip(batch, pictures)]
+    out = []
+    for s, e in zip(batch, encoded):
+        if e is None:
+            continue
+        meta = {**s[S.META], "codec": codec.meta(), "rate": _rate(e.strings, S.CODED_SIZE ** 2),
+                "devices": {"encode": codec.engine.device_type}, "input": {"set": input_name, "shard": s["__shard__"]},
+                "latent_crc32": None if e.y_hat is None else latent_crc(store_latent(e.y_hat, codec.spec))}
+        out.append((meta, e))
+    return out
+
+
+def run_encode(source: shards.ShardSet, codec: Codec, o: RunOptions, name: str) -> RunStats:
+    """Faces (image set) to real bitstreams (bitstream set)."""
+    if source.kind != "image":
+        raise shards.ShardSetError(f"{source.directory}: encode needs an image shard set (faces), got kind {source.kind!r}")
+
+    def process(chunk: list[tuple[int, str, int]]) -> ChunkResult:
+        samples, rejects, nbytes = [], [], 0
+        for batch in _batches(_samples(chunk, (S.IMAGE, S.LABEL, S.META)), o.batch_size):
+            for meta, e in _encode_batch(codec, batch, source.name, rejects):
+                samples.append({"__key__": meta["key"], S.BITSTREAM: S.pack_bitstream(e.strings, e.shape),
+                                S.LABEL: meta["label"], S.META: meta})
+                nbytes += meta["rate"]["bytes"]
+        return ChunkResult({name: samples}, rejects, Counter(encoded=len(samples), bytes=nbytes))
+
+    stats = run_chunks("encode", _shard_chunks(source, o), process, {name: _writer(o, name)}, _rejects(o.out / name, o), o.strict, _count)
+    finish_set(o, name, "bitstream", [S.BITSTREAM, S.LABEL, S.META], source.identities,
+               {**source.meta, "stage": "encode", "variant": "bitstream", "codec": codec.meta(), "input_set": source.name,
+                "untrained": codec.untrained or source.meta.get("untrained", False)})
+    return stats
+
+
+def check_codec_matches(source: shards.ShardSet, codec: Codec) -> None:
+    """Refuses to entropy-decode with other weights than the encoder used."""
+    recorded = source.meta.get("codec", {})
+    if (recorded.get("name"), recorded.get("quality"), recorded.get("weights")) != (codec.spec.name, codec.spec.quality, codec.weights_id):
+        raise shards.ShardSetError(
+            f"{source.directory}: encoded with {recorded.get('name')} q{recorded.get('quality')} weights {recorded.get('weights')}, "
+            f"but decoding with {codec.spec.name} q{codec.spec.quality} weights {codec.weights_id}; pass the same codec options"
+        )
+
+
+def latent_crc(y_hat: np.ndarray) -> int:
+    """Checksum of the stored latent, recorded at encoding and checked after entropy decoding."""
+    return zlib.crc32(np.ascontiguousarray(y_hat).tobytes())
+
+
+def check_device(recorded: str, has_crc: bool, codec: Codec) -> None:
+    """Entropy decoding recomputes the hyper-decoder's scales; on another device type they can
+    round differently and the range decoder then returns garbage silently (CompressAI issues 54,
+    235, 279). A mismatch is allowed only where the encoder's latent checksum verifies each sample."""
+    if recorded != codec.engine.device_type and not has_crc:
+        raise RuntimeError(
+            f"bitstreams were encoded on {recorded} but would be decoded on {codec.engine.device_type}, and they carry "
+            f"no latent checksum to verify against; decode with --device {recorded}"
+        )
+
+
+def _decode_batch(codec: Codec, batch: list[dict[str, Any]], rejects: list[Reject]) -> list[tuple[dict, np.ndarray]]:
+    """Entropy-decodes a batch; a sample whose latent fails its encoder checksum is rejected."""
+    for s in batch:
+        check_device(s[S.META]["devices"]["encode"], s[S.META].get("latent_crc32") is not None, codec)
+    y_hat = codec.engine.entropy_decode([S.unpack_bitstream(s[S.BITSTREAM]) for s in batch])
+    out = []
+    for s, y in zip(batch, y_hat):
+        stored = store_latent(y, codec.spec)
+        crc = s[S.META].get("latent_crc32")
+        if crc is not None and latent_crc(stored) != crc:
+            rejects.append(Reject(s["__key__"], s[S.META]["source"], "entropy-decode",
+                                  f"decoded latent differs from the encoder's (encoded on {s[S.META]['devices']['encode']}, "
+                                  f"decoded on {codec.engine.device_type})"))
+            continue
+        out.append((s, stored))
+    return out
+
+
+def run_entropy_decode(source: shards.ShardSet, codec: Codec, o: RunOptions, name: str) -> RunStats:
+    """Bitstreams to full y_hat latents (M x 16 x 16)."""
+    if source.kind != "bitstream":
+        raise shards.ShardSetError(f"{source.directory}: entropy-decode needs a bitstream set (from encode), got {source.kind!r}")
+    check_codec_matches(source, codec)
+
+    def process(chunk: list[tuple[int, str, int]]) -> ChunkResult:
+        samples, rejects = [], []
+        for batch in _batches(_samples(chunk, (S.BITSTREAM, S.LABEL, S.META)), o.batch_size):
+            for s, y in _decode_batch(codec, batch, rejects):
+                meta = {**s[S.META], "devices": {**s[S.META]["devices"], "decode": codec.engine.device_type},
+                        "latent": latent_meta(y, "entropy-decoded")}
+                samples.append({"__key__": s["__key__"], S.LATENT: y, S.LABEL: s[S.LABEL], S.META: meta})
+        return ChunkResult({name: samples}, rejects, Counter(latents=len(samples)))
+
+    stats = run_chunks("entropy-decode", _shard_chunks(source, o), process, {name: _writer(o, name)}, _rejects(o.out / name, o), o.strict, _count)
+    finish_set(o, name, "latent", [S.LATENT, S.LABEL, S.META], source.identities,
+               {**source.meta, "stage": "entropy-decode", "variant": "latent", "latent_crop": None})
+    return stats
+
+
+def latent_meta(y: np.ndarray, source: str) -> dict[str, Any]:
+    return {"shape_full": list(y.shape), "crop": [0, 0, y.shape[1], y.shape[2]], "dtype": str(y.dtype), "source": source}
+
+
+def run_crop_latent(source: shards.ShardSet, o: RunOptions, name: str, size: int | None = 14) -> RunStats:
+    """Centre-crops stored latents (16x16 -> 14x14 by default; None keeps them whole)."""
+    if source.kind != "latent":
+        raise shards.ShardSetError(f"{source.directory}: crop-latent needs a latent set, got {source.kind!r}")
+
+    def process(chunk: list[tuple[int, str, int]]) -> ChunkResult:
+        samples, rejects = [], []
+        for s in _samples(chunk, (S.LATENT, S.LABEL, S.META)):
+            def one(s: dict = s) -> dict[str, Any]:
+                y, crop = crop_latent(s[S.LATENT], size)
+                meta = {**s[S.META], "latent": {**s[S.META]["latent"], "crop": crop}}
+                return {"__key__": s["__key__"], S.LATENT: y, S.LABEL: s[S.LABEL], S.META: meta}
+
+            out = attempt("crop-latent", s["__key__"], s[S.META]["source"], one, rejects)
+            if out is not None:
+                samples.append(out)
+        return ChunkResult({name: samples}, rejects, Counter(latents=len(samples)))
+
+    stats = run_chunks("crop-latent", _shard_chunks(source, o), process, {name: _writer(o, name)}, _rejects(o.out / name, o), o.strict, _count)
+    finish_set(o, name, "latent", [S.LATENT, S.LABEL, S.META], source.identities,
+               {**source.meta, "stage": "crop-latent", "latent_crop": size})
+    return stats
+
+
+def _reference_faces(reference: shards.ShardSet, shard_names: set[str], keys: set[str]) -> dict[str, np.ndarray]:
+    urls = [u for u in reference.urls if Path(u).name in shard_names]
+    return {s["__key__"]: s[S.IMAGE] for s in shards.iter_samples(urls, (S.IMAGE,)) if s["__key__"] in keys}
+
+
+def run_decode(source: shards.ShardSet, reference: shards.ShardSet, codec: Codec, o: RunOptions, name: str) -> RunStats:
+    """Bitstreams to decoded 224x224 faces (the decoded anchors), with PSNR and MS-SSIM against the
+    original aligned faces of `reference`."""
+    if source.kind != "bitstream":
+        raise shards.ShardSetError(f"{source.directory}: decode needs a bitstream set (from encode), got {source.kind!r}")
+    check_codec_matches(source, codec)
+
+    def process(chunk: list[tuple[int, str, int]]) -> ChunkResult:
+        samples, rejects = [], []
+        for batch in _batches(_samples(chunk, (S.BITSTREAM, S.LABEL, S.META)), o.batch_size):
+            decoded = _decode_batch(codec, batch, rejects)
+            if not decoded:
+                continue
+            originals = _reference_faces(reference, {s[S.META]["input"]["shard"] for s, _ in decoded}, {s["__key__"] for s, _ in decoded})
+            faces = [unpad_face(p) for p in codec.engine.reconstruct(np.stack([y for _, y in decoded]))]
+            for (s, _), face in zip(decoded, faces):
+                if s["__key__"] not in originals:
+                    rejects.append(Reject(s["__key__"], s[S.META]["source"], "decode", f"original face missing from {reference.name}"))
+                    continue
+                meta = {**s[S.META], "devices": {**s[S.META]["devices"], "decode": codec.engine.device_type},
+                        "quality": _quality(originals[s["__key__"]], face)}
+                samples.append({"__key__": s["__key__"], S.IMAGE: face, S.LABEL: s[S.LABEL], S.META: meta})
+        return ChunkResult({name: samples}, rejects, Counter(decoded=len(samples)))
+
+    stats = run_chunks("decode", _shard_chunks(source, o), process, {name: _writer(o, name)}, _rejects(o.out / name, o), o.strict, _count)
+    finish_set(o, name, "image", [S.IMAGE, S.LABEL, S.META], source.identities,
+               {**source.meta, "stage": "decode", "variant": "decoded", "order": "align-then-encode"})
+    return stats
+
+
+def _read_range(urls: list[str], sizes: list[int], start: int, stop: int, members: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Samples start..stop-1 of the concatenated shards (index order)."""
+    out, offset = [], 0
+    for url, n in zip(urls, sizes):
+        if offset + n > start and offset < stop:
+            for i, sample in enumerate(shards.iter_samples([url], members)):
+                if start <= offset + i < stop:
+                    out.append(sample)
+        offset += n
+    return out
+
+
+def run_shard(source: shards.ShardSet, o: RunOptions, name: str, members: list[str]) -> RunStats:
+    """Repacks a set into shards of o.chunk_size samples with the chosen members (e.g. dropping
+    `bits` or `png`) under a new name; part i/n repacks the i-th block of the input's shards."""
+    missing = [m for m in members if m not in source.members]
+    if missing:
+        raise shards.ShardSetError(f"{source.directory}: has no member(s) {missing}; it holds {source.members}")
+    entries = split_part(list(zip(source.urls, source.shard_sizes)), o.part, o.parts)
+    urls, sizes = [u for u, _ in entries], [n for _, n in entries]
+    total = sum(sizes)
+    chunks = [(i, min(i + o.chunk_size, total)) for i in range(0, total, o.chunk_size)]
+
+    def process(chunk: list[tuple[int, int]]) -> ChunkResult:
+        (start, stop), = chunk
+        samples = _read_range(urls, sizes, start, stop, tuple(members))
+        return ChunkResult({name: samples}, [], Counter(samples=len(samples)))
+
+    stats = run_chunks("shard", [[c] for c in chunks], process, {name: _writer(o, name)}, _rejects(o.out / name, o),
+                       o.strict, lambda c: c[0][1] - c[0][0])
+    finish_set(o, name, source.kind, members, source.identities, {**source.meta, "repacked_from": source.name})
+    return stats
+
+
+# ---------------------------------------------------------------- streaming
+
+STREAM_OUTPUTS = ("detections", "faces", "latents", "decoded")
+ORDERS = ("align-then-encode", "encode-then-align")
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    outputs: tuple[str, ...] = ("latents",)
+    align: str = "thesis"
+    no_face: str = "skip"
+    detect: bool = True  # False: inputs are pre-aligned (VGGFace2 loose crops)
+    latent_size: int | None = 14
+    with_bits: bool = False
+    fast_path: bool = True
+    verify: float = 0.01  # fraction of fast-path latents checked against entropy decoding
+    order: str = "align-then-encode"
+
+
+def _selected(key: str, fraction: float) -> bool:
+    """Deterministic per-key sampling: the same keys are verified on every run and machine."""
+    return zlib.crc32(key.encode()) % 10_000 < round(fraction * 10_000)
+
+
+def stream_latents(codec: Codec, encoded: list, keys: list[str], so: StreamOptions) -> list[tuple[np.ndarray, str]]:
+    """y_hat per sample with its provenance: the encoder's own (fast path), checked against
+    entropy decoding for the selected keys, or entropy-decoded."""
+    if not so.fast_path or encoded[0].y_hat is None:
+        y = codec.engine.entropy_decode([(e.strings, e.shape) for e in encoded])
+        return [(store_latent(v, codec.spec), "entropy-decoded") for v in y]
+    out = [(store_latent(e.y_hat, codec.spec), "fast-path") for e in encoded]
+    check = [i for i, k in enumerate(keys) if _selected(k, so.verify)]
+    if check:
+        decoded = codec.engine.entropy_decode([(encoded[i].strings, encoded[i].shape) for i in check])
+        for i, y in zip(check, decoded):
+            if not np.array_equal(store_latent(y, codec.spec), out[i][0]):
+                raise RuntimeError(f"{keys[i]}: fast-path latent differs from the entropy-decoded one; rerun with --no-fast-path")
+            out[i] = (out[i][0], "fast-path-verified")
+    return out
+
+
+def _whole_image_decoded(codec: Codec, item: Item, rgb: np.ndarray, row: dict, so: StreamOptions) -> tuple[np.ndarray, dict, dict]:
+    """Thesis 5.3 order: encode the whole picture (zero-padded to multiples of 64), decode, crop
+    back, then align the decoded picture with the landmarks found on the original."""
+    padded, (left, top) = pad_multiple(rgb)
+    e = codec.engine.encode([padded])[0]
+    y = codec.engine.entropy_decode([(e.strings, e.shape)])
+    h, w = rgb.shape[:2]
+    picture = codec.engine.reconstruct(y)[0][top : top + h, left : left + w]
+    face, _, align_meta = aligned_face(item, picture, row, so.align, so.no_face)
+    n = S.payload_bytes(e.strings)
+    rate = {"bytes": n, "string_bytes": [len(s) for s in e.strings], "image_pixels": h * w,
+            "coded_pixels": padded.shape[0] * padded.shape[1], "bpp": S.bits_per_pixel(n, h * w),
+            "bpp_coded": S.bits_per_pixel(n, padded.shape[0] * padded.shape[1])}
+    return face, rate, align_meta
+
+
+def run_stream(dataset: Dataset, detector: Detector | None, codec: Codec, o: RunOptions, so: StreamOptions) -> RunStats:
+    """Dataset to the requested outputs in one pass, without intermediates nobody asked for."""
+    unknown = set(so.outputs) - set(STREAM_OUTPUTS)
+    if unknown or not so.outputs:
+        raise ValueError(f"outputs must be among {STREAM_OUTPUTS}, got {so.outputs}")
+    if so.order == "encode-then-align" and set(so.outputs) - {"decoded", "detections"}:
+        raise ValueError("--order encode-then-align makes decoded faces only (its bitstreams code whole images, not faces)")
+    if so.order == "encode-then-align" and not so.detect:
+        raise ValueError("--order encode-then-align needs detection (landmarks from the original image)")
+    names = {"faces": "faces", "latents": set_name("latents", codec.spec), "decoded": set_name("decoded", codec.spec)}
+    sinks: dict[str, Any] = {}
+    for out in so.outputs:
+        if out == "detections":
+            sinks[out] = ParquetChunks(o.out / "detections", "detections", o.part, o.parts, DETECTION_SCHEMA)
+        else:
+            sinks[out] = _writer(o, names[out])
+    reject_dir = o.out / (names[so.outputs[-1]] if so.outputs[-1] != "detections" else "detections")
+    items = split_part(dataset.items, o.part, o.parts)
+
+    def prepare(item: Item, rows: list[dict]) -> dict[str, Any]:
+        rgb = read_image(dataset.path(item))
+        row = None
+        if so.detect:
+            row = detection_row(item, rgb.shape, detect(detector, rgb).as_dict(), detector.id)
+            rows.append(row)
+        if so.order == "encode-then-align":
+            face, rate, align_meta = _whole_image_decoded(codec, item, rgb, row, so)
+            original, det, _ = aligned_face(item, rgb, row, so.align, so.no_face)
+            return {"item": item, "face": original, "decoded": face, "det": det, "align": align_meta, "rate": rate}
+        face, det, align_meta = aligned_face(item, rgb, row, so.align, so.no_face)
+        return {"item": item, "face": face, "det": det, "align": align_meta}
+
+    def process(chunk: list[Item]) -> ChunkResult:
+        rejects: list[Reject] = []
+        rows: list[dict] = []
+        outputs: dict[str, list] = {k: [] for k in so.outputs}
+        prepared = []
+        for item in chunk:
+            p = attempt("prepare", item.key, item.source, lambda item=item: prepare(item, rows), rejects)
+            if p is not None:
+                prepared.append(p)
+        unreadable = {r.key for r in rejects} - {r["key"] for r in rows}
+        rows += [detection_row(i, None, None, detector.id) for i in chunk if i.key in unreadable] if so.detect else []
+        outputs["detections"] = rows
+        nbytes = 0
+        for batch in (prepared[i : i + o.batch_size] for i in range(0, len(prepared), o.batch_size)):
+            metas = [{**_base(p["item"], dataset.name), "detection": p["det"], "align": p["align"]} for p in batch]
+            if "faces" in so.outputs:
+                outputs["faces"] += [{"__key__": m["key"], S.IMAGE: p["face"], S.LABEL: m["label"], S.META: m}
+                                     for p, m in zip(batch, metas)]
+            if so.order == "encode-then-align":
+                for p, m in zip(batch, metas):
+                    meta = {**m, "codec": codec.meta(), "rate": p["rate"], "order": so.order,
+                            "devices": {"encode": codec.engine.device_type, "decode": codec.engine.device_type},
+                            "quality": _quality(p["face"], p["decoded"])}
+                    outputs["decoded"].append({"__key__": m["key"], S.IMAGE: p["decoded"], S.LABEL: m["label"], S.META: meta})
+                    nbytes += p["rate"]["bytes"]
+                continue
+            if not {"latents", "decoded"} & set(so.outputs):
+                continue
+            encoded = codec.engine.encode([pad_face(p["face"]) for p in batch])
+            latents = stream_latents(codec, encoded, [m["key"] for m in metas], so)
+            for m, e in zip(metas, encoded):
+                m.update(codec=codec.meta(), rate=_rate(e.strings, S.CODED_SIZE ** 2),
+                         devices={"encode": codec.engine.device_type, "decode": codec.engine.device_type})
+                nbytes += m["rate"]["bytes"]
+            if "latents" in so.outputs:
+                for m, e, (y, source) in zip(metas, encoded, latents):
+                    crop, box = crop_latent(y, so.latent_size)
+                    meta = {**m, "latent": {**latent_meta(y, source), "crop": box}}
+                    sample = {"__key__": m["key"], S.LATENT: crop, S.LABEL: m["label"], S.META: meta}
+                    if so.with_bits:
+                        sample[S.BITSTREAM] = S.pack_bitstream(e.strings, e.shape)
+                    outputs["latents"].append(sample)
+            if "decoded" in so.outputs:
+                pictures = codec.engine.reconstruct(np.stack([y for y, _ in latents]))
+                for p, m, picture in zip(batch, metas, pictures):
+                    face = unpad_face(picture)
+                    meta = {**m, "quality": _quality(p["face"], face), "order": so.order}
+                    outputs["decoded"].append({"__key__": m["key"], S.IMAGE: face, S.LABEL: m["label"], S.META: meta})
+        counters = Counter(faces=len(prepared), bytes=nbytes, coded=len(prepared) if {"latents", "decoded"} & set(so.outputs) else 0)
+        return ChunkResult(outputs, rejects, counters)
+
+    stats = run_chunks("run", chunked(items, o.chunk_size), process, sinks, _rejects(reject_dir, o), o.strict)
+    base = {"dataset": dataset.name, "align": so.align if so.detect else "none", "no_face": so.no_face,
+            "detector": detector.id if detector else None, "order": so.order}
+    coded = {**base, "codec": codec.meta(), "untrained": codec.untrained}
+    if "faces" in so.outputs:
+        finish_set(o, names["faces"], "image", [S.IMAGE, S.LABEL, S.META], dataset.identities,
+                   {**base, "stage": "run", "variant": "original"})
+    if "latents" in so.outputs:
+        members = [S.LATENT, S.LABEL, S.META] + ([S.BITSTREAM] if so.with_bits else [])
+        finish_set(o, names["latents"], "latent", members, dataset.identities,
+                   {**coded, "stage": "run", "variant": "latent", "latent_crop": so.latent_size,
+                    "fast_path": so.fast_path, "verify": so.verify})
+    if "decoded" in so.outputs:
+        finish_set(o, names["decoded"], "image", [S.IMAGE, S.LABEL, S.META], dataset.identities,
+                   {**coded, "stage": "run", "variant": "decoded"})
+    return stats
