@@ -1,0 +1,79 @@
+"""Rate matching: one codec parameter per dataset so that the mean rate over a sample of faces lands
+on a target (a learned codec's mean bpp over the same faces), as the thesis matched its anchors.
+
+The mean rate is assumed monotone in the parameter (it is for JPEG quality, JPEG 2000 ratio and
+HEVC QP), so bisection finds it; an integer parameter may have no value close enough, and then
+matching fails and says which neighbours bracket the target rather than pretending.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from pipeline.conventional import Codec
+
+MAX_STEPS = 40  # bisection steps for a continuous parameter (its range is at most ~2**10 wide)
+AIM = 0.25  # a continuous parameter is refined to tolerance * AIM, leaving room for the full set
+
+
+class RateNotReachable(ValueError):
+    """No parameter value brings the mean rate within the tolerance of the target."""
+
+
+class RateMatch(NamedTuple):
+    value: float
+    mean_bpp: float
+
+
+def mean_bpp(codec: Codec, faces: list[np.ndarray], value: float) -> float:
+    """Mean payload rate of the faces coded at value."""
+    return float(np.mean([codec.code(face, value).bpp for face in faces]))
+
+
+def _midpoint(codec: Codec, a: float, b: float) -> float:
+    return (a + b) // 2 if codec.integer else math.sqrt(a * b)  # ratios and rates are log-scaled
+
+
+def match_rate(codec: Codec, faces: list[np.ndarray], target_bpp: float, tolerance: float = 0.05) -> RateMatch:
+    """The parameter value whose mean rate over faces is closest to target_bpp (relative error at
+    most tolerance); RateNotReachable if the range or an integer parameter's steps cannot get there."""
+    if not faces:
+        raise ValueError("rate matching needs at least one face")
+    if target_bpp <= 0 or tolerance <= 0:
+        raise ValueError(f"target_bpp and tolerance must be positive, got {target_bpp}, {tolerance}")
+    rates: dict[float, float] = {}
+
+    def rate(value: float) -> float:
+        if value not in rates:
+            rates[value] = mean_bpp(codec, faces, value)
+        return rates[value]
+
+    def error(value: float) -> float:
+        return abs(rate(value) / target_bpp - 1.0)
+
+    a, b = codec.low, codec.high
+    lowest, highest = sorted((rate(a), rate(b)))
+    if not lowest * (1 - tolerance) <= target_bpp <= highest * (1 + tolerance):
+        raise RateNotReachable(
+            f"{codec.name}: target {target_bpp:.4f} bpp is outside the reachable mean rates "
+            f"{lowest:.4f}..{highest:.4f} bpp ({codec.parameter} {codec.low:g}..{codec.high:g})"
+        )
+    for _ in range(MAX_STEPS):
+        if codec.integer and b - a <= 1:
+            break
+        m = _midpoint(codec, a, b)
+        if not codec.integer and error(m) <= tolerance * AIM:
+            break
+        if (rate(m) < target_bpp) == codec.rate_rises:
+            a = m
+        else:
+            b = m
+    best = min(rates, key=error)
+    if error(best) > tolerance:
+        raise RateNotReachable(
+            f"{codec.name}: no {codec.parameter} gives a mean rate within {tolerance:.0%} of {target_bpp:.4f} bpp: "
+            f"{codec.parameter}={a:g} gives {rate(a):.4f} bpp, {codec.parameter}={b:g} gives {rate(b):.4f} bpp"
+        )
+    return RateMatch(best, rates[best])
