@@ -233,6 +233,43 @@ def shard(out, part, chunk_size, batch_size, strict, input_name, name, members) 
 
 
 @main.command()
+@run_options
+@click.option("--codec", "codec_name", type=click.Choice(["jpeg", "jpeg2000", "hevc-intra"]), required=True)
+@click.option("--value", type=float, help="Codec parameter: JPEG quality, JPEG 2000 compression ratio, HEVC QP.")
+@click.option("--target-bpp", type=float, help="Choose the parameter so the mean rate is within 5%% of this.")
+@click.option("--match", "match_set", help="Match the mean rate of this coded set (e.g. decoded-q1) over the same faces.")
+@click.option("--match-sample", default=200, show_default=True, help="Faces used to choose the parameter.")
+@click.option("--input", "input_name", help="Image set of faces (default: faces).")
+@click.option("--name", help="Output set (default decoded-<codec>-<parameter><value>).")
+@user_errors
+def anchor(out, part, chunk_size, batch_size, strict, codec_name, value, target_bpp, match_set, match_sample, input_name, name) -> None:
+    """Decoded anchors from JPEG, JPEG 2000 or HEVC-intra at a parameter or a matched rate."""
+    from .conventional import get_codec
+    from .ratematch import match_rate
+
+    if sum(x is not None for x in (value, target_bpp, match_set)) != 1:
+        raise click.UsageError("give exactly one of --value, --target-bpp, --match")
+    codec = get_codec(codec_name)
+    source = _input(out, input_name, FACES)
+    match = None
+    if value is None:
+        target = target_bpp if target_bpp is not None else stages.mean_rate(_input(out, match_set, match_set))
+        sample = stages.sample_faces(source, match_sample)
+        value, sample_bpp = match_rate(codec, sample, target)
+        match = {"target_bpp": target, "matched_set": match_set, "sample": len(sample), "sample_mean_bpp": sample_bpp}
+        click.echo(f"{codec_name}: {codec.parameter}={value:g} gives {sample_bpp:.4f} bpp on {len(sample)} faces (target {target:.4f})", err=True)
+    name = name or f"decoded-{codec_name}-{codec.parameter}{value:g}"
+    o = stages.RunOptions(out, *part, chunk_size, batch_size, strict)
+    stats = stages.run_anchor(source, codec, value, o, name, match)
+    extra = {"parameter": {codec.parameter: value}}
+    if match:
+        achieved = S.bits_per_pixel(stats.counters["bytes"]) / max(1, stats.counters["coded"])
+        extra["rate_match"] = {**match, "achieved_mean_bpp": round(achieved, 4),
+                               "within_5pct": abs(achieved - match["target_bpp"]) <= 0.05 * match["target_bpp"]}
+    report(stats, out / name, **extra)
+
+
+@main.command()
 @click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @user_errors
 def index(directory: Path) -> None:

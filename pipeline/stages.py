@@ -596,3 +596,48 @@ def run_stream(dataset: Dataset, detector: Detector | None, codec: Codec, o: Run
         finish_set(o, names["decoded"], "image", [S.IMAGE, S.LABEL, S.META], dataset.identities,
                    {**coded, "stage": "run", "variant": "decoded"})
     return stats
+
+
+# ---------------------------------------------------------------- conventional-codec anchors
+
+def mean_rate(source: shards.ShardSet) -> float:
+    """Mean probe rate (json rate.bpp) of a coded set: the target a conventional anchor matches."""
+    rates = [s[S.META]["rate"]["bpp"] for s in shards.iter_samples(source.urls, (S.META,)) if "rate" in s[S.META]]
+    if not rates:
+        raise shards.ShardSetError(f"{source.directory}: no sample carries a rate to match")
+    return float(np.mean(rates))
+
+
+def sample_faces(source: shards.ShardSet, n: int) -> list[np.ndarray]:
+    """n faces evenly spaced through the set (all of them if it holds fewer): the rate-matching sample."""
+    step = max(1, source.num_samples // n)
+    return [s[S.IMAGE] for i, s in enumerate(shards.iter_samples(source.urls, (S.IMAGE,))) if i % step == 0][:n]
+
+
+def run_anchor(source: shards.ShardSet, codec: Any, value: float, o: RunOptions, name: str, match: dict | None = None) -> RunStats:
+    """Faces coded and decoded by a conventional codec (pipeline.conventional) -> decoded image
+    set with per-image rate, PSNR and MS-SSIM, alike the learned codecs' decoded sets."""
+    if source.kind != "image":
+        raise shards.ShardSetError(f"{source.directory}: anchor needs an image set of faces, got kind {source.kind!r}")
+    codec_meta = {"name": codec.name, "parameter": codec.parameter, "value": value}
+
+    def process(chunk: list[tuple[int, str, int]]) -> ChunkResult:
+        samples, rejects, nbytes = [], [], 0
+        for s in _samples(chunk, (S.IMAGE, S.LABEL, S.META)):
+            coded = attempt("anchor", s["__key__"], s[S.META]["source"], lambda s=s: codec.code(s[S.IMAGE], value), rejects)
+            if coded is None:
+                continue
+            h, w = coded.decoded.shape[:2]
+            rate = {"bytes": coded.payload_bytes, "container_bytes": coded.container_bytes, "face_pixels": h * w,
+                    "coded_pixels": h * w, "bpp": coded.bpp, "bpp_coded": coded.bpp}
+            meta = {**s[S.META], "codec": codec_meta, "rate": rate, "quality": _quality(s[S.IMAGE], coded.decoded),
+                    "input": {"set": source.name, "shard": s["__shard__"]}}
+            samples.append({"__key__": s["__key__"], S.IMAGE: coded.decoded, S.LABEL: s[S.LABEL], S.META: meta})
+            nbytes += coded.payload_bytes
+        return ChunkResult({name: samples}, rejects, Counter(coded=len(samples), bytes=nbytes))
+
+    stats = run_chunks("anchor", _shard_chunks(source, o), process, {name: _writer(o, name)}, _rejects(o.out / name, o), o.strict, _count)
+    finish_set(o, name, "image", [S.IMAGE, S.LABEL, S.META], source.identities,
+               {**source.meta, "stage": "anchor", "variant": "decoded", "codec": codec_meta, "input_set": source.name,
+                "rate_match": match, "order": "align-then-encode"})
+    return stats
