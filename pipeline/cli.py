@@ -5,10 +5,12 @@ Stages run one by one (each reads the previous one's output under --out) or all 
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import click
 import torch
@@ -17,9 +19,10 @@ import shards
 from shards import spec as S
 
 from . import stages
-from .codecs import ZOO, CodecSpec, WeightsUnavailable, load_codec
+from .codecs import ZOO, CodecSpec, WeightsUnavailable, codec_model, load_codec
 from .coding import CodecEngine
 from .naming import FACES, set_name
+from .rangecoding import CoderPool
 from .runner import RunStats, StrictFailure
 from .sources import DATASETS, SourceError, open_dataset
 
@@ -85,18 +88,32 @@ def codec_options(fn: Callable) -> Callable:
         click.option("--seed", default=0, show_default=True, help="Seed of --untrained weights."),
         click.option("--download", is_flag=True, help="Let CompressAI download zoo weights missing from its cache."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N for the transforms."),
+        click.option("--coder-workers", type=int, default=None,
+                     help="CPU processes for range coding (bmshj2018); default: none on CPU, cores-1 (max 15) with CUDA."),
     ]
     for option in reversed(options):
         fn = option(fn)
     return fn
 
 
-def make_codec(codec: str, quality: int, metric: str, weights: Path | None, untrained: bool, seed: int,
-               download: bool, device: str) -> stages.Codec:
+@contextlib.contextmanager
+def open_codec(codec: str, quality: int, metric: str, weights: Path | None, untrained: bool, seed: int,
+               download: bool, device: str, coder_workers: int | None) -> Iterator[stages.Codec]:
+    """Loads the codec; with CUDA, range coding goes to a pool of CPU processes so the GPU's
+    batched transforms are not waiting on one core."""
     spec = CodecSpec(codec, quality, metric)
     model, weights_id = load_codec(spec, weights=weights, untrained=untrained, download=download, seed=seed)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else torch.device(device)
-    return stages.Codec(spec, CodecEngine(spec, model, dev), weights_id, untrained)
+    if coder_workers is None:
+        coder_workers = min(15, (os.cpu_count() or 1) - 1) if dev.type == "cuda" else 0
+    pool = None
+    if coder_workers > 0 and not spec.entry.autoregressive:
+        pool = CoderPool(functools.partial(codec_model, spec, weights, untrained, seed), coder_workers)
+    engine = CodecEngine(spec, model, dev, pool)
+    try:
+        yield stages.Codec(spec, engine, weights_id, untrained)
+    finally:
+        engine.close()
 
 
 def report(stats: RunStats, out: Path, **extra: Any) -> None:
@@ -162,12 +179,12 @@ def _input(out: Path, given: str | None, default: str) -> shards.ShardSet:
 @click.option("--input", "input_name", help="Image shard set of faces (default: faces).")
 @click.option("--name", help="Output set (default encoded-q<Q>).")
 @user_errors
-def encode(out, part, chunk_size, batch_size, strict, codec, quality, metric, weights, untrained, seed, download, device, input_name, name) -> None:
+def encode(out, part, chunk_size, batch_size, strict, codec, quality, metric, weights, untrained, seed, download, device, coder_workers, input_name, name) -> None:
     """Encode faces (zero-padded to 256x256) into real bitstreams -> bitstream shard set."""
-    c = make_codec(codec, quality, metric, weights, untrained, seed, download, device)
-    source = _input(out, input_name, FACES)
-    name = name or set_name("encoded", c.spec)
-    report(stages.run_encode(source, c, stages.RunOptions(out, *part, chunk_size, batch_size, strict), name), out / name)
+    with open_codec(codec, quality, metric, weights, untrained, seed, download, device, coder_workers) as c:
+        source = _input(out, input_name, FACES)
+        name = name or set_name("encoded", c.spec)
+        report(stages.run_encode(source, c, stages.RunOptions(out, *part, chunk_size, batch_size, strict), name), out / name)
 
 
 @main.command("entropy-decode")
@@ -176,12 +193,12 @@ def encode(out, part, chunk_size, batch_size, strict, codec, quality, metric, we
 @click.option("--input", "input_name", help="Bitstream set (default encoded-q<Q>).")
 @click.option("--name", help="Output set (default latents-full-q<Q>).")
 @user_errors
-def entropy_decode(out, part, chunk_size, batch_size, strict, codec, quality, metric, weights, untrained, seed, download, device, input_name, name) -> None:
+def entropy_decode(out, part, chunk_size, batch_size, strict, codec, quality, metric, weights, untrained, seed, download, device, coder_workers, input_name, name) -> None:
     """Entropy-decode bitstreams to y_hat (M x 16 x 16) -> latent shard set."""
-    c = make_codec(codec, quality, metric, weights, untrained, seed, download, device)
-    source = _input(out, input_name, set_name("encoded", c.spec))
-    name = name or set_name("latents-full", c.spec)
-    report(stages.run_entropy_decode(source, c, stages.RunOptions(out, *part, chunk_size, batch_size, strict), name), out / name)
+    with open_codec(codec, quality, metric, weights, untrained, seed, download, device, coder_workers) as c:
+        source = _input(out, input_name, set_name("encoded", c.spec))
+        name = name or set_name("latents-full", c.spec)
+        report(stages.run_entropy_decode(source, c, stages.RunOptions(out, *part, chunk_size, batch_size, strict), name), out / name)
 
 
 @main.command("crop-latent")
@@ -210,13 +227,13 @@ def crop_latent(out, part, chunk_size, batch_size, strict, codec, quality, metri
 @click.option("--reference", help="Original faces for PSNR / MS-SSIM (default: the set the bitstreams came from).")
 @click.option("--name", help="Output set (default decoded-q<Q>).")
 @user_errors
-def decode(out, part, chunk_size, batch_size, strict, codec, quality, metric, weights, untrained, seed, download, device, input_name, reference, name) -> None:
+def decode(out, part, chunk_size, batch_size, strict, codec, quality, metric, weights, untrained, seed, download, device, coder_workers, input_name, reference, name) -> None:
     """Fully decode bitstreams to 224x224 faces with PSNR and MS-SSIM -> image shard set."""
-    c = make_codec(codec, quality, metric, weights, untrained, seed, download, device)
-    source = _input(out, input_name, set_name("encoded", c.spec))
-    ref = _input(out, reference, source.meta.get("input_set", FACES))
-    name = name or set_name("decoded", c.spec)
-    report(stages.run_decode(source, ref, c, stages.RunOptions(out, *part, chunk_size, batch_size, strict), name), out / name)
+    with open_codec(codec, quality, metric, weights, untrained, seed, download, device, coder_workers) as c:
+        source = _input(out, input_name, set_name("encoded", c.spec))
+        ref = _input(out, reference, source.meta.get("input_set", FACES))
+        name = name or set_name("decoded", c.spec)
+        report(stages.run_decode(source, ref, c, stages.RunOptions(out, *part, chunk_size, batch_size, strict), name), out / name)
 
 
 @main.command()
@@ -300,15 +317,15 @@ def index(directory: Path) -> None:
               help="encode-then-align: code whole images and align the decoded ones (thesis 5.3; decoded output only).")
 @user_errors
 def run(layout, data_root, list_file, out, part, chunk_size, batch_size, strict, codec, quality, metric, weights, untrained,
-        seed, download, device, outputs, no_detect, method, no_face, detector_model, latent_size, full_latent, with_bits,
+        seed, download, device, coder_workers, outputs, no_detect, method, no_face, detector_model, latent_size, full_latent, with_bits,
         no_fast_path, verify, order) -> None:
     """All stages in one streaming pass: dataset -> detect -> align -> encode -> latents / decoded faces."""
     from .detect import RetinaFaceOnnx
 
     dataset = open_dataset(layout, data_root, list_file)
-    c = make_codec(codec, quality, metric, weights, untrained, seed, download, device)
-    so = stages.StreamOptions(tuple(o.strip() for o in outputs.split(",") if o.strip()), method, no_face, not no_detect,
-                              None if full_latent else latent_size, with_bits, not no_fast_path, verify, order)
-    o = stages.RunOptions(out, *part, chunk_size, batch_size, strict)
-    detector = None if no_detect else RetinaFaceOnnx(detector_model)
-    report(stages.run_stream(dataset, detector, c, o, so), out, images=len(dataset.items), skipped_files=len(dataset.skipped))
+    with open_codec(codec, quality, metric, weights, untrained, seed, download, device, coder_workers) as c:
+        so = stages.StreamOptions(tuple(o.strip() for o in outputs.split(",") if o.strip()), method, no_face, not no_detect,
+                                  None if full_latent else latent_size, with_bits, not no_fast_path, verify, order)
+        o = stages.RunOptions(out, *part, chunk_size, batch_size, strict)
+        detector = None if no_detect else RetinaFaceOnnx(detector_model)
+        report(stages.run_stream(dataset, detector, c, o, so), out, images=len(dataset.items), skipped_files=len(dataset.skipped))

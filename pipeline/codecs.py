@@ -166,3 +166,8 @@ def save_codec(path: Path, model: nn.Module, spec: CodecSpec) -> None:
         buf,
     )
     atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def codec_model(spec: CodecSpec, weights: Path | None, untrained: bool, seed: int) -> nn.Module:
+    """load_codec's model alone: a picklable way for worker processes to build the same codec."""
+    return load_codec(spec, weights=weights, untrained=untrained, seed=seed)[0]

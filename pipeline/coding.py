@@ -18,6 +18,7 @@ from torch import nn
 from shards.spec import CODED_SIZE, FACE_SIZE
 
 from .codecs import CodecSpec
+from .rangecoding import CoderPool, HyperpriorCoder
 
 
 @dataclass
@@ -51,14 +52,23 @@ def to_pictures(x_hat: torch.Tensor) -> list[np.ndarray]:
 
 
 class CodecEngine:
-    """One loaded codec on one device, coding batches of equal-size pictures."""
+    """One loaded codec on one device, coding batches of equal-size pictures.
 
-    def __init__(self, spec: CodecSpec, model: nn.Module, device: torch.device) -> None:
+    For the scale hyperprior the transforms run batched on `device` and the range coding on the
+    CPU, in this process or in `pool`'s processes."""
+
+    def __init__(self, spec: CodecSpec, model: nn.Module, device: torch.device, pool: CoderPool | None = None) -> None:
         self.spec = spec
         self.split = type(model) is ScaleHyperprior  # exact type: subclasses code differently
         # autoregressive coding loops on the CPU; running its convolutions on a GPU only adds copies
         self.device = device if self.split else torch.device("cpu")
+        self.coder = HyperpriorCoder(model) if self.split else None
+        self.pool = pool if self.split else None
         self.model = model.to(self.device).eval()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
 
     @property
     def device_type(self) -> str:
@@ -77,14 +87,15 @@ class CodecEngine:
             return [Encoded([y_strings[i], z_strings[i]], shape, None) for i in range(len(pictures))]
         y = m.g_a(x)
         z = m.h_a(torch.abs(y))
-        eb, gc = m.entropy_bottleneck, m.gaussian_conditional
-        z_strings = eb.compress(z)
-        z_hat = eb.quantize(z, "dequantize", eb._get_medians())  # what decompress(z_strings) yields
-        indexes = gc.build_indexes(m.h_s(z_hat))
-        y_strings = gc.compress(y, indexes)
-        y_hat = gc.quantize(y, "dequantize").cpu().numpy()
+        medians = m.entropy_bottleneck._get_medians()
+        z_symbols = torch.round(z - medians)
+        indexes = m.gaussian_conditional.build_indexes(m.h_s(z_symbols + medians))  # z_hat as the decoder sees it
+        y_symbols = torch.round(y)
+        ys, zs = y_symbols.int().cpu().numpy(), z_symbols.int().cpu().numpy()
+        strings = (self.pool or self.coder).encode(ys, indexes.int().cpu().numpy(), zs)
+        y_hat = y_symbols.cpu().numpy()  # the fast path: exactly what entropy decoding returns
         shape = tuple(z.shape[-2:])
-        return [Encoded([y_strings[i], z_strings[i]], shape, y_hat[i]) for i in range(len(pictures))]
+        return [Encoded(strings[i], shape, y_hat[i]) for i in range(len(pictures))]
 
     @torch.inference_mode()
     def entropy_decode(self, streams: list[tuple[list[bytes], tuple[int, int]]]) -> np.ndarray:
@@ -96,9 +107,11 @@ class CodecEngine:
         z_strings = [s[0][1] for s in streams]
         m = self.model
         if self.split:
-            z_hat = m.entropy_bottleneck.decompress(z_strings, shape)
-            indexes = m.gaussian_conditional.build_indexes(m.h_s(z_hat))
-            return m.gaussian_conditional.decompress(y_strings, indexes, z_hat.dtype).cpu().numpy()
+            eb = m.entropy_bottleneck
+            z_symbols = self.coder.decode_z(z_strings, shape, eb.channels)
+            z_hat = torch.from_numpy(z_symbols).to(self.device).float() + eb._get_medians()
+            indexes = m.gaussian_conditional.build_indexes(m.h_s(z_hat)).int().cpu().numpy()
+            return (self.pool or self.coder).decode_y(y_strings, indexes).astype(np.float32)
         captured: list[torch.Tensor] = []
         hook = m.g_s.register_forward_pre_hook(lambda _mod, args: captured.append(args[0].detach().clone()))
         try:
