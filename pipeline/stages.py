@@ -545,7 +545,7 @@ def run_stream(dataset: Dataset, detector: Detector | None, codec: Codec, o: Run
         for batch in (prepared[i : i + o.batch_size] for i in range(0, len(prepared), o.batch_size)):
             metas = [{**_base(p["item"], dataset.name), "detection": p["det"], "align": p["align"]} for p in batch]
             if "faces" in so.outputs:
-                outputs["faces"] += [{"__key__": m["key"], S.IMAGE: p["face"], S.LABEL: m["label"], S.META: m}
+                outputs["faces"] += [{"__key__": m["key"], S.IMAGE: p["face"], S.LABEL: m["label"], S.META: dict(m)}
                                      for p, m in zip(batch, metas)]
             if so.order == "encode-then-align":
                 for p, m in zip(batch, metas):

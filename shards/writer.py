@@ -58,7 +58,7 @@ def tar_bytes(samples: Iterable[dict[str, Any]]) -> tuple[bytes, int]:
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         for sample in samples:
             key = sample["__key__"]
-            for ext in sorted(k for k in sample if k != "__key__"):
+            for ext in sorted(k for k in sample if not k.startswith("__")):  # "__url__" etc.: reader metadata
                 data = encode_member(ext, sample[ext])
                 info = tarfile.TarInfo(f"{key}.{ext}")
                 info.size = len(data)
