@@ -1,0 +1,1 @@
+"""cdfv-eval: the LFW verification protocol on original, decoded and compressed-domain faces."""

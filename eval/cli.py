@@ -1,0 +1,161 @@
+"""cdfv-eval: LFW-protocol verification of the original anchor, decoded anchors and compressed-
+domain models side by side; scores to Parquet, metrics with confidence intervals, plots, complexity.
+
+`cdfv-eval --pairs ...` is `cdfv-eval run --pairs ...`."""
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import click
+
+from .scores import POLICIES
+
+BOOTSTRAP_HELP = "bootstrap replicates for the confidence intervals (0: none)"
+
+
+class DefaultRun(click.Group):
+    """A group whose bare options go to `run`, so `cdfv-eval --pairs pairs.txt ...` works."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0].startswith("-") and args[0] not in ("--help", "-h"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=DefaultRun, context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Face verification on the LFW protocol: original anchor (both faces original), decoded
+    anchors (probe = first image of each pair decoded, reference original) and compressed-domain
+    models (both faces as latents), with metrics, confidence intervals, plots and complexity.
+
+    \b
+    cdfv-eval --pairs pairs.txt --faces faces --image-model resnet50.pt \\
+              --decoded decoded-q1 --decoded decoded-q6 \\
+              --compressed cresnet39-q1.pt=latents-q1 --out results/
+    cdfv-eval report results/scores/*.parquet --out report/
+    cdfv-eval complexity --time --device cuda
+    """
+
+
+@main.command()
+@click.option("--pairs", "pairs_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="LFW pairs.txt (View 2), pairsDevTrain/DevTest.txt (View 1) or a CSV probe,reference,label[,fold]")
+@click.option("--faces", help="shard set of original aligned faces: both faces of the original anchor, the references of decoded anchors")
+@click.option("--image-model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="exported image model (ResNet50) for the original and decoded anchors")
+@click.option("--decoded", "decoded_sets", multiple=True, help="shard set of decoded faces (repeatable): one decoded anchor each")
+@click.option("--compressed", "compressed_runs", multiple=True, metavar="MODEL=SET",
+              help="exported latent model and its latent shard set (repeatable): one compressed-domain run each")
+@click.option("--no-original", is_flag=True, help="skip the original anchor even when --faces and --image-model are given")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), help="directory holding shard sets named by name (default $CDFV_SHARDS); a path is used as is")
+@click.option("--missing", type=click.Choice(POLICIES), default="error", show_default=True,
+              help="pairs lacking a face: error stops; skip keeps the row unscored; min-score scores -1; "
+                   "worst-score scores genuine -1, impostor +1. Rows are never dropped and the count is reported")
+@click.option("--flip", is_flag=True, help="flip test-time augmentation (image models only; refused for latents)")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16", "fp16"]), default="fp32", show_default=True)
+@click.option("--batch-size", default=128, show_default=True, help="images or latents per forward pass")
+@click.option("--bootstrap", default=1000, show_default=True, help=BOOTSTRAP_HELP)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("results"), show_default=True,
+              help="writes scores/<run>.parquet and report/ (metrics.csv/.md/.json, plots)")
+def run(pairs_path: Path, faces: str | None, image_model: Path | None, decoded_sets: tuple[str, ...],
+        compressed_runs: tuple[str, ...], no_original: bool, root: Path | None, missing: str, flip: bool,
+        device: str, precision: str, batch_size: int, bootstrap: int, out: Path) -> None:
+    """Scores every pair for each solution given, then writes the side-by-side report."""
+    from shards import open_shard_set
+    from trainer.export import load_embedding_model
+
+    from .embed import Embedder
+    from .evaluate import EmbeddingCache, evaluate
+    from .protocol import read_pairs
+    from .report import write_report
+    from .scores import write_scores
+
+    pairs = read_pairs(pairs_path)
+    click.echo(f"{pairs_path}: {len(pairs)} pairs, {sum(p.label for p in pairs)} same-person")
+    jobs = []  # (mode, model path, probe set, reference set)
+    if (decoded_sets or faces or image_model) and (faces is None or image_model is None):
+        raise click.UsageError("the original and decoded anchors need both --faces (references) and --image-model")
+    if faces and image_model and not no_original:
+        jobs.append(("original", image_model, faces, faces))
+    jobs += [("decoded", image_model, name, faces) for name in decoded_sets]
+    for spec in compressed_runs:
+        model_path, sep, set_name = spec.partition("=")
+        if not sep or not model_path or not set_name:
+            raise click.UsageError(f"--compressed {spec!r}: expected MODEL=SET")
+        jobs.append(("compressed", Path(model_path), set_name, set_name))
+    if not jobs:
+        raise click.UsageError("nothing to evaluate: give --faces with --image-model, --decoded or --compressed")
+    cache = EmbeddingCache()
+    embedders: dict[Path, Embedder] = {}
+    written = []
+    for mode, model_path, probe_name, reference_name in jobs:
+        if model_path not in embedders:
+            model, info = load_embedding_model(model_path, device)
+            embedders[model_path] = Embedder(model, info, device, flip=flip, precision=precision)
+        probe_set, reference_set = open_shard_set(probe_name, root), open_shard_set(reference_name, root)
+        table, meta = evaluate(pairs, mode, embedders[model_path], probe_set, reference_set, missing, batch_size, cache)
+        meta["pairs_file"] = str(pairs_path)
+        path = out / "scores" / f"{meta['run']}.parquet"
+        write_scores(path, table, meta)
+        written.append(path)
+        click.echo(f"{meta['run']}: {meta['pairs']} pairs, {meta['missing_pairs']} missing ({missing}), "
+                   f"{meta['embedded_images']} images embedded -> {path}")
+    files = write_report(written, out / "report", bootstrap)
+    click.echo((out / "report" / "metrics.md").read_text())
+    click.echo(f"report: {', '.join(str(f) for f in files)}")
+
+
+@main.command()
+@click.argument("score_files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("report"), show_default=True)
+@click.option("--bootstrap", default=1000, show_default=True, help=BOOTSTRAP_HELP)
+@click.option("--seed", default=0, show_default=True, help="bootstrap seed")
+def report(score_files: tuple[Path, ...], out: Path, bootstrap: int, seed: int) -> None:
+    """Metrics table (Markdown, CSV, JSON) and plots across scores files."""
+    from .report import write_report
+
+    files = write_report(list(score_files), out, bootstrap, seed)
+    click.echo((out / "metrics.md").read_text())
+    click.echo(f"report: {', '.join(str(f) for f in files)}")
+
+
+@main.command()
+@click.option("--qualities", default="1,3,6,8", show_default=True, help="bmshj2018-hyperprior qualities")
+@click.option("--time/--no-time", "timed", default=False, show_default=True, help="also measure ms per batch and per pair")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16", "fp16"]), default="fp32", show_default=True)
+@click.option("--batch-pairs", default=64, show_default=True, help="pairs per timed batch (thesis: 64)")
+@click.option("--repeats", default=50, show_default=True, help="timed batches (thesis: 50)")
+@click.option("--warmup", default=5, show_default=True, help="untimed batches first")
+@click.option("--width", default=64, show_default=True, help="model width for timing (64 = thesis models)")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="also write the table as CSV")
+def complexity(qualities: str, timed: bool, device: str, precision: str, batch_pairs: int, repeats: int,
+               warmup: int, width: int, out: Path | None) -> None:
+    """Table 7: GMAC and kMAC/px after entropy decoding per solution, optionally timed."""
+    from .complexity import thesis_solutions_macs, time_solutions
+
+    qs = tuple(int(q) for q in qualities.split(","))
+    rows = thesis_solutions_macs(qs)
+    if timed:
+        times = {t["solution"]: t for t in time_solutions(device, qs, batch_pairs, repeats, warmup, width, precision)}
+        for row in rows:
+            row.update({k: v for k, v in times[row["solution"]].items() if k not in row})
+    columns = [c for c in ("solution", "gmac", "kmac_per_px", "ms_per_batch", "ms_per_batch_std", "ms_per_pair") if c in rows[0]]
+    click.echo("| " + " | ".join(columns) + " |")
+    click.echo("|" + "---|" * len(columns))
+    for row in rows:
+        click.echo("| " + " | ".join(f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in columns) + " |")
+    if timed:
+        click.echo(f"device {device}, {precision}, width {width}, {batch_pairs} pairs/batch, {repeats} repeats after {warmup} warm-up")
+    if out is not None:
+        with open(out, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
