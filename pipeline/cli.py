@@ -311,6 +311,7 @@ def index(directory: Path) -> None:
 @click.option("--latent-size", default=14, show_default=True, help="Centre crop side of stored latents.")
 @click.option("--full-latent", is_flag=True, help="Store the whole latent grid.")
 @click.option("--with-bits", is_flag=True, help="Store the bitstream with each latent.")
+@click.option("--with-png", is_flag=True, help="Store the decoded face (PNG, with PSNR / MS-SSIM) with each latent.")
 @click.option("--no-fast-path", is_flag=True, help="Entropy-decode every latent instead of taking the encoder's.")
 @click.option("--verify", default=0.01, show_default=True, help="Fraction of fast-path latents checked by entropy decoding.")
 @click.option("--order", type=click.Choice(stages.ORDERS), default="align-then-encode", show_default=True,
@@ -318,14 +319,15 @@ def index(directory: Path) -> None:
 @user_errors
 def run(layout, data_root, list_file, out, part, chunk_size, batch_size, strict, codec, quality, metric, weights, untrained,
         seed, download, device, coder_workers, outputs, no_detect, method, no_face, detector_model, latent_size, full_latent, with_bits,
-        no_fast_path, verify, order) -> None:
+        with_png, no_fast_path, verify, order) -> None:
     """All stages in one streaming pass: dataset -> detect -> align -> encode -> latents / decoded faces."""
     from .detect import RetinaFaceOnnx
 
     dataset = open_dataset(layout, data_root, list_file)
     with open_codec(codec, quality, metric, weights, untrained, seed, download, device, coder_workers) as c:
         so = stages.StreamOptions(tuple(o.strip() for o in outputs.split(",") if o.strip()), method, no_face, not no_detect,
-                                  None if full_latent else latent_size, with_bits, not no_fast_path, verify, order)
+                                  None if full_latent else latent_size, with_bits, with_png,
+                                  not no_fast_path, verify, order)
         o = stages.RunOptions(out, *part, chunk_size, batch_size, strict)
         detector = None if no_detect else RetinaFaceOnnx(detector_model)
         report(stages.run_stream(dataset, detector, c, o, so), out, images=len(dataset.items), skipped_files=len(dataset.skipped))

@@ -454,6 +454,7 @@ class StreamOptions:
     detect: bool = True  # False: inputs are pre-aligned (VGGFace2 loose crops)
     latent_size: int | None = 14
     with_bits: bool = False
+    with_png: bool = False  # the decoded face inside each latent sample
     fast_path: bool = True
     verify: float = 0.01  # fraction of fast-path latents checked against entropy decoding
     order: str = "align-then-encode"
@@ -563,19 +564,23 @@ def run_stream(dataset: Dataset, detector: Detector | None, codec: Codec, o: Run
                 m.update(codec=codec.meta(), rate=_rate(e.strings, S.CODED_SIZE ** 2),
                          devices={"encode": codec.engine.device_type, "decode": codec.engine.device_type})
                 nbytes += m["rate"]["bytes"]
+            decoded = []
+            if "decoded" in so.outputs or so.with_png:
+                pictures = codec.engine.reconstruct(np.stack([y for y, _ in latents]))
+                decoded = [(face := unpad_face(picture), _quality(p["face"], face)) for p, picture in zip(batch, pictures)]
             if "latents" in so.outputs:
-                for m, e, (y, source) in zip(metas, encoded, latents):
+                for i, (m, e, (y, source)) in enumerate(zip(metas, encoded, latents)):
                     crop, box = crop_latent(y, so.latent_size)
                     meta = {**m, "latent": {**latent_meta(y, source), "crop": box}}
                     sample = {"__key__": m["key"], S.LATENT: crop, S.LABEL: m["label"], S.META: meta}
                     if so.with_bits:
                         sample[S.BITSTREAM] = S.pack_bitstream(e.strings, e.shape)
+                    if so.with_png:
+                        sample[S.IMAGE], meta["quality"] = decoded[i]
                     outputs["latents"].append(sample)
             if "decoded" in so.outputs:
-                pictures = codec.engine.reconstruct(np.stack([y for y, _ in latents]))
-                for p, m, picture in zip(batch, metas, pictures):
-                    face = unpad_face(picture)
-                    meta = {**m, "quality": _quality(p["face"], face), "order": so.order}
+                for m, (face, quality) in zip(metas, decoded):
+                    meta = {**m, "quality": quality, "order": so.order}
                     outputs["decoded"].append({"__key__": m["key"], S.IMAGE: face, S.LABEL: m["label"], S.META: meta})
         counters = Counter(faces=len(prepared), bytes=nbytes, coded=len(prepared) if {"latents", "decoded"} & set(so.outputs) else 0)
         return ChunkResult(outputs, rejects, counters)
@@ -588,7 +593,7 @@ def run_stream(dataset: Dataset, detector: Detector | None, codec: Codec, o: Run
         finish_set(o, names["faces"], "image", [S.IMAGE, S.LABEL, S.META], dataset.identities,
                    {**base, "stage": "run", "variant": "original"})
     if "latents" in so.outputs:
-        members = [S.LATENT, S.LABEL, S.META] + ([S.BITSTREAM] if so.with_bits else [])
+        members = [S.LATENT, S.LABEL, S.META] + ([S.BITSTREAM] if so.with_bits else []) + ([S.IMAGE] if so.with_png else [])
         finish_set(o, names["latents"], "latent", members, dataset.identities,
                    {**coded, "stage": "run", "variant": "latent", "latent_crop": so.latent_size,
                     "fast_path": so.fast_path, "verify": so.verify})
