@@ -1,0 +1,122 @@
+"""cdfv-train: the command line over trainer.train, trainer.codec_train and trainer.export."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from shards import ShardSetError
+
+from .augment import AugmentConfig
+from .models import ARCHS
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.option("--shards", help="Training shard set: a name resolved in --root / $CDFV_SHARDS, or a directory.")
+@click.option("--root", type=click.Path(file_okay=False), help="Where shard sets live (default $CDFV_SHARDS, else .).")
+@click.option("--task", type=click.Choice(["faces", "codec"]), default="faces",
+              help="faces: face model (thesis recipe); codec: train/fine-tune a CompressAI codec on image shards.")
+@click.option("--arch", type=click.Choice(("auto",) + ARCHS), default="auto",
+              help="auto: resnet50 on image shards, cresnet39 on latent shards.")
+@click.option("--phase", type=click.Choice(["both", "classify", "arcface"]), default="both",
+              help="classify: cross-entropy over all identities; arcface: embedding FC on a frozen trunk.")
+@click.option("--epochs", type=int, help="Epochs of every phase run (default: thesis, 10+5 ResNet50, 6+3 cResNet).")
+@click.option("--classify-epochs", type=int, help="Phase 1 epochs (overrides --epochs).")
+@click.option("--arcface-epochs", type=int, help="Phase 2 epochs (overrides --epochs).")
+@click.option("--batch-size", type=int, help="Per-rank batch (default 64 faces, 16 codec).")
+@click.option("--lr", type=float, help="Learning rate of the phase(s) run (default 0.1 classify, 0.005 arcface, 1e-4 codec).")
+@click.option("--val-shards", help="Held-out samples of the training identities: phase-1 validation each epoch.")
+@click.option("--init", type=click.Path(dir_okay=False, exists=True),
+              help="Trunk weights: a VGGFace2-pytorch resnet50_*_weight.pkl or a cdfv-train checkpoint.pt.")
+@click.option("--width", type=int, default=64, help="Stage width (64 = thesis model; smaller for tests).")
+@click.option("--embedding-dim", type=int, default=2048)
+@click.option("--seed", type=int, default=0)
+@click.option("--workers", type=int, default=4, help="DataLoader workers per rank.")
+@click.option("--device", default="auto", help="auto (cuda if present, else cpu), cuda or cpu.")
+@click.option("--no-amp", is_flag=True, help="Disable bf16 autocast and channels_last on CUDA.")
+@click.option("--max-steps", type=int, help="Stop (and checkpoint) after this many steps in total.")
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory (default runs/<shards>).")
+@click.option("--resume", is_flag=True, help="Continue from <out>/checkpoint.pt.")
+@click.option("--untrained", is_flag=True,
+              help="Write <out>/model.pt with random weights (tests and demos; recorded untrained=True), no training.")
+@click.option("--in-channels", type=int, help="--untrained without --shards: the latent's M.")
+@click.option("--codec", default="bmshj2018-hyperprior", help="--task codec: CompressAI zoo name.")
+@click.option("--quality", type=int, default=1, help="--task codec: quality (sets CompressAI's lambda).")
+@click.option("--metric", type=click.Choice(["mse", "ms-ssim"]), default="mse", help="--task codec.")
+@click.option("--codec-weights", type=click.Path(dir_okay=False, exists=True), help="--task codec: start from this file.")
+@click.option("--untrained-codec", is_flag=True, help="--task codec: start from random weights instead of the zoo's.")
+@click.option("--quiet", is_flag=True, help="No progress bar or summary.")
+def main(**o) -> None:
+    """Train cResNet39 on latent shards or ResNet50 on image shards (thesis recipe), or a codec.
+
+    \b
+    cdfv-train --shards latents-q6                     # cResNet39, phases 1+2, exports runs/latents-q6/model.pt
+    cdfv-train --shards faces --arch resnet50
+    torchrun --nproc-per-node 8 -m trainer.cli --shards latents-q6
+    cdfv-train --shards faces --task codec --quality 3  # fine-tune bmshj2018 q3, writes codec.pt
+    cdfv-train --untrained --arch cresnet39 --in-channels 192 --out runs/demo
+    """
+    try:
+        run(o)
+    except (ShardSetError, ValueError, FileNotFoundError) as e:
+        click.echo(f"cdfv-train: error: {e}", err=True)
+        sys.exit(2)
+
+
+def run(o: dict) -> None:
+    out = o["out"] or str(Path("runs") / Path(o["shards"] or "untrained").name)
+    if o["untrained"]:
+        export_untrained_cli(o, out)
+        return
+    if not o["shards"]:
+        raise click.UsageError("--shards is required (or --untrained)")
+    if o["task"] == "codec":
+        from .codec_train import CodecTrainConfig, train_codec
+
+        cfg = CodecTrainConfig(shards=o["shards"], out=out, codec=o["codec"], quality=o["quality"], metric=o["metric"],
+                               weights=o["codec_weights"], untrained=o["untrained_codec"], root=o["root"], seed=o["seed"],
+                               workers=o["workers"], device=o["device"], max_steps=o["max_steps"], progress=not o["quiet"])
+        for key, value in (("epochs", o["epochs"]), ("batch_size", o["batch_size"]), ("lr", o["lr"])):
+            if value is not None:
+                setattr(cfg, key, value)
+        train_codec(cfg)
+        return
+    from .train import TrainConfig, train
+
+    cfg = TrainConfig(shards=o["shards"], out=out, root=o["root"], val_shards=o["val_shards"], arch=o["arch"],
+                      phase=o["phase"], classify_epochs=o["classify_epochs"] or o["epochs"],
+                      arcface_epochs=o["arcface_epochs"] or o["epochs"], init=o["init"], width=o["width"],
+                      embedding_dim=o["embedding_dim"], seed=o["seed"], workers=o["workers"], device=o["device"],
+                      amp=not o["no_amp"], max_steps=o["max_steps"], resume=o["resume"], progress=not o["quiet"],
+                      augment=AugmentConfig())
+    if o["batch_size"] is not None:
+        cfg.batch_size = o["batch_size"]
+    if o["lr"] is not None:
+        cfg.lr_classify = cfg.lr_arcface = o["lr"]
+    train(cfg)
+
+
+def export_untrained_cli(o: dict, out: str) -> None:
+    from shards import open_shard_set
+
+    from .data import probe_input
+    from .export import export_untrained
+    from .train import resolve_arch
+
+    in_channels = o["in_channels"]
+    arch = o["arch"]
+    if o["shards"]:
+        probe = probe_input(open_shard_set(o["shards"], o["root"]))
+        arch = resolve_arch(arch, probe)
+        in_channels = probe.channels if probe.kind == "latent" else None
+    if arch == "auto":
+        raise click.UsageError("--untrained needs --arch or --shards")
+    path = Path(out) / "model.pt"
+    info = export_untrained(path, arch, in_channels=in_channels, width=o["width"],
+                            embedding_dim=o["embedding_dim"], seed=o["seed"])
+    click.echo(f"cdfv-train: wrote untrained {arch} ({info['model_id']}) to {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""Training or fine-tuning a CompressAI codec on image shards (rate-distortion loss).
+
+The codec sees what cdfv-prep gives it: the 224x224 face zero-padded to 256x256, RGB in [0, 1].
+The loss is CompressAI's RateDistortionLoss with CompressAI's lambda for the quality, plus the
+entropy bottleneck's aux loss on its own optimiser, as CompressAI's example trainer does. The
+result is saved with pipeline.codecs.save_codec, so `cdfv-prep encode --weights` loads it.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from pipeline.codecs import CodecSpec, load_codec, save_codec
+from shards import ShardSetError, open_shard_set, spec
+
+from .data import ShardStream, make_loader
+from .train import Context, MetricsLog, setup_context
+
+# CompressAI's zoo lambdas per quality (https://interdigitalinc.github.io/CompressAI/zoo.html)
+LAMBDAS = {
+    "mse": (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800),
+    "ms-ssim": (2.40, 4.58, 8.73, 16.64, 31.73, 60.50, 115.37, 220.00),
+}
+PAD = (spec.CODED_SIZE - spec.FACE_SIZE) // 2
+
+
+@dataclass
+class CodecTrainConfig:
+    shards: str
+    out: str
+    codec: str = "bmshj2018-hyperprior"
+    quality: int = 1
+    metric: str = "mse"
+    weights: str | None = None  # start from this file; else the zoo weights; else --untrained
+    untrained: bool = False  # start from random weights
+    root: str | None = None
+    epochs: int = 1
+    batch_size: int = 16  # CompressAI zoo: 16 or 32
+    lr: float = 1e-4  # CompressAI zoo: main optimiser
+    aux_lr: float = 1e-3  # CompressAI example: entropy-bottleneck quantiles
+    clip_grad: float = 1.0  # CompressAI example's --clip_max_norm
+    seed: int = 0
+    workers: int = 4
+    shuffle_buffer: int = 200
+    device: str = "auto"
+    max_steps: int | None = None
+    log_every: int = 10
+    progress: bool = True
+
+
+def pad_faces(x: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 3, 224, 224) -> float [0, 1] (N, 3, 256, 256), zero-padded on every side."""
+    return F.pad(x.float() / 255.0, (PAD, PAD, PAD, PAD))
+
+
+def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
+    """Runs the codec training; returns a summary with the first and last logged losses."""
+    from compressai.losses import RateDistortionLoss
+
+    ctx: Context = setup_context(cfg.device)
+    shard_set = open_shard_set(cfg.shards, cfg.root)
+    if shard_set.kind != "image":
+        raise ShardSetError(f"{shard_set.directory}: codec training needs image shards, {shard_set.name!r} holds {shard_set.kind}s")
+    codec_spec = CodecSpec(cfg.codec, cfg.quality, cfg.metric)
+    model, weights_id = load_codec(codec_spec, weights=Path(cfg.weights) if cfg.weights else None,
+                                   untrained=cfg.untrained, seed=cfg.seed)
+    model.to(ctx.device).train()
+    criterion = RateDistortionLoss(lmbda=LAMBDAS[cfg.metric][cfg.quality - 1],
+                                   metric="mse" if cfg.metric == "mse" else "ms-ssim")
+    main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
+    aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
+    optimizer = torch.optim.Adam(main_params, lr=cfg.lr)
+    aux_optimizer = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
+    runner = model
+    if ctx.world > 1:
+        runner = torch.nn.parallel.DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    stream = ShardStream(shard_set, batch_size=cfg.batch_size, seed=cfg.seed, shuffle=True,
+                         rank=ctx.rank, world=ctx.world, shuffle_buffer=cfg.shuffle_buffer)
+    out = Path(cfg.out)
+    if ctx.main:
+        out.mkdir(parents=True, exist_ok=True)
+    log = MetricsLog(out / "codec-metrics.jsonl", ctx.main)
+    history, step, started = [], 0, time.time()
+    for epoch in range(cfg.epochs):
+        stream.set_epoch(epoch)
+        bar = tqdm(total=stream.steps, desc=f"codec {epoch + 1}/{cfg.epochs}", disable=not (ctx.main and cfg.progress), leave=False)
+        for faces, _labels in make_loader(stream, cfg.workers, ctx.device.type == "cuda"):
+            x = pad_faces(faces.to(ctx.device, non_blocking=True))
+            losses = criterion(runner(x), x)
+            optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(main_params, cfg.clip_grad)
+            optimizer.step()
+            aux = model.aux_loss()
+            aux_optimizer.zero_grad(set_to_none=True)
+            aux.backward()
+            aux_optimizer.step()
+            step += 1
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == 1:
+                record = {"phase": "codec", "split": "train", "epoch": epoch, "step": step,
+                          "loss": losses["loss"].item(), "bpp": losses["bpp_loss"].item(),
+                          "distortion": losses.get("mse_loss", losses.get("ms_ssim_loss")).item(), "aux": aux.item()}
+                log.write(record)
+                history.append(record)
+                bar.set_postfix(loss=f"{record['loss']:.4f}", bpp=f"{record['bpp']:.3f}")
+            if cfg.max_steps is not None and step >= cfg.max_steps:
+                break
+        bar.close()
+        if cfg.max_steps is not None and step >= cfg.max_steps:
+            break
+    path = out / "codec.pt"
+    if ctx.main:
+        save_codec(path, model.cpu(), codec_spec)
+    summary = {"codec": codec_spec.label, "start_weights": weights_id, "steps": step,
+               "seconds": round(time.time() - started, 1), "saved": str(path), "history": history}
+    if ctx.main and cfg.progress:
+        print(f"cdfv-train codec: {codec_spec.label} from {weights_id}, {step} steps in {summary['seconds']} s, "
+              f"loss {history[0]['loss']:.4f} -> {history[-1]['loss']:.4f}; saved {path}", flush=True)
+    return summary

@@ -1,0 +1,392 @@
+"""Face-model training: the thesis recipe (5.5.2, 6.3.2), one device or many under torchrun.
+
+Read top to bottom: setup (distributed, data, model), then each phase as a plain loop over
+epochs and steps, checkpointing at every epoch end and when stopped early, and finally the
+export of the embedding model that cdfv-eval loads.
+
+Phase 1 "classify": the whole network, cross-entropy over every identity of the index, SGD
+lr 0.1, batch 64, 10 epochs (ResNet50) or 6 (cResNet39/50).
+Phase 2 "arcface": FC replaced by a fresh 2048-d embedding FC, everything else frozen, ArcFace
+(s=64, m=0.5 rad) with a classifier over the training identities, identities split 90/10 into
+train/validation, SGD lr 0.005, ReduceLROnPlateau(factor 0.5) on validation loss, 5 epochs
+(ResNet50) or 3 (cResNet39/50).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import torch
+import torch.distributed as torch_dist
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from shards import ShardSet, ShardSetError, open_shard_set
+
+from .arcface import ArcFace
+from .augment import AugmentConfig, prepare_eval, prepare_train
+from .checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from .data import InputProbe, ShardStream, describe, identity_split, kept_counts, make_loader, probe_input, scan_labels
+from .export import embedding_info, save_embedding_model
+from .models import INPUT_KIND, FaceResNet, build_model, replace_head
+from .tasks import ArcFaceTask, ClassifyTask
+from .vggface2_weights import load_vggface2_weights
+
+T = TypeVar("T")
+PHASES = {"both": ("classify", "arcface"), "classify": ("classify",), "arcface": ("arcface",)}
+RECIPE_EPOCHS = {  # thesis 5.5.2 (ResNet50) and 6.3.2 (cResNet39; cResNet50 follows it)
+    "resnet50": {"classify": 10, "arcface": 5},
+    "cresnet39": {"classify": 6, "arcface": 3},
+    "cresnet50": {"classify": 6, "arcface": 3},
+}
+
+
+@dataclass
+class TrainConfig:
+    shards: str
+    out: str
+    root: str | None = None
+    val_shards: str | None = None  # phase 1: held-out images of the training identities
+    arch: str = "auto"  # auto: resnet50 for image shards, cresnet39 for latent shards
+    phase: str = "both"
+    classify_epochs: int | None = None  # None: the thesis number for the arch
+    arcface_epochs: int | None = None
+    batch_size: int = 64
+    lr_classify: float = 0.1
+    lr_arcface: float = 0.005
+    momentum: float = 0.9  # the thesis says "mini-batch SGD" without momentum or decay;
+    weight_decay: float = 5e-4  # these are the usual ResNet/ArcFace values
+    plateau_factor: float = 0.5
+    plateau_patience: int = 1  # thesis: "stable loss during some epochs"; 1 fits 3-5 epoch runs
+    val_fraction: float = 0.1
+    arcface_s: float = 64.0
+    arcface_m: float = 0.5  # radians (28.6 degrees)
+    embedding_dim: int = 2048
+    width: int = 64  # 64 is the thesis model; smaller for tests
+    init: str | None = None  # VGGFace2-pytorch .pkl or a cdfv-train checkpoint (trunk only)
+    seed: int = 0
+    workers: int = 4
+    shuffle_buffer: int = 1000
+    device: str = "auto"
+    amp: bool = True  # bf16 autocast and channels_last on CUDA
+    max_steps: int | None = None  # stop (and checkpoint) after this many steps in total
+    log_every: int = 10
+    resume: bool = False
+    progress: bool = True
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class Context:
+    """Where this process runs: its rank among `world` and its device."""
+
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def all_sum(self, values: list[float]) -> list[float]:
+        if self.world == 1:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        torch_dist.all_reduce(t)
+        return t.tolist()
+
+
+def setup_context(device: str) -> Context:
+    """Single process, or one rank of a torchrun job (WORLD_SIZE/RANK/LOCAL_RANK set)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if world == 1:
+        return Context(0, 1, torch.device(device))
+    local = int(os.environ["LOCAL_RANK"])
+    if device == "cuda":
+        torch.cuda.set_device(local)
+        dev = torch.device("cuda", local)
+    else:
+        dev = torch.device(device)
+    if not torch_dist.is_initialized():
+        torch_dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return Context(torch_dist.get_rank(), world, dev)
+
+
+def resolve_arch(arch: str, probe: InputProbe) -> str:
+    return ("resnet50" if probe.kind == "image" else "cresnet39") if arch == "auto" else arch
+
+
+def check_inputs(arch: str, probe: InputProbe, shard_set: ShardSet, aug: AugmentConfig) -> None:
+    """Refuses shards the model cannot read, before any training starts."""
+    if INPUT_KIND[arch] != probe.kind:
+        raise ShardSetError(
+            f"{shard_set.directory}: shard set {shard_set.name!r} holds {probe.kind} samples, "
+            f"but {arch} reads {INPUT_KIND[arch]}s"
+        )
+    if probe.kind == "latent" and probe.size < aug.latent_crop:
+        raise ShardSetError(f"{shard_set.directory}: latents are {probe.size}x{probe.size}, smaller than the {aug.latent_crop}x{aug.latent_crop} crop")
+    if probe.kind == "image" and (probe.channels != 3 or probe.size < aug.crop):
+        raise ShardSetError(f"{shard_set.directory}: images are {probe.size}px with {probe.channels} channels, need RGB >= {aug.crop}px")
+
+
+class MetricsLog:
+    """JSON-lines metrics (rank 0 only) and the latest values for the closing summary."""
+
+    def __init__(self, path: Path, enabled: bool) -> None:
+        self.path = path
+        self.enabled = enabled
+        self.last: dict[str, dict[str, Any]] = {}
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.last[f"{record['phase']}/{record['split']}"] = record
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def load_init(model: FaceResNet, path: str) -> None:
+    """Trunk weights from a VGGFace2-pytorch pickle or an earlier cdfv-train checkpoint."""
+    if path.endswith(".pkl"):
+        load_vggface2_weights(model, path, include_fc=False)
+        return
+    state = {k: v for k, v in load_checkpoint(Path(path))["model"].items() if not k.startswith("fc.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if not k.startswith("fc.")]:
+        raise ValueError(f"--init {path}: trunk does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
+def seeded(seed: int, make: Callable[[], T]) -> T:
+    """Builds a module from its own seed, so initialisation never depends on earlier RNG use."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return make()
+
+
+@torch.no_grad()
+def evaluate_classify(task: ClassifyTask, stream: ShardStream, ctx: Context, cfg: TrainConfig) -> dict[str, float]:
+    """Cross-entropy and top-1 accuracy on held-out samples (all ranks, summed)."""
+    task.eval()
+    total = [0.0, 0.0, 0.0]  # loss sum, correct, count
+    for x, y in make_loader(stream, cfg.workers, ctx.device.type == "cuda"):
+        x, y = prepare_eval(x.to(ctx.device), stream.kind, cfg.augment), y.to(ctx.device)
+        with autocast(ctx, cfg):
+            loss, logits = task(x, y)
+        total[0] += loss.item() * len(y)
+        total[1] += (logits.argmax(1) == y).sum().item()
+        total[2] += len(y)
+    loss_sum, correct, count = ctx.all_sum(total)
+    return {"loss": loss_sum / count, "acc": correct / count}
+
+
+@torch.no_grad()
+def evaluate_arcface(task: ArcFaceTask, stream: ShardStream, n_val: int, ctx: Context, cfg: TrainConfig) -> dict[str, float]:
+    """ArcFace loss and accuracy of validation embeddings against their identities' mean
+    embeddings: the validation identities are not in the training classifier, so their own
+    normalised centroids stand in for its weights."""
+    task.eval()
+    embeddings, labels = [], []
+    for x, y in make_loader(stream, cfg.workers, ctx.device.type == "cuda"):
+        x = prepare_eval(x.to(ctx.device), stream.kind, cfg.augment)
+        with autocast(ctx, cfg):
+            e = task.model(x)
+        embeddings.append(F.normalize(e.float()))
+        labels.append(y.to(ctx.device))
+    emb, lab = torch.cat(embeddings), torch.cat(labels)
+    sums = torch.zeros(n_val, emb.shape[1], device=ctx.device).index_add_(0, lab, emb)
+    if ctx.world > 1:
+        torch_dist.all_reduce(sums)
+    cosine = emb @ F.normalize(sums).T
+    head = task.head
+    loss = F.cross_entropy(head.margin_logits(cosine, lab), lab, reduction="sum").item()
+    correct = (cosine.argmax(1) == lab).sum().item()
+    loss_sum, correct, count = ctx.all_sum([loss, float(correct), float(len(lab))])
+    return {"loss": loss_sum / count, "acc": correct / count}
+
+
+def autocast(ctx: Context, cfg: TrainConfig) -> torch.autocast:
+    return torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=cfg.amp and ctx.device.type == "cuda")
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Runs the configured phases; returns the closing summary (also out/summary.json)."""
+    # ---- setup ----------------------------------------------------------------------------
+    ctx = setup_context(cfg.device)
+    out = Path(cfg.out)
+    ckpt_path = out / "checkpoint.pt"
+    if ctx.main:
+        out.mkdir(parents=True, exist_ok=True)
+    shard_set = open_shard_set(cfg.shards, cfg.root)
+    probe = probe_input(shard_set)
+    arch = resolve_arch(cfg.arch, probe)
+    check_inputs(arch, probe, shard_set, cfg.augment)
+    val_set = open_shard_set(cfg.val_shards, cfg.root) if cfg.val_shards else None
+    if val_set is not None:
+        val_probe = probe_input(val_set)
+        check_inputs(arch, val_probe, val_set, cfg.augment)
+        if val_probe.channels != probe.channels:
+            raise ShardSetError(f"--val-shards {val_set.name!r} has {val_probe.channels} channels, the training set {probe.channels}")
+    resume = load_checkpoint(ckpt_path) if cfg.resume else None
+    if resume is not None and (resume["arch"], resume["in_channels"]) != (arch, probe.channels):
+        raise ValueError(f"--resume {ckpt_path}: checkpoint is {resume['arch']} on M={resume['in_channels']}, data/arch give {arch} on M={probe.channels}")
+    num_classes = len(shard_set.identities)
+    in_channels = probe.channels if probe.kind == "latent" else None
+    model = seeded(cfg.seed, lambda: build_model(
+        arch, in_channels=in_channels, num_classes=num_classes, embedding_dim=cfg.embedding_dim, width=cfg.width))
+    if cfg.init and resume is None:
+        load_init(model, cfg.init)
+    model.to(ctx.device)
+    if ctx.device.type == "cuda" and cfg.amp:
+        model.to(memory_format=torch.channels_last)
+    aug_gen = torch.Generator().manual_seed(cfg.seed)
+    log = MetricsLog(out / "metrics.jsonl", ctx.main)
+    started, steps_total, skipped = time.time(), 0, 0
+    step = resume["step"] if resume else 0
+    phases = PHASES[cfg.phase]
+    done = phases[: phases.index(resume["phase"])] if resume else ()
+    n_train = 0
+
+    for phase in phases:
+        if phase in done:
+            continue
+        # ---- phase setup ----------------------------------------------------------------------
+        epochs = (cfg.classify_epochs if phase == "classify" else cfg.arcface_epochs) or RECIPE_EPOCHS[arch][phase]
+        common = dict(seed=cfg.seed, rank=ctx.rank, world=ctx.world, shuffle_buffer=cfg.shuffle_buffer)
+        if phase == "classify":
+            task: nn.Module = ClassifyTask(model)
+            train_stream = ShardStream(shard_set, batch_size=cfg.batch_size, shuffle=True, **common)
+            val_stream = None
+            if val_set is not None:
+                per_rank = val_set.num_samples // ctx.world
+                val_stream = ShardStream(val_set, batch_size=max(1, min(cfg.batch_size, per_rank)), shuffle=False, **common)
+            lr, scheduler_on = cfg.lr_classify, False
+        else:
+            labels = scan_labels(shard_set)
+            train_keep, val_keep, n_train, n_val = identity_split(labels, cfg.val_fraction, cfg.seed)
+            seeded(cfg.seed + 1, lambda: replace_head(model, cfg.embedding_dim))
+            head = seeded(cfg.seed + 2, lambda: ArcFace(cfg.embedding_dim, n_train, cfg.arcface_s, cfg.arcface_m))
+            task = ArcFaceTask(model, head.to(ctx.device))
+            train_stream = ShardStream(shard_set, batch_size=cfg.batch_size, shuffle=True, keep=train_keep,
+                                       counts=kept_counts(labels, train_keep), **common)
+            val_counts = kept_counts(labels, val_keep)
+            val_batch = max(1, min(cfg.batch_size, sum(val_counts) // ctx.world))
+            val_stream = ShardStream(shard_set, batch_size=val_batch, shuffle=False, keep=val_keep, counts=val_counts, **common)
+            lr, scheduler_on = cfg.lr_arcface, True
+        params = [p for p in task.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience) if scheduler_on else None
+        start_epoch, start_step = 0, 0
+        if resume is not None and resume["phase"] == phase:
+            model.load_state_dict(resume["model"])
+            if resume["head"] is not None:
+                task.head.load_state_dict(resume["head"])
+            optimizer.load_state_dict(resume["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(resume["scheduler"])
+            restore_rng(resume["rng"], aug_gen)
+            start_epoch, start_step = resume["epoch"], resume["step_in_epoch"]
+            resume = None
+        runner = task
+        if ctx.world > 1:
+            runner = nn.parallel.DistributedDataParallel(task, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+
+        def checkpoint(epoch: int, step_in_epoch: int) -> None:
+            if ctx.main:
+                save_checkpoint(ckpt_path, {
+                    "config": asdict(cfg), "arch": arch, "in_channels": probe.channels, "phase": phase,
+                    "epoch": epoch, "step_in_epoch": step_in_epoch, "step": step,
+                    "model": model.state_dict(), "head": task.head.state_dict() if phase == "arcface" else None,
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler else None,
+                    "rng": rng_state(aug_gen), "n_train_identities": n_train,
+                })
+            if ctx.world > 1:
+                torch_dist.barrier()
+
+        # ---- the loop ---------------------------------------------------------------------
+        for epoch in range(start_epoch, epochs):
+            train_stream.set_epoch(epoch, start_step)
+            loader = make_loader(train_stream, cfg.workers, ctx.device.type == "cuda")
+            bar = tqdm(total=train_stream.steps, initial=start_step, desc=f"{phase} {epoch + 1}/{epochs}",
+                       disable=not (ctx.main and cfg.progress), leave=False)
+            task.train()
+            sums = torch.zeros(3, device=ctx.device)  # loss sum, correct, count since last log
+            tick = time.time()
+            for step_in_epoch, (x, y) in enumerate(loader, start=start_step):
+                x = prepare_train(x.to(ctx.device, non_blocking=True), train_stream.kind, cfg.augment, aug_gen)
+                y = y.to(ctx.device, non_blocking=True)
+                if ctx.device.type == "cuda" and cfg.amp:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with autocast(ctx, cfg):
+                    loss, logits = runner(x, y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step, steps_total = step + 1, steps_total + 1
+                sums += torch.stack([loss.detach() * len(y), (logits.argmax(1) == y).sum(), torch.tensor(len(y), device=ctx.device)]).float()
+                bar.update(1)
+                last_of_epoch = step_in_epoch + 1 == train_stream.steps
+                stopping = cfg.max_steps is not None and step >= cfg.max_steps
+                if step % cfg.log_every == 0 or last_of_epoch or stopping:
+                    loss_sum, correct, count = ctx.all_sum(sums.tolist())
+                    elapsed = time.time() - tick
+                    log.write({"phase": phase, "split": "train", "epoch": epoch, "step": step, "loss": loss_sum / count,
+                               "acc": correct / count, "lr": optimizer.param_groups[0]["lr"],
+                               "samples_per_s": count / max(elapsed, 1e-9)})
+                    bar.set_postfix(loss=f"{loss_sum / count:.3f}", acc=f"{correct / count:.3f}")
+                    sums.zero_()
+                    tick = time.time()
+                if stopping:
+                    skipped += loader.dataset.skipped.value
+                    checkpoint(epoch, step_in_epoch + 1)
+                    bar.close()
+                    return finish(cfg, ctx, log, model, arch, shard_set, step, steps_total, started, skipped,
+                                  stopped=True, exported=False)
+            bar.close()
+            skipped += loader.dataset.skipped.value
+            start_step = 0
+            if val_stream is not None:
+                metrics = (evaluate_classify(task, val_stream, ctx, cfg) if phase == "classify"
+                           else evaluate_arcface(task, val_stream, n_val, ctx, cfg))
+                log.write({"phase": phase, "split": "val", "epoch": epoch, "step": step, **metrics,
+                           "lr": optimizer.param_groups[0]["lr"]})
+                if scheduler is not None:
+                    scheduler.step(metrics["loss"])
+            checkpoint(epoch + 1, 0)
+
+    # ---- export -------------------------------------------------------------------------------
+    exported = "arcface" in phases
+    if exported and ctx.main:
+        info = embedding_info(model, arch, untrained=False, train_shards=describe(shard_set),
+                              recipe={"phases": list(phases), "epochs": {p: (cfg.classify_epochs if p == "classify" else cfg.arcface_epochs) or RECIPE_EPOCHS[arch][p] for p in phases},
+                                      "seed": cfg.seed, "batch_size": cfg.batch_size * ctx.world})
+        save_embedding_model(out / "model.pt", model, info)
+    return finish(cfg, ctx, log, model, arch, shard_set, step, steps_total, started, skipped, stopped=False, exported=exported)
+
+
+def finish(cfg: TrainConfig, ctx: Context, log: MetricsLog, model: FaceResNet, arch: str, shard_set: ShardSet,
+           step: int, steps_run: int, started: float, skipped: int, *, stopped: bool, exported: bool) -> dict[str, Any]:
+    """The closing summary: printed and written to out/summary.json by rank 0."""
+    out = Path(cfg.out)
+    skipped = int(ctx.all_sum([float(skipped)])[0])
+    summary = {
+        "arch": arch, "shards": shard_set.name, "phase": cfg.phase, "steps": step, "steps_this_run": steps_run,
+        "seconds": round(time.time() - started, 1), "stopped_early": stopped, "skipped_samples": skipped,
+        "checkpoint": str(out / "checkpoint.pt"), "model": str(out / "model.pt") if exported else None,
+        "world": ctx.world, "device": str(ctx.device), "last": log.last,
+    }
+    if ctx.main:
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        if cfg.progress:
+            lines = [f"cdfv-train: {arch} on {shard_set.name}, {step} steps ({steps_run} this run) in {summary['seconds']} s"]
+            lines += [f"  {k}: loss {v['loss']:.4f} acc {v['acc']:.3f}" for k, v in log.last.items()]
+            lines.append(f"  skipped samples: {skipped}")
+            lines.append(f"  model: {summary['model']}" if exported else f"  checkpoint: {summary['checkpoint']}")
+            print("\n".join(lines), flush=True)
+    return summary
