@@ -42,7 +42,8 @@ def pad_multiple(rgb: np.ndarray, multiple: int = 64) -> tuple[np.ndarray, tuple
 def to_tensor(pictures: list[np.ndarray], device: torch.device) -> torch.Tensor:
     """Stacks equal-size RGB uint8 pictures into an (N, 3, H, W) float batch in [0, 1]."""
     batch = torch.from_numpy(np.stack(pictures)).to(device)
-    return batch.permute(0, 3, 1, 2).float().div_(255.0)
+    # contiguous NCHW: a permuted (channels-last) batch runs other kernels, which round differently
+    return batch.permute(0, 3, 1, 2).float().div_(255.0).contiguous()
 
 
 def to_pictures(x_hat: torch.Tensor) -> list[np.ndarray]:
@@ -75,6 +76,22 @@ class CodecEngine:
         return self.device.type
 
     @torch.inference_mode()
+    def scale_indexes(self, z_symbols: np.ndarray) -> np.ndarray:
+        """The Gaussian conditional's CDF index of every y element, from the z symbols.
+
+        Encoder and decoder must agree on every index, but the hyper-decoder's floating-point scales
+        can differ in the last bit with the batch composition or even the input's memory layout
+        (seen on CPU; one flipped index derails the range decoder for the rest of the picture).
+        So both sides compute them here, one picture at a time from a contiguous NCHW tensor."""
+        m = self.model
+        medians = m.entropy_bottleneck._get_medians()
+        out = []
+        for z in z_symbols:
+            z_hat = torch.from_numpy(np.ascontiguousarray(z[None], dtype=np.float32)).to(self.device) + medians
+            out.append(m.gaussian_conditional.build_indexes(m.h_s(z_hat)).int().cpu().numpy())
+        return np.concatenate(out)
+
+    @torch.inference_mode()
     def encode(self, pictures: list[np.ndarray]) -> list[Encoded]:
         """Encodes pictures (sides multiples of 64) to bitstreams, with the fast-path y_hat for the
         scale hyperprior."""
@@ -87,12 +104,10 @@ class CodecEngine:
             return [Encoded([y_strings[i], z_strings[i]], shape, None) for i in range(len(pictures))]
         y = m.g_a(x)
         z = m.h_a(torch.abs(y))
-        medians = m.entropy_bottleneck._get_medians()
-        z_symbols = torch.round(z - medians)
-        indexes = m.gaussian_conditional.build_indexes(m.h_s(z_symbols + medians))  # z_hat as the decoder sees it
+        zs = torch.round(z - m.entropy_bottleneck._get_medians()).int().cpu().numpy()
         y_symbols = torch.round(y)
-        ys, zs = y_symbols.int().cpu().numpy(), z_symbols.int().cpu().numpy()
-        strings = (self.pool or self.coder).encode(ys, indexes.int().cpu().numpy(), zs)
+        ys = y_symbols.int().cpu().numpy()
+        strings = (self.pool or self.coder).encode(ys, self.scale_indexes(zs), zs)
         y_hat = y_symbols.cpu().numpy()  # the fast path: exactly what entropy decoding returns
         shape = tuple(z.shape[-2:])
         return [Encoded(strings[i], shape, y_hat[i]) for i in range(len(pictures))]
@@ -107,11 +122,8 @@ class CodecEngine:
         z_strings = [s[0][1] for s in streams]
         m = self.model
         if self.split:
-            eb = m.entropy_bottleneck
-            z_symbols = self.coder.decode_z(z_strings, shape, eb.channels)
-            z_hat = torch.from_numpy(z_symbols).to(self.device).float() + eb._get_medians()
-            indexes = m.gaussian_conditional.build_indexes(m.h_s(z_hat)).int().cpu().numpy()
-            return (self.pool or self.coder).decode_y(y_strings, indexes).astype(np.float32)
+            z_symbols = self.coder.decode_z(z_strings, shape, m.entropy_bottleneck.channels)
+            return (self.pool or self.coder).decode_y(y_strings, self.scale_indexes(z_symbols)).astype(np.float32)
         captured: list[torch.Tensor] = []
         hook = m.g_s.register_forward_pre_hook(lambda _mod, args: captured.append(args[0].detach().clone()))
         try:

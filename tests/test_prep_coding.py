@@ -8,7 +8,7 @@ import torch
 
 from pipeline.align import prealigned
 from pipeline.codecs import CodecSpec, WeightsUnavailable, load_codec, save_codec
-from pipeline.coding import crop_latent, pad_face, store_latent, to_tensor, unpad_face
+from pipeline.coding import CodecEngine, crop_latent, pad_face, store_latent, to_tensor, unpad_face
 from pipeline.images import read_image
 
 from prep_helpers import untrained_codec, view1_images
@@ -139,3 +139,45 @@ def test_cheng2020_entropy_decoded_latent_drives_its_decoder(faces):
         x_hat = cheng.engine.model.decompress([[e.strings[0]], [e.strings[1]]], e.shape)["x_hat"]
     expected = x_hat.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     np.testing.assert_array_equal(cheng.engine.reconstruct(stored[None])[0], expected[0])
+
+
+@pytest.fixture(scope="module")
+def lively():
+    """An untrained bmshj2018 q1 whose analysis output is scaled x40: random weights give |y| < 0.5,
+    which rounds to all zeros and never reaches a scale-table boundary; this one codes real symbols."""
+    spec = CodecSpec("bmshj2018-hyperprior", 1)
+    model, _ = load_codec(spec, untrained=True)
+    with torch.no_grad():
+        model.g_a[-1].weight.mul_(40.0)
+        model.g_a[-1].bias.mul_(40.0)
+    model.update(force=True)
+    return CodecEngine(spec, model, torch.device("cpu"))
+
+
+def test_non_trivial_latents_decode_exactly_whatever_the_batching(lively, faces):
+    """Regression: the scale indexes once depended on the z tensor's memory layout (channels-last
+    after a permute), which flipped an index and derailed the range decoder for a picture."""
+    encoded = lively.encode(faces)
+    fast = np.stack([e.y_hat for e in encoded])
+    assert (fast != 0).mean() > 0.05 and len(np.unique(fast)) > 3
+    together = lively.entropy_decode([(e.strings, e.shape) for e in encoded])
+    one_by_one = np.concatenate([lively.entropy_decode([(e.strings, e.shape)]) for e in encoded])
+    np.testing.assert_array_equal(together, fast)
+    np.testing.assert_array_equal(one_by_one, fast)
+
+
+def test_non_trivial_bitstreams_equal_compressai_per_picture(lively, faces):
+    for face in faces:
+        ours = lively.encode([face])[0]
+        with torch.inference_mode():
+            reference = lively.model.compress(to_tensor([face], torch.device("cpu")))
+        assert ours.strings == [reference["strings"][0][0], reference["strings"][1][0]]
+
+
+def test_scale_indexes_do_not_depend_on_memory_layout(lively, faces):
+    with torch.inference_mode():
+        z = lively.model.h_a(lively.model.g_a(to_tensor(faces, torch.device("cpu"))).abs())
+        symbols = torch.round(z - lively.model.entropy_bottleneck._get_medians()).int().numpy()
+    channels_last = np.ascontiguousarray(symbols.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    assert not channels_last.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(lively.scale_indexes(channels_last), lively.scale_indexes(np.ascontiguousarray(symbols)))
