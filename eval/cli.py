@@ -24,6 +24,12 @@ class DefaultRun(click.Group):
         return super().parse_args(ctx, args)
 
 
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 @click.group(cls=DefaultRun, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Face verification on the LFW protocol: original anchor (both faces original), decoded
@@ -54,7 +60,7 @@ def main() -> None:
               help="pairs lacking a face: error stops; skip keeps the row unscored; min-score scores -1; "
                    "worst-score scores genuine -1, impostor +1. Rows are never dropped and the count is reported")
 @click.option("--flip", is_flag=True, help="flip test-time augmentation (image models only; refused for latents)")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default=default_device, show_default="cuda if present, else cpu")
 @click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16", "fp16"]), default="fp32", show_default=True)
 @click.option("--batch-size", default=128, show_default=True, help="images or latents per forward pass")
 @click.option("--bootstrap", default=1000, show_default=True, help=BOOTSTRAP_HELP)
@@ -125,7 +131,7 @@ def report(score_files: tuple[Path, ...], out: Path, bootstrap: int, seed: int) 
 @main.command()
 @click.option("--qualities", default="1,3,6,8", show_default=True, help="bmshj2018-hyperprior qualities")
 @click.option("--time/--no-time", "timed", default=False, show_default=True, help="also measure ms per batch and per pair")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default=default_device, show_default="cuda if present, else cpu")
 @click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16", "fp16"]), default="fp32", show_default=True)
 @click.option("--batch-pairs", default=64, show_default=True, help="pairs per timed batch (thesis: 64)")
 @click.option("--repeats", default=50, show_default=True, help="timed batches (thesis: 50)")
