@@ -4,12 +4,14 @@ per-image CompressAI compress()/decompress() loop on the same faces and machine.
     python benchmarks/prep.py --images 200 --quality 1 [--codec cheng2020-attn] [--device cuda]
 
 Images: LFW View 1 from $CDFV_TEST_DATA (default ../shared/data), else the embedded demo set.
-Weights: the CompressAI zoo cache when present, else --untrained (rates then mean nothing, speed
-does: the same transforms and entropy coder run).
+Weights: --weights FILE, else the CompressAI zoo cache when present, else untrained (an untrained
+codec's latents round to zero, which makes range coding unrealistically cheap: prefer a trained file,
+e.g. demo-out/runs/codec-q1/codec.pt from cdfv-demo).
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import tempfile
@@ -21,10 +23,11 @@ import torch
 
 import shards
 from pipeline import stages
-from pipeline.codecs import CodecSpec, WeightsUnavailable, load_codec
+from pipeline.codecs import CodecSpec, WeightsUnavailable, codec_model, load_codec
 from pipeline.coding import CodecEngine, pad_face, to_tensor
 from pipeline.demodata import make_demo_dataset
 from pipeline.detect import RetinaFaceOnnx
+from pipeline.rangecoding import CoderPool
 from pipeline.sources import lfw
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,17 +73,23 @@ def main() -> None:
     ap.add_argument("--quality", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--weights", type=Path, help="codec weights file (e.g. the demo's trained codec)")
+    ap.add_argument("--coder-workers", type=int, default=0, help="CPU processes for range coding (bmshj2018)")
     args = ap.parse_args()
 
     spec = CodecSpec(args.codec, args.quality)
     try:
-        model, wid = load_codec(spec)
+        model, wid = load_codec(spec, weights=args.weights)
         untrained = False
     except WeightsUnavailable:
         model, wid = load_codec(spec, untrained=True)
         untrained = True
-    codec = stages.Codec(spec, CodecEngine(spec, model, torch.device(args.device)), wid, untrained)
-    print(f"codec {spec.label} ({wid}), device {args.device}, torch threads {torch.get_num_threads()}")
+    pool = None
+    if args.coder_workers and not spec.entry.autoregressive:
+        pool = CoderPool(functools.partial(codec_model, spec, args.weights, untrained, 0), args.coder_workers)
+    codec = stages.Codec(spec, CodecEngine(spec, model, torch.device(args.device), pool), wid, untrained)
+    print(f"codec {spec.label} ({wid}), device {args.device}, torch threads {torch.get_num_threads()}, "
+          f"coder workers {args.coder_workers}")
 
     tmp = Path(tempfile.mkdtemp(prefix="cdfv-bench-"))
     try:
@@ -108,6 +117,7 @@ def main() -> None:
         plain = timed("plain CompressAI per-image loop", m, lambda: baseline(codec, faces))
         print(f"ratio codec path / plain loop: {codec_only / plain:.2f}x; end to end incl. detection: {ours:.1f} img/s")
     finally:
+        codec.engine.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
