@@ -268,3 +268,38 @@ def test_celeba_photos_through_run(celeba_root, tmp_path):
         assert s[S.IMAGE].shape == (224, 224, 3)
         assert s[S.META]["detection"]["status"] in ("ok", "no_face")
     assert all(s[S.LATENT].shape == (192, 14, 14) for s in samples(out / "latents-q1"))
+
+
+def test_anchor_writes_a_decoded_set_like_the_learned_codecs(chain):
+    out, _ = chain
+    summary = invoke_ok("anchor", "--out", out, *CHUNK, "--codec", "jpeg", "--value", "30")
+    faces = by_key(out / "faces")
+    decoded = by_key(out / "decoded-jpeg-quality30")
+    assert summary["written"] == {"decoded-jpeg-quality30": 6} and set(decoded) == set(faces)
+    index = shards.open_shard_set(out / "decoded-jpeg-quality30").index
+    assert index["kind"] == "image" and index["meta"]["variant"] == "decoded"
+    assert index["meta"]["codec"] == {"name": "jpeg", "parameter": "quality", "value": 30.0}
+    for key, s in decoded.items():
+        meta = s[S.META]
+        assert s[S.IMAGE].shape == (224, 224, 3) and s[S.LABEL] == faces[key][S.LABEL]
+        assert meta["rate"]["bpp"] == pytest.approx(8 * meta["rate"]["bytes"] / (224 * 224))
+        assert meta["rate"]["bytes"] < meta["rate"]["container_bytes"]
+        assert 20 < meta["quality"]["psnr"] < 60 and 0 < meta["quality"]["ms_ssim"] <= 1
+
+
+def test_anchor_matches_the_rate_of_a_learned_codec_set(chain):
+    out, _ = chain
+    target = float(np.mean([s[S.META]["rate"]["bpp"] for s in samples(out / "decoded-q1", (S.META,))]))
+    summary = invoke_ok("anchor", "--out", out, *CHUNK, "--codec", "jpeg2000", "--match", "decoded-q1", "--name", "j2k")
+    match = summary["rate_match"]
+    assert match["target_bpp"] == pytest.approx(target)
+    assert match["within_5pct"] and abs(match["achieved_mean_bpp"] - target) <= 0.05 * target
+    assert shards.open_shard_set(out / "j2k").meta["rate_match"]["target_bpp"] == pytest.approx(target)
+
+
+def test_anchor_needs_exactly_one_way_to_set_the_rate(chain):
+    out, _ = chain
+    result = invoke("anchor", "--out", out, "--codec", "jpeg", "--value", "30", "--target-bpp", "0.3")
+    assert result.exit_code != 0 and "exactly one of --value, --target-bpp, --match" in result.output
+    result = invoke("anchor", "--out", out, "--codec", "jpeg", "--target-bpp", "0.01")
+    assert result.exit_code != 0 and "jpeg" in result.output
