@@ -19,7 +19,7 @@ from eval.scores import read_scores
 from pipeline.codecs import CodecSpec, load_codec
 from pipeline.images import read_image
 from pipeline.quality import ms_ssim_rgb, psnr
-from shards import ShardSetWriter, spec, write_index
+from shards import ShardSetWriter, iter_samples, open_shard_set, spec, write_index
 
 PAIRS_EACH = 5  # same-person and different-person pairs taken from pairsDevTest.txt
 CODEC = {"name": "bmshj2018-hyperprior", "quality": 1, "metric": "mse", "untrained": True}
@@ -54,6 +54,10 @@ def lfw_run(lfw_root: Path, lfw_meta: Path, tmp_path_factory: pytest.TempPathFac
     faces = _faces(lfw_root, keys)
     identities = sorted({k.split("__")[0] for k in keys})
     codec, _ = load_codec(CodecSpec("bmshj2018-hyperprior", 1), untrained=True)
+    with torch.no_grad():  # random g_a gives |y| < 0.5, all zeros once rounded: scale it to code real symbols
+        codec.g_a[-1].weight.mul_(40.0)
+        codec.g_a[-1].bias.mul_(40.0)
+    codec.update(force=True)
     x = torch.stack([torch.from_numpy(faces[k]).permute(2, 0, 1).float() / 255 for k in keys])
     x = torch.nn.functional.pad(x, (16,) * 4)  # 224 -> 256, zeros, as the pipeline pads
     with torch.inference_mode():
@@ -139,6 +143,26 @@ def test_scores_match_an_independent_recomputation(lfw_run: dict) -> None:
         pair = lfw_run["pairs"][i]
         faces = _faces(lfw_run["lfw_root"], [pair.probe, pair.reference])
         batch = torch.from_numpy(np.stack([faces[pair.probe], faces[pair.reference]])).permute(0, 3, 1, 2).float()
+        with torch.inference_mode():
+            emb = model(batch)
+        assert scores[i] == pytest.approx(float(torch.cosine_similarity(emb[0], emb[1], dim=0)), abs=1e-5)
+
+
+def test_compressed_scores_match_an_independent_recomputation(lfw_run: dict) -> None:
+    """Compressed-domain scores differ between pairs and equal the model's cosine on the stored latents."""
+    from trainer.export import load_embedding_model
+
+    out = lfw_run["tmp"] / "recompute-latents"
+    code, output = _invoke(["--pairs", lfw_run["pairs_file"], "--compressed", f"{lfw_run['tmp'] / 'cresnet39.pt'}={lfw_run['latents']}",
+                            "--bootstrap", "0", "--out", out])
+    assert code == 0, output
+    scores = pq.read_table(out / "scores" / "cresnet39_bmshj2018-hyperprior-mse_q1.parquet").column("score").to_pylist()
+    assert np.std(scores) > 1e-3
+    latents = {s["__key__"]: s[spec.LATENT] for s in iter_samples(open_shard_set(lfw_run["latents"]).urls)}
+    model, _ = load_embedding_model(lfw_run["tmp"] / "cresnet39.pt")
+    for i in (0, len(scores) - 1):
+        pair = lfw_run["pairs"][i]
+        batch = torch.from_numpy(np.stack([latents[pair.probe], latents[pair.reference]])).float()
         with torch.inference_mode():
             emb = model(batch)
         assert scores[i] == pytest.approx(float(torch.cosine_similarity(emb[0], emb[1], dim=0)), abs=1e-5)
