@@ -49,7 +49,9 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
                 img = img.convert("RGB")
             array = np.asarray(img)
             mode = img.mode
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except UnidentifiedImageError:
+        raise BadImage(f"{name}: cannot decode image: not a picture format Pillow reads") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise BadImage(f"{name}: cannot decode image: {e}") from e
     rgb = to_rgb8(array, mode)
     h, w = rgb.shape[:2]

@@ -103,11 +103,23 @@ class RunStats:
             "resumed_chunks": self.resumed_chunks,
             "written": dict(self.written),
             "rejects": len(self.rejects),
-            "reject_reasons": dict(Counter(r.reason.split(":")[0] if ":" in r.reason else r.reason for r in self.rejects).most_common(10)),
+            "reject_reasons": dict(Counter(reason_kind(r) for r in self.rejects).most_common(10)),
             "counters": dict(self.counters),
             "seconds": round(self.seconds, 2),
             "items_per_s": round(processed / self.seconds, 2) if self.seconds > 0 else None,
         }
+
+
+def reason_kind(reject: Reject) -> str:
+    """A reject's reason without the file it names and the details after the first colon, so the
+    summary counts kinds of failure ("cannot decode image": 12) rather than files."""
+    reason = reject.reason
+    for name in (reject.source, reject.key):
+        head, sep, tail = reason.partition(f"{name}: ")
+        if sep and (head == "" or head.endswith("/")):
+            reason = tail
+            break
+    return reason.split(":")[0].strip()
 
 
 def run_chunks(

@@ -10,7 +10,6 @@ from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
-import torch
 
 import shards
 from shards import spec as S

@@ -3,6 +3,8 @@ parquet and skipped while the others are written; unusual but valid pictures dec
 --strict stops at the first bad file."""
 from __future__ import annotations
 
+import json
+
 import os
 from pathlib import Path
 
@@ -68,6 +70,10 @@ def test_bad_files_are_rejected_and_the_run_goes_on(messy_run):
     assert "bad/gone.jpg: cannot read file" in by["bad__gone"]["reason"]
     assert by["bad__gone"]["source"] == "bad/gone.jpg"
     assert "5 input(s) rejected" in result.stderr and "rejected bad/empty.jpg" in result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["rejects"] == 5
+    assert summary["reject_reasons"] == {"cannot decode image": 2, "empty file": 1, "image is 20x20, smaller than 32 px on a side": 1,
+                                         "cannot read file": 1}
 
 
 def test_good_and_unusual_pictures_are_all_written(messy, messy_run):
