@@ -4,7 +4,6 @@ parquet and skipped while the others are written; unusual but valid pictures dec
 from __future__ import annotations
 
 import json
-
 import os
 from pathlib import Path
 
