@@ -92,6 +92,22 @@ def test_codec_training_lowers_rd_loss_and_loads_back(shard_root: Path, tmp_path
     assert rd(trained) < before
 
 
+def test_codec_training_resumes_to_the_same_weights(shard_root: Path, tmp_path: Path) -> None:
+    from trainer.codec_train import CodecTrainConfig, train_codec
+
+    def run(out: Path, max_steps: int, resume: bool = False) -> dict:
+        return train_codec(CodecTrainConfig(shards="faces-train", root=str(shard_root), out=str(out), untrained=True,
+                                            batch_size=4, max_steps=max_steps, workers=0, progress=False, resume=resume))
+
+    whole = run(tmp_path / "whole", 5)
+    run(tmp_path / "split", 2)  # stopped mid-epoch, checkpointed
+    resumed = run(tmp_path / "split", 5, resume=True)
+    assert whole["steps"] == resumed["steps"] == 5
+    a = torch.load(whole["saved"], weights_only=True)["state_dict"]
+    b = torch.load(resumed["saved"], weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.mark.slow
 def test_classifier_beats_chance_on_held_out_latents(shard_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "long"

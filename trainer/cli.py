@@ -76,7 +76,8 @@ def run(o: dict) -> None:
 
         cfg = CodecTrainConfig(shards=o["shards"], out=out, codec=o["codec"], quality=o["quality"], metric=o["metric"],
                                weights=o["codec_weights"], untrained=o["untrained_codec"], root=o["root"], seed=o["seed"],
-                               workers=o["workers"], device=o["device"], max_steps=o["max_steps"], progress=not o["quiet"])
+                               workers=o["workers"], device=o["device"], max_steps=o["max_steps"], progress=not o["quiet"],
+                               resume=o["resume"])
         for key, value in (("epochs", o["epochs"]), ("batch_size", o["batch_size"]), ("lr", o["lr"])):
             if value is not None:
                 setattr(cfg, key, value)

@@ -8,7 +8,7 @@ result is saved with pipeline.codecs.save_codec, so `cdfv-prep encode --weights`
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from tqdm import tqdm
 from pipeline.codecs import CodecSpec, load_codec, save_codec
 from shards import ShardSetError, open_shard_set, spec
 
+from .checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
 from .data import ShardStream, make_loader
 from .train import Context, MetricsLog, setup_context
 
@@ -52,6 +53,7 @@ class CodecTrainConfig:
     max_steps: int | None = None
     log_every: int = 10
     progress: bool = True
+    resume: bool = False  # continue from <out>/codec-checkpoint.pt
 
 
 def pad_faces(x: torch.Tensor) -> torch.Tensor:
@@ -86,11 +88,34 @@ def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
     if ctx.main:
         out.mkdir(parents=True, exist_ok=True)
     log = MetricsLog(out / "codec-metrics.jsonl", ctx.main)
+    ckpt_path = out / "codec-checkpoint.pt"
+    rng = torch.Generator()  # codec training draws no augmentation; kept for the shared RNG record
+
+    def checkpoint(epoch: int, step_in_epoch: int) -> None:
+        if ctx.main:
+            save_checkpoint(ckpt_path, {"task": "codec", "codec": codec_spec.label, "model": model.state_dict(),
+                                        "optimizer": optimizer.state_dict(), "aux_optimizer": aux_optimizer.state_dict(),
+                                        "epoch": epoch, "step_in_epoch": step_in_epoch, "step": step,
+                                        "rng": rng_state(rng), "config": asdict(cfg), "start_weights": weights_id})
+
     history, step, started = [], 0, time.time()
-    for epoch in range(cfg.epochs):
-        stream.set_epoch(epoch)
-        bar = tqdm(total=stream.steps, desc=f"codec {epoch + 1}/{cfg.epochs}", disable=not (ctx.main and cfg.progress), leave=False)
-        for faces, _labels in make_loader(stream, cfg.workers, ctx.device.type == "cuda"):
+    start_epoch, start_step = 0, 0
+    torch.manual_seed(cfg.seed + ctx.rank)  # the quantisation noise of training draws from the global RNG
+    if cfg.resume:
+        state = load_checkpoint(ckpt_path)
+        if state.get("task") != "codec" or state["codec"] != codec_spec.label:
+            raise ValueError(f"--resume {ckpt_path}: checkpoint is for {state.get('codec', 'a face model')}, not {codec_spec.label}")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        aux_optimizer.load_state_dict(state["aux_optimizer"])
+        restore_rng(state["rng"], rng)
+        start_epoch, start_step, step, weights_id = state["epoch"], state["step_in_epoch"], state["step"], state["start_weights"]
+    for epoch in range(start_epoch, cfg.epochs):
+        stream.set_epoch(epoch, start_step)
+        bar = tqdm(total=stream.steps, initial=start_step, desc=f"codec {epoch + 1}/{cfg.epochs}",
+                   disable=not (ctx.main and cfg.progress), leave=False)
+        step_in_epoch = start_step
+        for step_in_epoch, (faces, _labels) in enumerate(make_loader(stream, cfg.workers, ctx.device.type == "cuda"), start=start_step + 1):
             x = pad_faces(faces.to(ctx.device, non_blocking=True))
             losses = criterion(runner(x), x)
             optimizer.zero_grad(set_to_none=True)
@@ -113,14 +138,18 @@ def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
             if cfg.max_steps is not None and step >= cfg.max_steps:
                 break
         bar.close()
+        stopped = cfg.max_steps is not None and step >= cfg.max_steps and step_in_epoch < stream.steps
+        checkpoint(epoch if stopped else epoch + 1, step_in_epoch if stopped else 0)
+        start_step = 0
         if cfg.max_steps is not None and step >= cfg.max_steps:
             break
     path = out / "codec.pt"
     if ctx.main:
         save_codec(path, model.cpu(), codec_spec)
-    summary = {"codec": codec_spec.label, "start_weights": weights_id, "steps": step,
+    summary = {"codec": codec_spec.label, "start_weights": weights_id, "steps": step, "checkpoint": str(ckpt_path),
                "seconds": round(time.time() - started, 1), "saved": str(path), "history": history}
     if ctx.main and cfg.progress:
         print(f"cdfv-train codec: {codec_spec.label} from {weights_id}, {step} steps in {summary['seconds']} s, "
-              f"loss {history[0]['loss']:.4f} -> {history[-1]['loss']:.4f}; saved {path}", flush=True)
+              f"loss {history[0]['loss']:.4f} -> {history[-1]['loss']:.4f}; saved {path}" if history else
+              f"cdfv-train codec: {codec_spec.label} already trained to step {step}; saved {path}", flush=True)
     return summary
