@@ -384,11 +384,12 @@ def run_decode(source: shards.ShardSet, reference: shards.ShardSet, codec: Codec
 
     def process(chunk: list[tuple[int, str, int]]) -> ChunkResult:
         samples, rejects = [], []
-        for batch in _batches(_samples(chunk, (S.BITSTREAM, S.LABEL, S.META)), o.batch_size):
+        coded = list(_samples(chunk, (S.BITSTREAM, S.LABEL, S.META)))  # bitstreams are small: one read per chunk
+        originals = _reference_faces(reference, {s[S.META]["input"]["shard"] for s in coded}, {s["__key__"] for s in coded})
+        for batch in _batches(iter(coded), o.batch_size):
             decoded = _decode_batch(codec, batch, rejects)
             if not decoded:
                 continue
-            originals = _reference_faces(reference, {s[S.META]["input"]["shard"] for s, _ in decoded}, {s["__key__"] for s, _ in decoded})
             faces = [unpad_face(p) for p in codec.engine.reconstruct(np.stack([y for _, y in decoded]))]
             for (s, _), face in zip(decoded, faces):
                 if s["__key__"] not in originals:
