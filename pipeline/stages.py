@@ -208,18 +208,17 @@ def run_align(
 
 # ---------------------------------------------------------------- shard-set driven stages
 
-def _shard_chunks(source: shards.ShardSet, o: RunOptions) -> list[list[tuple[int, str, int]]]:
-    """This part's input shards, one chunk each: (position in the index, url, samples)."""
-    entries = [(j, url, n) for j, (url, n) in enumerate(zip(source.urls, source.shard_sizes))]
-    return [[e] for e in split_part(entries, o.part, o.parts)]
+def _shard_chunks(source: shards.ShardSet, o: RunOptions) -> list[list[tuple[str, int]]]:
+    """This part's input shards, one chunk each: (url, samples)."""
+    return [[e] for e in split_part(list(zip(source.urls, source.shard_sizes)), o.part, o.parts)]
 
 
-def _count(chunk: list[tuple[int, str, int]]) -> int:
-    return sum(e[2] for e in chunk)
+def _count(chunk: list[tuple[str, int]]) -> int:
+    return sum(n for _, n in chunk)
 
 
-def _samples(chunk: list[tuple[int, str, int]], members: tuple[str, ...]) -> Iterator[dict[str, Any]]:
-    for _, url, _ in chunk:
+def _samples(chunk: list[tuple[str, int]], members: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+    for url, _ in chunk:
         for sample in shards.iter_samples([url], members):
             sample["__shard__"] = Path(url).name
             yield sample
@@ -261,7 +260,7 @@ def run_encode(source: shards.ShardSet, codec: Codec, o: RunOptions, name: str) 
     if source.kind != "image":
         raise shards.ShardSetError(f"{source.directory}: encode needs an image shard set (faces), got kind {source.kind!r}")
 
-    def process(chunk: list[tuple[int, str, int]]) -> ChunkResult:
+    def process(chunk: list[tuple[str, int]]) -> ChunkResult:
         samples, rejects, nbytes = [], [], 0
         for batch in _batches(_samples(chunk, (S.IMAGE, S.LABEL, S.META)), o.batch_size):
             for meta, e in _encode_batch(codec, batch, source.name, rejects):
@@ -327,7 +326,7 @@ def run_entropy_decode(source: shards.ShardSet, codec: Codec, o: RunOptions, nam
         raise shards.ShardSetError(f"{source.directory}: entropy-decode needs a bitstream set (from encode), got {source.kind!r}")
     check_codec_matches(source, codec)
 
-    def process(chunk: list[tuple[int, str, int]]) -> ChunkResult:
+    def process(chunk: list[tuple[str, int]]) -> ChunkResult:
         samples, rejects = [], []
         for batch in _batches(_samples(chunk, (S.BITSTREAM, S.LABEL, S.META)), o.batch_size):
             for s, y in _decode_batch(codec, batch, rejects):
@@ -351,7 +350,7 @@ def run_crop_latent(source: shards.ShardSet, o: RunOptions, name: str, size: int
     if source.kind != "latent":
         raise shards.ShardSetError(f"{source.directory}: crop-latent needs a latent set, got {source.kind!r}")
 
-    def process(chunk: list[tuple[int, str, int]]) -> ChunkResult:
+    def process(chunk: list[tuple[str, int]]) -> ChunkResult:
         samples, rejects = [], []
         for s in _samples(chunk, (S.LATENT, S.LABEL, S.META)):
             def one(s: dict = s) -> dict[str, Any]:
@@ -382,7 +381,7 @@ def run_decode(source: shards.ShardSet, reference: shards.ShardSet, codec: Codec
         raise shards.ShardSetError(f"{source.directory}: decode needs a bitstream set (from encode), got {source.kind!r}")
     check_codec_matches(source, codec)
 
-    def process(chunk: list[tuple[int, str, int]]) -> ChunkResult:
+    def process(chunk: list[tuple[str, int]]) -> ChunkResult:
         samples, rejects = [], []
         coded = list(_samples(chunk, (S.BITSTREAM, S.LABEL, S.META)))  # bitstreams are small: one read per chunk
         originals = _reference_faces(reference, {s[S.META]["input"]["shard"] for s in coded}, {s["__key__"] for s in coded})
@@ -543,7 +542,7 @@ def run_stream(dataset: Dataset, detector: Detector | None, codec: Codec, o: Run
         rows += [detection_row(i, None, None, detector.id) for i in chunk if i.key in unreadable] if so.detect else []
         outputs["detections"] = rows
         nbytes = 0
-        for batch in (prepared[i : i + o.batch_size] for i in range(0, len(prepared), o.batch_size)):
+        for batch in chunked(prepared, o.batch_size):
             metas = [{**_base(p["item"], dataset.name), "detection": p["det"], "align": p["align"]} for p in batch]
             if "faces" in so.outputs:
                 outputs["faces"] += [{"__key__": m["key"], S.IMAGE: p["face"], S.LABEL: m["label"], S.META: dict(m)}
@@ -614,9 +613,16 @@ def mean_rate(source: shards.ShardSet) -> float:
 
 
 def sample_faces(source: shards.ShardSet, n: int) -> list[np.ndarray]:
-    """n faces evenly spaced through the set (all of them if it holds fewer): the rate-matching sample."""
+    """n faces evenly spaced through the set (all of them if it holds fewer): the rate-matching
+    sample. Only the chosen PNGs are decoded, and reading stops once n are in hand."""
     step = max(1, source.num_samples // n)
-    return [s[S.IMAGE] for i, s in enumerate(shards.iter_samples(source.urls, (S.IMAGE,))) if i % step == 0][:n]
+    faces = []
+    for i, raw in enumerate(shards.iter_samples(source.urls, (S.IMAGE,), decode=False)):
+        if i % step == 0:
+            faces.append(shards.decode_member(S.IMAGE, raw[S.IMAGE]))
+            if len(faces) == n:
+                break
+    return faces
 
 
 def run_anchor(source: shards.ShardSet, codec: Any, value: float, o: RunOptions, name: str, match: dict | None = None) -> RunStats:
@@ -626,7 +632,7 @@ def run_anchor(source: shards.ShardSet, codec: Any, value: float, o: RunOptions,
         raise shards.ShardSetError(f"{source.directory}: anchor needs an image set of faces, got kind {source.kind!r}")
     codec_meta = {"name": codec.name, "parameter": codec.parameter, "value": value}
 
-    def process(chunk: list[tuple[int, str, int]]) -> ChunkResult:
+    def process(chunk: list[tuple[str, int]]) -> ChunkResult:
         samples, rejects, nbytes = [], [], 0
         for s in _samples(chunk, (S.IMAGE, S.LABEL, S.META)):
             coded = attempt("anchor", s["__key__"], s[S.META]["source"], lambda s=s: codec.code(s[S.IMAGE], value), rejects)

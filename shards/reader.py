@@ -115,8 +115,9 @@ def decode_sample(raw: dict[str, Any]) -> dict[str, Any]:
     return {k: (v if k.startswith("__") else decode_member(k, v)) for k, v in raw.items()}
 
 
-def iter_samples(urls: list[str], members: tuple[str, ...] | None = None) -> Iterator[dict[str, Any]]:
-    """Reads samples in shard order, decoded; `members` limits which members are decoded.
+def iter_samples(urls: list[str], members: tuple[str, ...] | None = None, decode: bool = True) -> Iterator[dict[str, Any]]:
+    """Reads samples in shard order, decoded (raw bytes with decode=False, for callers that decode
+    only some); `members` limits which members are kept.
 
     Plain sequential reading for pipeline stages and evaluation; the trainer builds its own
     shuffled, rank-split WebDataset pipeline over the same urls."""
@@ -126,4 +127,4 @@ def iter_samples(urls: list[str], members: tuple[str, ...] | None = None) -> Ite
     for raw in ds:
         if members is not None:
             raw = {k: v for k, v in raw.items() if k.startswith("__") or k in members}
-        yield decode_sample(raw)
+        yield decode_sample(raw) if decode else raw
