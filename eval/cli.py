@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -16,12 +17,22 @@ BOOTSTRAP_HELP = "bootstrap replicates for the confidence intervals (0: none)"
 
 
 class DefaultRun(click.Group):
-    """A group whose bare options go to `run`, so `cdfv-eval --pairs pairs.txt ...` works."""
+    """A group whose bare options go to `run`, so `cdfv-eval --pairs pairs.txt ...` works, and
+    whose commands report a user's mistake (a malformed pairs file, a wrong shard set or model, a
+    missing face under --missing error) as one line instead of a traceback."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if args and args[0].startswith("-") and args[0] not in ("--help", "-h"):
             args = ["run", *args]
         return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from .scores import MissingPairs
+
+        try:
+            return super().invoke(ctx)
+        except (ValueError, FileNotFoundError, MissingPairs) as e:
+            raise click.ClickException(str(e)) from e
 
 
 def default_device() -> str:

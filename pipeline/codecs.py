@@ -100,7 +100,7 @@ def _read_weights(path: Path, spec: CodecSpec) -> dict[str, torch.Tensor]:
     except FileNotFoundError:
         raise FileNotFoundError(f"--weights {path}: no such file") from None
     except Exception as e:  # torch raises many types for foreign files
-        raise ValueError(f"--weights {path}: not a PyTorch weights file ({e})") from e
+        raise ValueError(f"--weights {path}: not a PyTorch weights file ({type(e).__name__}: {e})") from e
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         saved = (obj["name"], obj["quality"])
         if saved != (spec.name, spec.quality):
