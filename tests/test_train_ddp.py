@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -9,11 +10,17 @@ from pathlib import Path
 from test_train_data import latent_set
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_two_ranks_finish_both_phases_with_equal_steps(tmp_path: Path) -> None:
     # 5 shards of unequal sizes for 2 ranks: 37 samples -> 37 // (2 ranks * 4) = 4 steps an epoch
     latent_set(tmp_path, "lat", [9, 7, 8, 6, 7], m=8)
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
            "-m", "trainer.cli", "--shards", "lat", "--root", str(tmp_path), "--arch", "cresnet39", "--width", "4",
            "--embedding-dim", "16", "--batch-size", "4", "--workers", "0", "--classify-epochs", "2",
            "--arcface-epochs", "1", "--device", "cpu", "--out", str(out), "--quiet"]
