@@ -10,17 +10,11 @@ pairs from stored inputs on the host, input preparation included (see eval/compl
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-# Run as a script, this file's directory comes first on sys.path and its name would shadow the
-# eval package; drop it so `import eval` finds the package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import torch
 
-import torch  # noqa: E402
-
-from eval.complexity import THESIS_CODEC, pair_step, synthesis_transform, time_step, untrained_embedder  # noqa: E402
-from pipeline.codecs import CodecSpec  # noqa: E402
+from cdfv.eval.complexity import THESIS_CODEC, pair_step, synthesis_transform, time_step, untrained_embedder
+from cdfv.pipeline.codecs import CodecSpec
 
 
 def main() -> None:

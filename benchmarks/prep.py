@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import shards
-from pipeline import stages
-from pipeline.codecs import CodecSpec, WeightsUnavailable, codec_model, load_codec
-from pipeline.coding import CodecEngine, pad_face, to_tensor
-from pipeline.demodata import make_demo_dataset
-from pipeline.detect import RetinaFaceOnnx
-from pipeline.rangecoding import CoderPool
-from pipeline.sources import lfw
+from cdfv import shards
+from cdfv.pipeline import stages
+from cdfv.pipeline.codecs import CodecSpec, WeightsUnavailable, codec_model, load_codec
+from cdfv.pipeline.coding import CodecEngine, pad_face, to_tensor
+from cdfv.pipeline.demodata import make_demo_dataset
+from cdfv.pipeline.detect import RetinaFaceOnnx
+from cdfv.pipeline.rangecoding import CoderPool
+from cdfv.pipeline.sources import lfw
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -18,10 +18,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from shards import open_shard_set
-from trainer.augment import AugmentConfig, prepare_train
-from trainer.data import ShardStream, make_loader, probe_input
-from trainer.models import build_model
+from cdfv.shards import open_shard_set
+from cdfv.trainer.augment import AugmentConfig, prepare_train
+from cdfv.trainer.data import ShardStream, make_loader, probe_input
+from cdfv.trainer.models import build_model
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -81,8 +81,8 @@ def run(pairs_path: Path, faces: str | None, image_model: Path | None, decoded_s
         compressed_runs: tuple[str, ...], no_original: bool, root: Path | None, missing: str, flip: bool,
         device: str, precision: str, batch_size: int, bootstrap: int, out: Path) -> None:
     """Scores every pair for each solution given, then writes the side-by-side report."""
-    from shards import open_shard_set
-    from trainer.export import load_embedding_model
+    from cdfv.shards import open_shard_set
+    from cdfv.trainer.export import load_embedding_model
 
     from .embed import Embedder
     from .evaluate import EmbeddingCache, evaluate

@@ -1,6 +1,6 @@
 """Complexity per solution as thesis 6.4.1 / Table 7 defines it.
 
-Operations: MACs of one face's path after entropy decoding, counted by trainer.macs.count_macs
+Operations: MACs of one face's path after entropy decoding, counted by cdfv.trainer.macs.count_macs
 (Conv2d, Linear, and ConvTranspose2d charged at its OUTPUT resolution; GDN/IGDN, pooling, norms
 and activations free, as the JPEG AI counting tool the thesis used does):
 - original anchor: ResNet50 on 3x224x224;
@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.codecs import CodecSpec
-from shards.spec import CODED_SIZE, FACE_PIXELS, FACE_SIZE
+from cdfv.pipeline.codecs import CodecSpec
+from cdfv.shards.spec import CODED_SIZE, FACE_PIXELS, FACE_SIZE
 
 from .embed import Embedder, prepare_images
 
@@ -42,7 +42,7 @@ BORDER = (CODED_SIZE - FACE_SIZE) // 2  # zero padding around the 224x224 face
 
 def synthesis_transform(codec: CodecSpec) -> nn.Module:
     """The codec's g_s with random weights, for counting and timing: the architecture CompressAI's
-    zoo builds for this name and quality (pipeline.codecs.load_codec builds the same one and also
+    zoo builds for this name and quality (cdfv.pipeline.codecs.load_codec builds the same one and also
     its entropy tables, seconds of work neither counting nor timing g_s needs)."""
     from compressai.zoo.image import cfgs, model_architectures
 
@@ -51,14 +51,14 @@ def synthesis_transform(codec: CodecSpec) -> nn.Module:
 
 def synthesis_macs(codec: CodecSpec) -> int:
     """MACs of the codec's g_s on one full latent grid, traced on the meta device (shapes only)."""
-    from trainer.macs import count_macs
+    from cdfv.trainer.macs import count_macs
 
     return count_macs(synthesis_transform(codec).to("meta"), (codec.latent_channels, LATENT_GRID, LATENT_GRID))
 
 
 def model_macs(model: nn.Module, info: dict) -> int:
     """MACs of one embedding model on one input of its kind."""
-    from trainer.macs import count_macs
+    from cdfv.trainer.macs import count_macs
 
     side = info["input_size"]
     channels = 3 if info["input_kind"] == "image" else info["in_channels"]
@@ -151,7 +151,7 @@ def thesis_solutions_macs(qualities: tuple[int, ...] = THESIS_QUALITIES, codec: 
     """Operations of Table 7's solutions with full-size (width 64) models: original anchor,
     decoded anchor per quality (g_s + ResNet50) and cResNet39 per quality. Models are built on
     the meta device: counting needs shapes, not arithmetic."""
-    from trainer.models import build_model
+    from cdfv.trainer.models import build_model
 
     with torch.device("meta"):
         resnet = model_macs(build_model("resnet50"), {"input_kind": "image", "input_size": FACE_SIZE})
@@ -175,8 +175,8 @@ def thesis_solutions_macs(qualities: tuple[int, ...] = THESIS_QUALITIES, codec: 
 def untrained_embedder(arch: str, device: torch.device, in_channels: int | None = None, width: int = 64,
                        precision: str = "fp32") -> Embedder:
     """An embedder with random weights: timing depends on the architecture, not the weights."""
-    from trainer.export import embedding_info
-    from trainer.models import build_model
+    from cdfv.trainer.export import embedding_info
+    from cdfv.trainer.models import build_model
 
     model = build_model(arch, in_channels=in_channels, width=width).to(device)
     return Embedder(model, embedding_info(model, arch, untrained=True, train_shards=None), device, precision=precision)

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from shards import ShardSet, iter_samples
-from shards import spec
+from cdfv.shards import ShardSet, iter_samples
+from cdfv.shards import spec
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 

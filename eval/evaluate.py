@@ -7,7 +7,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from shards import ShardSet
+from cdfv.shards import ShardSet
 
 from .embed import EmbeddedSet, Embedder, embed_keys
 from .protocol import Pair

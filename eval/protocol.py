@@ -6,7 +6,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from shards import make_key
+from cdfv.shards import make_key
 
 NO_FOLD = -1  # View 1 and CSV pairs without a fold column: no 10-fold accuracy
 

@@ -11,7 +11,7 @@ import math
 import cv2
 import numpy as np
 
-from shards.spec import FACE_SIZE
+from cdfv.shards.spec import FACE_SIZE
 
 METHODS = ("thesis", "similarity")
 

@@ -15,8 +15,8 @@ from typing import Any, Callable, Iterator
 import click
 import torch
 
-import shards
-from shards import spec as S
+from cdfv import shards
+from cdfv.shards import spec as S
 
 from . import stages
 from .codecs import ZOO, CodecSpec, WeightsUnavailable, codec_model, load_codec

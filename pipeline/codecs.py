@@ -155,7 +155,7 @@ def load_codec(
 
 def save_codec(path: Path, model: nn.Module, spec: CodecSpec) -> None:
     """Saves a (trained or fine-tuned) codec so `cdfv-prep encode --weights` loads it back."""
-    from shards.writer import atomic_write_bytes
+    from cdfv.shards.writer import atomic_write_bytes
     import io
 
     model.update(force=True)

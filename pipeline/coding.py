@@ -15,7 +15,7 @@ import torch
 from compressai.models import ScaleHyperprior
 from torch import nn
 
-from shards.spec import CODED_SIZE, FACE_SIZE
+from cdfv.shards.spec import CODED_SIZE, FACE_SIZE
 
 from .codecs import CodecSpec
 from .rangecoding import CoderPool, HyperpriorCoder

@@ -14,8 +14,8 @@ import numpy as np
 import pillow_heif
 from PIL import Image
 
-from pipeline.isobmff import ContainerError, hevc_payload
-from shards.spec import bits_per_pixel
+from cdfv.pipeline.isobmff import ContainerError, hevc_payload
+from cdfv.shards.spec import bits_per_pixel
 
 RGB_BITS = 24  # bits per pixel of the uncompressed 8-bit RGB input: JPEG 2000 ratios refer to it
 

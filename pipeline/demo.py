@@ -58,8 +58,8 @@ def prep_steps(out: Path, data: Path, codec_file: Path) -> list[tuple[str, list[
 @click.option("--fresh", is_flag=True, help="Delete --out first.")
 def main(out: Path, fresh: bool) -> None:
     """Run cdfv end to end on the embedded demo data: prepare, train, evaluate."""
-    from eval.cli import main as evaluate
-    from trainer.cli import main as train
+    from cdfv.eval.cli import main as evaluate
+    from cdfv.trainer.cli import main as train
 
     from .cli import main as prep
 

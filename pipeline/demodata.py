@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from shards import atomic_write_bytes
+from cdfv.shards import atomic_write_bytes
 
 SIZE = 250  # LFW's picture size
 

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from pipeline.conventional import Codec
+from cdfv.pipeline.conventional import Codec
 
 MAX_STEPS = 40  # bisection steps for a continuous parameter (its range is at most ~2**10 wide)
 AIM = 0.25  # a continuous parameter is refined to tolerance * AIM, leaving room for the full set

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from shards import atomic_write_bytes
+from cdfv.shards import atomic_write_bytes
 
 T = TypeVar("T")
 

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shards import make_key
+from cdfv.shards import make_key
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 LFW_NAME = re.compile(r"^(?P<name>.+)_(?P<num>\d{4})$")

@@ -11,8 +11,8 @@ from typing import Any, Iterator
 import numpy as np
 import pyarrow as pa
 
-import shards
-from shards import spec as S
+from cdfv import __version__, shards
+from cdfv.shards import spec as S
 
 from .align import align, prealigned
 from .codecs import CodecSpec
@@ -71,15 +71,6 @@ class Codec:
                 "weights": self.weights_id, "untrained": self.untrained}
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("cdfv")
-    except PackageNotFoundError:
-        return "unknown"
-
-
 def _rejects(directory: Path, o: RunOptions) -> ParquetChunks:
     return ParquetChunks(directory, "rejects", o.part, o.parts, REJECT_SCHEMA)
 
@@ -105,7 +96,7 @@ def _quality(reference: np.ndarray, decoded: np.ndarray) -> dict[str, float]:
 
 def finish_set(o: RunOptions, name: str, kind: str, members: list[str], identities: list[str], meta: dict) -> dict:
     """Rebuilds the set's index from every shard on disk (all parts present)."""
-    return shards.write_index(o.out / name, name, kind, members, identities, {**meta, "cdfv_version": _version()})
+    return shards.write_index(o.out / name, name, kind, members, identities, {**meta, "cdfv_version": __version__})
 
 
 # ---------------------------------------------------------------- detect
@@ -626,7 +617,7 @@ def sample_faces(source: shards.ShardSet, n: int) -> list[np.ndarray]:
 
 
 def run_anchor(source: shards.ShardSet, codec: Any, value: float, o: RunOptions, name: str, match: dict | None = None) -> RunStats:
-    """Faces coded and decoded by a conventional codec (pipeline.conventional) -> decoded image
+    """Faces coded and decoded by a conventional codec (cdfv.pipeline.conventional) -> decoded image
     set with per-image rate, PSNR and MS-SSIM, alike the learned codecs' decoded sets."""
     if source.kind != "image":
         raise shards.ShardSetError(f"{source.directory}: anchor needs an image set of faces, got kind {source.kind!r}")

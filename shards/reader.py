@@ -100,7 +100,7 @@ def decode_member(ext: str, data: bytes) -> Any:
     if ext == spec.LATENT:
         return np.load(io.BytesIO(data), allow_pickle=False)
     if ext == spec.IMAGE:
-        from pipeline.images import decode_png
+        from cdfv.pipeline.images import decode_png
 
         return decode_png(data)
     if ext == spec.LABEL:

@@ -42,7 +42,7 @@ def encode_member(ext: str, value: Any) -> bytes:
     if ext == spec.META:
         return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
     if ext == spec.IMAGE:
-        from pipeline.images import encode_png  # lazy: keeps shards importable without cv2
+        from cdfv.pipeline.images import encode_png  # lazy: keeps shards importable without cv2
 
         return encode_png(value)
     raise ValueError(f"cannot serialise member .{ext} of type {type(value).__name__}")

@@ -13,9 +13,9 @@ import numpy as np
 import pyarrow.parquet as pq
 from click.testing import CliRunner, Result
 
-import shards
-from pipeline.cli import main
-from shards import spec as S
+from cdfv import shards
+from cdfv.pipeline.cli import main
+from cdfv.shards import spec as S
 
 CODEC_ARGS = ("--codec", "bmshj2018-hyperprior", "--quality", "1", "--untrained", "--device", "cpu")
 
@@ -127,9 +127,9 @@ def untrained_codec(name: str = "bmshj2018-hyperprior", quality: int = 1, seed: 
     """A stages.Codec with random weights on the CPU, built once per test session."""
     import torch
 
-    from pipeline.codecs import CodecSpec, load_codec
-    from pipeline.coding import CodecEngine
-    from pipeline.stages import Codec
+    from cdfv.pipeline.codecs import CodecSpec, load_codec
+    from cdfv.pipeline.coding import CodecEngine
+    from cdfv.pipeline.stages import Codec
 
     spec = CodecSpec(name, quality)
     model, weights_id = load_codec(spec, untrained=True, seed=seed)
@@ -138,7 +138,7 @@ def untrained_codec(name: str = "bmshj2018-hyperprior", quality: int = 1, seed: 
 
 @functools.lru_cache(maxsize=None)
 def detector():
-    from pipeline.detect import RetinaFaceOnnx
+    from cdfv.pipeline.detect import RetinaFaceOnnx
 
     return RetinaFaceOnnx(providers=["CPUExecutionProvider"])
 

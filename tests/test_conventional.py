@@ -10,10 +10,10 @@ import pillow_heif
 import pytest
 from PIL import Image
 
-from pipeline.conventional import CODECS, CodecFailure, get_codec, jpeg_container_bytes
-from pipeline.isobmff import ContainerError, hevc_payload
-from pipeline.quality import psnr
-from pipeline.ratematch import RateNotReachable, match_rate, mean_bpp
+from cdfv.pipeline.conventional import CODECS, CodecFailure, get_codec, jpeg_container_bytes
+from cdfv.pipeline.isobmff import ContainerError, hevc_payload
+from cdfv.pipeline.quality import psnr
+from cdfv.pipeline.ratematch import RateNotReachable, match_rate, mean_bpp
 
 # Three parameter values per codec, in order of rising rate.
 RISING = {"jpeg": (5, 25, 62), "jpeg2000": (240.0, 63.0, 37.0), "hevc-intra": (41, 35, 26)}

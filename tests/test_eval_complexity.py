@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from eval.complexity import (
+from cdfv.eval.complexity import (
     Timing, decode_faces, synthesis_transform, kmac_per_pixel, pair_step, thesis_solutions_macs, time_step, untrained_embedder,
 )
-from pipeline.codecs import CodecSpec
+from cdfv.pipeline.codecs import CodecSpec
 
 TABLE7_GMAC = {
     "resnet50_original": 3.89,
@@ -67,7 +67,7 @@ def test_time_step_counts_repeats() -> None:
 def _complexity(args: list[str]) -> tuple[str, dict[str, str]]:
     from click.testing import CliRunner
 
-    from eval.cli import main
+    from cdfv.eval.cli import main
 
     result = CliRunner().invoke(main, ["complexity", "--qualities", "1", *args])
     assert result.exit_code == 0, result.output

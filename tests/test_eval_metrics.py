@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from eval.metrics import (
+from cdfv.eval.metrics import (
     Roc, best_threshold, bootstrap_intervals, eer, kfold_accuracy, point_metrics, roc, summarize, tar_at_far,
 )
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from eval.protocol import NO_FOLD, ProtocolError, folds_of, lfw_key, read_pairs
+from cdfv.eval.protocol import NO_FOLD, ProtocolError, folds_of, lfw_key, read_pairs
 
 
 def test_view2_pairs_real(lfw_meta: Path) -> None:
@@ -98,7 +98,7 @@ def test_view2_ok_and_unreadable(tmp_path: Path) -> None:
 def test_cli_reports_a_malformed_pairs_file_in_one_line_not_a_traceback(tmp_path) -> None:
     from click.testing import CliRunner
 
-    from eval.cli import main
+    from cdfv.eval.cli import main
 
     bad = tmp_path / "pairs.txt"
     bad.write_text("10\t300\nAbel_Pacheco\t1\n")

@@ -13,13 +13,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from eval.cli import main
-from eval.protocol import read_pairs
-from eval.scores import read_scores
-from pipeline.codecs import CodecSpec, load_codec
-from pipeline.images import read_image
-from pipeline.quality import ms_ssim_rgb, psnr
-from shards import ShardSetWriter, iter_samples, open_shard_set, spec, write_index
+from cdfv.eval.cli import main
+from cdfv.eval.protocol import read_pairs
+from cdfv.eval.scores import read_scores
+from cdfv.pipeline.codecs import CodecSpec, load_codec
+from cdfv.pipeline.images import read_image
+from cdfv.pipeline.quality import ms_ssim_rgb, psnr
+from cdfv.shards import ShardSetWriter, iter_samples, open_shard_set, spec, write_index
 
 PAIRS_EACH = 5  # same-person and different-person pairs taken from pairsDevTest.txt
 CODEC = {"name": "bmshj2018-hyperprior", "quality": 1, "metric": "mse", "untrained": True}
@@ -81,7 +81,7 @@ def lfw_run(lfw_root: Path, lfw_meta: Path, tmp_path_factory: pytest.TempPathFac
         # the faces set without one probe image: a pair whose face is missing
         "faces_short": _write_set(tmp, "faces-short", "image", original[1:], {"variant": "original"}, identities),
     }
-    from trainer.export import export_untrained
+    from cdfv.trainer.export import export_untrained
 
     export_untrained(tmp / "resnet50.pt", "resnet50", width=8, embedding_dim=32)
     export_untrained(tmp / "cresnet39.pt", "cresnet39", in_channels=192, width=8, embedding_dim=32)
@@ -131,7 +131,7 @@ def test_run_all_modes_scores_and_report(lfw_run: dict) -> None:
 
 def test_scores_match_an_independent_recomputation(lfw_run: dict) -> None:
     """The original anchor's scores, recomputed from the model and the JPEG files directly."""
-    from trainer.export import load_embedding_model
+    from cdfv.trainer.export import load_embedding_model
 
     out = lfw_run["tmp"] / "recompute"
     code, output = _invoke(["--pairs", lfw_run["pairs_file"], "--faces", lfw_run["faces"], "--image-model",
@@ -150,7 +150,7 @@ def test_scores_match_an_independent_recomputation(lfw_run: dict) -> None:
 
 def test_compressed_scores_match_an_independent_recomputation(lfw_run: dict) -> None:
     """Compressed-domain scores differ between pairs and equal the model's cosine on the stored latents."""
-    from trainer.export import load_embedding_model
+    from cdfv.trainer.export import load_embedding_model
 
     out = lfw_run["tmp"] / "recompute-latents"
     code, output = _invoke(["--pairs", lfw_run["pairs_file"], "--compressed", f"{lfw_run['tmp'] / 'cresnet39.pt'}={lfw_run['latents']}",

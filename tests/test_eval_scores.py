@@ -9,9 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from eval.embed import EmbeddedSet
-from eval.protocol import Pair
-from eval.scores import MissingPairs, RunInfo, read_scores, rejected_reasons, score_pairs, write_scores
+from cdfv.eval.embed import EmbeddedSet
+from cdfv.eval.protocol import Pair
+from cdfv.eval.scores import MissingPairs, RunInfo, read_scores, rejected_reasons, score_pairs, write_scores
 
 RUN = RunInfo("decoded", "bmshj2018-hyperprior-mse", 6.0, "resnet50-abc", "resnet50", "resnet50_x_q6")
 

@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-import shards
-from shards import spec as S
+from cdfv import shards
+from cdfv.shards import spec as S
 
 from prep_helpers import (
     CODEC_ARGS, by_key, celeba_images, invoke, invoke_ok, link_dataset, load_npy, payload_of, raw_members, samples,

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.align import prealigned
-from pipeline.codecs import CodecSpec, WeightsUnavailable, load_codec, save_codec
-from pipeline.coding import CodecEngine, crop_latent, pad_face, store_latent, to_tensor, unpad_face
-from pipeline.images import read_image
+from cdfv.pipeline.align import prealigned
+from cdfv.pipeline.codecs import CodecSpec, WeightsUnavailable, load_codec, save_codec
+from cdfv.pipeline.coding import CodecEngine, crop_latent, pad_face, store_latent, to_tensor, unpad_face
+from cdfv.pipeline.images import read_image
 
 from prep_helpers import untrained_codec, view1_images
 

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.align import _TEMPLATE_112, align, align_similarity, align_thesis, prealigned
-from pipeline.detect import Candidate, centred_square_area, detect, select_face, thresholds
-from pipeline.images import read_image
+from cdfv.pipeline.align import _TEMPLATE_112, align, align_similarity, align_thesis, prealigned
+from cdfv.pipeline.detect import Candidate, centred_square_area, detect, select_face, thresholds
+from cdfv.pipeline.images import read_image
 
 from prep_helpers import detector
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.images import BadImage, decode_png, encode_png, read_image
+from cdfv.pipeline.images import BadImage, decode_png, encode_png, read_image
 
 
 def save_pil(path: Path, array: np.ndarray, mode: str | None = None, **kw) -> Path:

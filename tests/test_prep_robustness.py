@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shards import spec as S
+from cdfv.shards import spec as S
 
 from prep_helpers import CODEC_ARGS, by_key, invoke, invoke_ok, link_dataset, rejects, view1_images
 

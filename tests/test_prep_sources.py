@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.sources import SourceError, folder, lfw, open_dataset, split_part, vggface2
+from cdfv.pipeline.sources import SourceError, folder, lfw, open_dataset, split_part, vggface2
 
 
 def touch(root: Path, *relative: str) -> Path:

@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-import shards
-from pipeline import stages
-from shards import spec as S
+from cdfv import shards
+from cdfv.pipeline import stages
+from cdfv.shards import spec as S
 
 from prep_helpers import by_key, detector, link_dataset, raw_members, rebuild_tar, rejects, tar_files, tar_members, untrained_codec, view1_images
-from pipeline.sources import lfw
+from cdfv.pipeline.sources import lfw
 
 
 @pytest.fixture(scope="module")

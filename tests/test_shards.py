@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import shards
-from shards import spec as S
-from shards.reader import ShardSetError
+from cdfv import shards
+from cdfv.shards import spec as S
+from cdfv.shards.reader import ShardSetError
 
 from prep_helpers import load_npy, tar_members
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shards import ShardSetError, ShardSetWriter, open_shard_set, write_index
-from trainer.data import ShardStream, identity_split, make_loader, scan_labels
-from trainer.train import TrainConfig, train
+from cdfv.shards import ShardSetError, ShardSetWriter, open_shard_set, write_index
+from cdfv.trainer.data import ShardStream, identity_split, make_loader, scan_labels
+from cdfv.trainer.train import TrainConfig, train
 
 
 def latent_set(root: Path, name: str, sizes: list[int], m: int = 8, corrupt: str | None = None) -> Path:

@@ -21,7 +21,7 @@ def test_two_ranks_finish_both_phases_with_equal_steps(tmp_path: Path) -> None:
     latent_set(tmp_path, "lat", [9, 7, 8, 6, 7], m=8)
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
-           "-m", "trainer.cli", "--shards", "lat", "--root", str(tmp_path), "--arch", "cresnet39", "--width", "4",
+           "-m", "cdfv.trainer", "--shards", "lat", "--root", str(tmp_path), "--arch", "cresnet39", "--width", "4",
            "--embedding-dim", "16", "--batch-size", "4", "--workers", "0", "--classify-epochs", "2",
            "--arcface-epochs", "1", "--device", "cpu", "--out", str(out), "--quiet"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=240)

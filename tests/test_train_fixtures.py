@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from shards import ShardSetWriter, make_key, write_index
+from cdfv.shards import ShardSetWriter, make_key, write_index
 
 IDENTITIES = 8
 PHOTOS = 16
@@ -60,7 +60,7 @@ def _samples(per_identity: dict[str, list[np.ndarray]], value, photos: slice) ->
 @pytest.fixture(scope="session")
 def shard_root(tmp_path_factory: pytest.TempPathFactory, celeba_faces: dict[str, list[np.ndarray]]) -> Path:
     """faces-train / faces-heldout (image) and latents-train / latents-heldout (latent, M=192)."""
-    from pipeline.codecs import CodecSpec, load_codec
+    from cdfv.pipeline.codecs import CodecSpec, load_codec
 
     root = tmp_path_factory.mktemp("shards")
     identities = sorted(celeba_faces)

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.export import export_untrained, load_embedding_model, save_embedding_model, embedding_info
-from trainer.macs import count_macs
-from trainer.models import build_model
-from trainer.vggface2_weights import load_vggface2_weights
+from cdfv.trainer.export import export_untrained, load_embedding_model, save_embedding_model, embedding_info
+from cdfv.trainer.macs import count_macs
+from cdfv.trainer.models import build_model
+from cdfv.trainer.vggface2_weights import load_vggface2_weights
 
 
 @pytest.mark.parametrize("m", [128, 192, 320])
@@ -87,7 +87,7 @@ def test_vggface2_pickle_loads_with_bgr_flip(tmp_path) -> None:
 def test_cli_untrained_export_and_clear_error(tmp_path, monkeypatch) -> None:
     from click.testing import CliRunner
 
-    from trainer.cli import main
+    from cdfv.trainer.cli import main
 
     runner = CliRunner()
     result = runner.invoke(main, ["--untrained", "--arch", "cresnet39", "--in-channels", "192", "--width", "8",

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from test_train_fixtures import celeba_faces, shard_root  # noqa: F401  (session fixtures)
-from trainer.checkpoint import load_checkpoint
-from trainer.export import load_embedding_model
-from trainer.train import TrainConfig, train
+from cdfv.trainer.checkpoint import load_checkpoint
+from cdfv.trainer.export import load_embedding_model
+from cdfv.trainer.train import TrainConfig, train
 
 TINY = dict(width=4, batch_size=16, workers=0, progress=False, log_every=1)
 
@@ -69,9 +69,9 @@ def test_resnet50_on_images_lowers_loss(shard_root: Path, tmp_path: Path) -> Non
 def test_codec_training_lowers_rd_loss_and_loads_back(shard_root: Path, tmp_path: Path) -> None:
     from compressai.losses import RateDistortionLoss
 
-    from pipeline.codecs import CodecSpec, load_codec
-    from shards import iter_samples, open_shard_set
-    from trainer.codec_train import LAMBDAS, CodecTrainConfig, pad_faces, train_codec
+    from cdfv.pipeline.codecs import CodecSpec, load_codec
+    from cdfv.shards import iter_samples, open_shard_set
+    from cdfv.trainer.codec_train import LAMBDAS, CodecTrainConfig, pad_faces, train_codec
 
     spec = CodecSpec("bmshj2018-hyperprior", 1)
     faces = [s["png"] for s, _ in zip(iter_samples(open_shard_set(shard_root / "faces-heldout").urls), range(4))]
@@ -93,7 +93,7 @@ def test_codec_training_lowers_rd_loss_and_loads_back(shard_root: Path, tmp_path
 
 
 def test_codec_training_resumes_to_the_same_weights(shard_root: Path, tmp_path: Path) -> None:
-    from trainer.codec_train import CodecTrainConfig, train_codec
+    from cdfv.trainer.codec_train import CodecTrainConfig, train_codec
 
     def run(out: Path, max_steps: int, resume: bool = False) -> dict:
         return train_codec(CodecTrainConfig(shards="faces-train", root=str(shard_root), out=str(out), untrained=True,
@@ -120,7 +120,7 @@ def test_classifier_beats_chance_on_held_out_latents(shard_root: Path, tmp_path:
 def test_cli_trains_from_shard_name(shard_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
 
-    from trainer.cli import main
+    from cdfv.trainer.cli import main
 
     monkeypatch.setenv("CDFV_SHARDS", str(shard_root))
     result = CliRunner().invoke(main, ["--shards", "latents-train", "--epochs", "1", "--width", "4", "--batch-size", "16",

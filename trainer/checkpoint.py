@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from shards.writer import atomic_write_bytes
+from cdfv.shards.writer import atomic_write_bytes
 
 FORMAT = "cdfv-train-checkpoint"
 

@@ -1,4 +1,4 @@
-"""cdfv-train: the command line over trainer.train, trainer.codec_train and trainer.export."""
+"""cdfv-train: the command line over cdfv.trainer.train, cdfv.trainer.codec_train and cdfv.trainer.export."""
 from __future__ import annotations
 
 import sys
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from shards import ShardSetError
+from cdfv.shards import ShardSetError
 
 from .augment import AugmentConfig
 from .models import ARCHS
@@ -53,7 +53,7 @@ def main(**o) -> None:
     \b
     cdfv-train --shards latents-q6                     # cResNet39, phases 1+2, exports runs/latents-q6/model.pt
     cdfv-train --shards faces --arch resnet50
-    torchrun --nproc-per-node 8 -m trainer.cli --shards latents-q6
+    torchrun --nproc-per-node 8 -m cdfv.trainer --shards latents-q6
     cdfv-train --shards faces --task codec --quality 3  # fine-tune bmshj2018 q3, writes codec.pt
     cdfv-train --untrained --arch cresnet39 --in-channels 192 --out runs/demo
     """
@@ -99,7 +99,7 @@ def run(o: dict) -> None:
 
 
 def export_untrained_cli(o: dict, out: str) -> None:
-    from shards import open_shard_set
+    from cdfv.shards import open_shard_set
 
     from .data import probe_input
     from .export import export_untrained

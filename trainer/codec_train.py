@@ -3,7 +3,7 @@
 The codec sees what cdfv-prep gives it: the 224x224 face zero-padded to 256x256, RGB in [0, 1].
 The loss is CompressAI's RateDistortionLoss with CompressAI's lambda for the quality, plus the
 entropy bottleneck's aux loss on its own optimiser, as CompressAI's example trainer does. The
-result is saved with pipeline.codecs.save_codec, so `cdfv-prep encode --weights` loads it.
+result is saved with cdfv.pipeline.codecs.save_codec, so `cdfv-prep encode --weights` loads it.
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from pipeline.codecs import CodecSpec, load_codec, save_codec
-from shards import ShardSetError, open_shard_set, spec
+from cdfv.pipeline.codecs import CodecSpec, load_codec, save_codec
+from cdfv.shards import ShardSetError, open_shard_set, spec
 
 from .checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
 from .data import ShardStream, make_loader

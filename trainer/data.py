@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from shards import ShardSet, ShardSetError, spec
-from shards.reader import decode_member
+from cdfv.shards import ShardSet, ShardSetError, spec
+from cdfv.shards.reader import decode_member
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from shards.writer import atomic_write_bytes
+from cdfv.shards.writer import atomic_write_bytes
 
 from .models import INPUT_KIND, INPUT_SIZE, arch_kwargs, build_model
 

@@ -1,7 +1,7 @@
 """Face models: ResNet50 (VGGFace2's Caffe-style variant), cResNet39 and cResNet50 on latents.
 
 Module names follow cydonia999/VGGFace2-pytorch (conv1, bn1, layer1.0.downsample.0, fc, ...), so
-its converted Caffe weights load by name (trainer.vggface2_weights) and cResNet50's stages take
+its converted Caffe weights load by name (cdfv.trainer.vggface2_weights) and cResNet50's stages take
 ResNet50's weights unchanged. Every model maps RAW inputs (RGB 0..255 images, y_hat latents as
 stored) to logits or embeddings: the input normalisation is a module inside the network, so an
 exported model needs nothing else to be used.

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from shards import ShardSet, ShardSetError, open_shard_set
+from cdfv.shards import ShardSet, ShardSetError, open_shard_set
 
 from .arcface import ArcFace
 from .augment import AugmentConfig, prepare_eval, prepare_train

@@ -1,0 +1,4 @@
+"""`python -m cdfv.eval ...` is `cdfv-eval ...`."""
+from .cli import main
+
+main()

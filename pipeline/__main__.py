@@ -1,0 +1,4 @@
+"""`python -m cdfv.pipeline ...` is `cdfv-prep ...`."""
+from .cli import main
+
+main()

@@ -1,0 +1,4 @@
+"""`python -m cdfv.trainer ...` is `cdfv-train ...` (and what torchrun runs: `torchrun -m cdfv.trainer`)."""
+from .cli import main
+
+main()
