@@ -1,22 +1,38 @@
 """The cdfv shard format: what the pipeline writes and the trainer and evaluator read."""
-from .reader import ShardSet, ShardSetError, decode_member, decode_sample, iter_samples, open_shard_set, resolve
+from .reader import (
+    DAMAGE_POLICIES,
+    Damage,
+    DamagedShard,
+    Shard,
+    ShardSet,
+    ShardSetError,
+    decode_member,
+    iter_samples,
+    open_shard_set,
+    read_shard,
+    resolve,
+)
 from .spec import FORMAT, VERSION, bits_per_pixel, make_key, pack_bitstream, unpack_bitstream
 from .writer import ShardSetWriter, atomic_write_bytes, write_index
 
 __all__ = [
+    "DAMAGE_POLICIES",
     "FORMAT",
     "VERSION",
+    "Damage",
+    "DamagedShard",
+    "Shard",
     "ShardSet",
     "ShardSetError",
     "ShardSetWriter",
     "atomic_write_bytes",
     "bits_per_pixel",
     "decode_member",
-    "decode_sample",
     "iter_samples",
     "make_key",
     "open_shard_set",
     "pack_bitstream",
+    "read_shard",
     "resolve",
     "unpack_bitstream",
     "write_index",

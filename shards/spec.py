@@ -9,7 +9,8 @@ import re
 import struct
 
 FORMAT = "cdfv-shards"
-VERSION = 1
+VERSION = 2  # 2: shards carry CHECKSUMS, index entries their shard's size in bytes
+READABLE_VERSIONS = (1, 2)  # version 1 sets read without per-sample verification
 INDEX_NAME = "index.json"
 
 # Members of one sample (WebDataset extensions; the key is everything before the first dot).
@@ -18,6 +19,9 @@ IMAGE = "png"  # 224x224 RGB face, 8-bit (original aligned face or a decoded one
 LABEL = "cls"  # identity index as ASCII decimal
 META = "json"  # per-sample metadata, see shards/README.md
 BITSTREAM = "bits"  # framed codec bitstream, see pack_bitstream
+# A shard's first member: {key: {member: XXH3-64 of its bytes, 16 hex digits}} for every sample of
+# the shard. Named as WebDataset's meta files are (__*__), so webdataset readers skip it.
+CHECKSUMS = "__checksums__"
 MEMBERS = (LATENT, IMAGE, LABEL, META, BITSTREAM)
 
 KINDS = ("latent", "image", "bitstream")

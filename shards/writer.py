@@ -16,24 +16,29 @@ from typing import Any, Iterable
 import numpy as np
 
 from . import spec
+from .reader import count_samples, digest
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Writes data to path through a temporary sibling and a rename (atomic on POSIX)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk or a kill: leave no partial temporary file behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def encode_member(ext: str, value: Any) -> bytes:
     """Serialises one member value by its extension (see spec.MEMBERS)."""
     if isinstance(value, bytes):
         return value
-    if ext == spec.LATENT:
+    if ext.endswith(".npy"):
         buf = io.BytesIO()
         np.save(buf, np.ascontiguousarray(value), allow_pickle=False)
         return buf.getvalue()
@@ -52,21 +57,28 @@ def tar_bytes(samples: Iterable[dict[str, Any]]) -> tuple[bytes, int]:
     """Builds an uncompressed POSIX tar of samples ({'__key__': k, ext: value}) in memory.
 
     Members are written key by key in a fixed order with a fixed mtime, so the same samples give
-    byte-identical shards on any machine."""
+    byte-identical shards on any machine. The first member is the shard's CHECKSUMS table (the
+    digest of every member of every sample), which every cdfv reader verifies."""
+    encoded = []
+    for sample in samples:  # "__shard__" etc. are a reader's metadata, not members
+        encoded.append((sample["__key__"], {ext: encode_member(ext, v) for ext, v in sample.items() if not ext.startswith("__")}))
+    table = json.dumps({key: {ext: digest(data) for ext, data in sorted(members.items())} for key, members in encoded},
+                       separators=(",", ":")).encode()
     buf = io.BytesIO()
-    count = 0
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for sample in samples:
-            key = sample["__key__"]
-            for ext in sorted(k for k in sample if not k.startswith("__")):  # "__url__" etc.: reader metadata
-                data = encode_member(ext, sample[ext])
-                info = tarfile.TarInfo(f"{key}.{ext}")
-                info.size = len(data)
-                info.mtime = 0
-                info.mode = 0o444
-                tar.addfile(info, io.BytesIO(data))
-            count += 1
-    return buf.getvalue(), count
+        _add(tar, spec.CHECKSUMS, table)
+        for key, members in encoded:
+            for ext, data in sorted(members.items()):
+                _add(tar, f"{key}.{ext}", data)
+    return buf.getvalue(), len(encoded)
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0
+    info.mode = 0o444
+    tar.addfile(info, io.BytesIO(data))
 
 
 class ShardSetWriter:
@@ -84,7 +96,7 @@ class ShardSetWriter:
     def shard_path(self, chunk: int) -> Path:
         return self.directory / f"{self.name}-p{self.part:03d}of{self.parts:03d}-{chunk:06d}.tar"
 
-    def done(self, chunk: int) -> bool:
+    def written(self, chunk: int) -> bool:
         return self.shard_path(chunk).exists()
 
     def write(self, chunk: int, samples: list[dict[str, Any]]) -> Path:
@@ -94,15 +106,6 @@ class ShardSetWriter:
         path = self.shard_path(chunk)
         atomic_write_bytes(path, data)
         return path
-
-
-def count_samples(tar_path: Path) -> int:
-    """Counts distinct keys in a shard by reading its headers only."""
-    keys = set()
-    with tarfile.open(tar_path, mode="r:") as tar:
-        for member in tar:
-            keys.add(member.name.split("/")[-1].split(".", 1)[0])
-    return len(keys)
 
 
 def write_index(
@@ -122,7 +125,7 @@ def write_index(
     totals = {p.name[len(name) :].split("-")[1].split("of")[1] for p in shards}
     if len(totals) > 1:
         raise ValueError(f"{directory}: shards of {name!r} come from runs split {sorted(totals)} ways; use one split")
-    entries = [{"url": p.name, "samples": count_samples(p)} for p in shards]
+    entries = [{"url": p.name, "samples": count_samples(p), "bytes": p.stat().st_size} for p in shards]
     index = {
         "format": spec.FORMAT,
         "version": spec.VERSION,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import xxhash
 
 from cdfv import shards
 from cdfv.shards import spec as S
@@ -73,7 +74,9 @@ def test_shards_are_deterministic_ustar_tars(tmp_path):
         with tarfile.open(p) as tar:
             assert all(m.isfile() and m.mtime == 0 for m in tar.getmembers())
     members = tar_members(first[0])
-    assert sorted(members) == [f"{k}.{e}" for k in ("id0__img000", "id0__img002", "id1__img001") for e in ("cls", "json", "latent.npy")]
+    assert sorted(members) == [S.CHECKSUMS] + [f"{k}.{e}" for k in ("id0__img000", "id0__img002", "id1__img001") for e in ("cls", "json", "latent.npy")]
+    table = json.loads(members[S.CHECKSUMS])
+    assert table["id1__img001"] == {ext: xxhash.xxh3_64_hexdigest(members[f"id1__img001.{ext}"]) for ext in ("cls", "json", "latent.npy")}
     assert members["id1__img001.cls"] == b"1"
     np.testing.assert_array_equal(load_npy(members["id1__img001.latent.npy"]), make_sample("x", 1)[S.LATENT])
 
@@ -81,7 +84,7 @@ def test_shards_are_deterministic_ustar_tars(tmp_path):
 def test_shards_are_listed_by_the_tar_command(tmp_path):
     write_set(tmp_path, [2])
     listing = subprocess.run(["tar", "-tf", str(tmp_path / "toy-p000of001-000000.tar")], capture_output=True, text=True, check=True)
-    assert listing.stdout.split() == ["id0__img000.cls", "id0__img000.json", "id0__img000.latent.npy",
+    assert listing.stdout.split() == [S.CHECKSUMS, "id0__img000.cls", "id0__img000.json", "id0__img000.latent.npy",
                                       "id1__img001.cls", "id1__img001.json", "id1__img001.latent.npy"]
 
 
@@ -92,7 +95,7 @@ def test_shards_are_read_by_webdataset(tmp_path):
     ss = shards.open_shard_set(tmp_path)
     raw = list(wds.WebDataset(ss.urls, shardshuffle=False, empty_check=False))
     assert [r["__key__"] for r in raw] == ["id0__img000", "id1__img001", "id0__img002", "id1__img003"]
-    decoded = list(shards.iter_samples(ss.urls))
+    decoded = list(ss.samples())
     assert [s[S.LABEL] for s in decoded] == [0, 1, 0, 1]
     assert decoded[1][S.META] == {"key": "id1__img001", "label": 1}
     assert decoded[3][S.LATENT].dtype == np.int16 and decoded[3][S.LATENT].shape == (2, 3, 3)
@@ -102,10 +105,11 @@ def test_index_lists_every_shard_and_sample(tmp_path):
     index = write_set(tmp_path, [3, 2, 0])
     on_disk = json.loads((tmp_path / "index.json").read_text())
     assert on_disk == index
-    assert (index["format"], index["version"], index["kind"]) == ("cdfv-shards", 1, "latent")
+    assert (index["format"], index["version"], index["kind"]) == ("cdfv-shards", 2, "latent")
     assert index["num_samples"] == 5
     assert [(e["url"], e["samples"]) for e in index["shards"]] == [
         ("toy-p000of001-000000.tar", 3), ("toy-p000of001-000001.tar", 2), ("toy-p000of001-000002.tar", 0)]
+    assert [e["bytes"] for e in index["shards"]] == [(tmp_path / e["url"]).stat().st_size for e in index["shards"]]
     assert index["members"] == sorted([S.LATENT, S.LABEL, S.META])
     assert index["identities"] == ["id0", "id1"]
 
@@ -139,7 +143,7 @@ def test_open_resolves_a_name_under_the_root(tmp_path, monkeypatch):
     "edit, message",
     [
         ({"format": "something-else"}, "not a cdfv-shards index"),
-        ({"version": 99}, "format version 99, this cdfv reads 1"),
+        ({"version": 99}, r"format version 99, this cdfv reads \(1, 2\)"),
     ],
 )
 def test_open_refuses_foreign_or_other_version_index(tmp_path, edit, message):
@@ -173,7 +177,7 @@ def test_open_refuses_an_empty_set(tmp_path):
 
 def test_samples_read_back_can_be_written_again(tmp_path):
     write_set(tmp_path / "a", [2])
-    read = list(shards.iter_samples(shards.open_shard_set(tmp_path / "a").urls))
+    read = list(shards.open_shard_set(tmp_path / "a").samples())
     assert any(k.startswith("__") and k != "__key__" for k in read[0])  # webdataset adds __url__ and others
     shards.ShardSetWriter(tmp_path / "b", "toy").write(0, read)
     assert (tmp_path / "b" / "toy-p000of001-000000.tar").read_bytes() == (tmp_path / "a" / "toy-p000of001-000000.tar").read_bytes()
