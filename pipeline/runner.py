@@ -1,9 +1,9 @@
 """Chunked, resumable execution of a stage with per-item failure capture.
 
-A stage's input (this part's share) is cut into fixed chunks; chunk c always holds the same items.
-For each chunk the rejects are written first, then every output, each atomically; a chunk counts
-as done only when all of its outputs exist, so a killed run redoes at most the chunk in flight
-(overwriting, never appending) and never duplicates or loses a sample.
+A stage's input (this part's share) is cut into fixed chunks. For each chunk the rejects are
+written first, then every output, each atomically, then the ledger's record that the chunk is done
+(pipeline.ledger); a killed run redoes at most the chunk in flight (overwriting, never appending),
+and a restart with other inputs, chunking or options is refused rather than mixed.
 """
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from cdfv.shards import atomic_write_bytes
+
+from .ledger import Ledger
 
 T = TypeVar("T")
 
@@ -42,7 +44,9 @@ class ChunkResult:
 
 
 class ChunkSink(Protocol):
-    def done(self, chunk: int) -> bool: ...
+    directory: Path
+
+    def written(self, chunk: int) -> bool: ...
 
     def write(self, chunk: int, rows: list[dict[str, Any]]) -> None: ...
 
@@ -56,7 +60,7 @@ class ParquetChunks:
     def path(self, chunk: int) -> Path:
         return self.directory / f"{self.name}-p{self.part:03d}of{self.parts:03d}-{chunk:06d}.parquet"
 
-    def done(self, chunk: int) -> bool:
+    def written(self, chunk: int) -> bool:
         return self.path(chunk).exists()
 
     def write(self, chunk: int, rows: list[dict[str, Any]]) -> None:
@@ -127,11 +131,21 @@ def run_chunks(
     chunks: list[list[T]],
     process: Callable[[list[T]], ChunkResult],
     sinks: dict[str, ChunkSink],
-    rejects: ParquetChunks,
+    options: dict[str, Any],
+    inputs_of: Callable[[list[T]], list[str]],
+    part: int = 0,
+    parts: int = 1,
     strict: bool = False,
     count: Callable[[list[T]], int] = len,
 ) -> RunStats:
-    """Runs `process` over every chunk not yet done, writing rejects then outputs per chunk."""
+    """Runs `process` over every chunk not yet finished. Each output directory gets the chunk's
+    rejects, then its outputs, then the ledger's record that the chunk is done; `options` and each
+    chunk's inputs (`inputs_of`) must match what an earlier run recorded there (pipeline.ledger)."""
+    ledgers = {name: Ledger(sink.directory, part, parts) for name, sink in sinks.items()}
+    reject_files = {name: ParquetChunks(sink.directory, "rejects", part, parts, REJECT_SCHEMA) for name, sink in sinks.items()}
+    inputs = [inputs_of(chunk) for chunk in chunks]
+    for ledger in ledgers.values():
+        ledger.begin(stage, options, inputs)
     stats = RunStats(stage)
     start = time.perf_counter()
     total = sum(count(c) for c in chunks)
@@ -139,7 +153,7 @@ def run_chunks(
         for c, chunk in enumerate(chunks):
             stats.chunks += 1
             n = count(chunk)
-            if all(s.done(c) for s in sinks.values()) and rejects.done(c):
+            if all(ledgers[k].finished(c, inputs[c]) and sinks[k].written(c) and reject_files[k].written(c) for k in sinks):
                 stats.resumed_chunks += 1
                 bar.update(n)
                 continue
@@ -147,10 +161,13 @@ def run_chunks(
             if strict and result.rejects:
                 r = result.rejects[0]
                 raise StrictFailure(f"{r.source}: {r.reason} (stage {r.stage}; --strict stops at the first reject)")
-            rejects.write(c, [r.__dict__ for r in result.rejects])
+            rows = [r.__dict__ for r in result.rejects]
             for name, sink in sinks.items():
-                sink.write(c, result.outputs.get(name, []))
-                stats.written[name] += len(result.outputs.get(name, []))
+                reject_files[name].write(c, rows)
+                outputs = result.outputs.get(name, [])
+                sink.write(c, outputs)
+                ledgers[name].commit(c, inputs[c], len(outputs), len(rows))
+                stats.written[name] += len(outputs)
             stats.inputs += n
             stats.rejects.extend(result.rejects)
             stats.counters.update(result.stats)

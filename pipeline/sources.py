@@ -68,6 +68,8 @@ def _build(name: str, root: Path, entries: list[tuple[str, str, str]], skipped: 
 
 def _walk_identity_folders(root: Path) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
     entries, skipped = [], []
+    for f in sorted(p for p in root.iterdir() if not p.is_dir()):
+        skipped.append((f.name, "file at the dataset root, outside any identity folder"))
     for ident_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         for f in sorted(ident_dir.iterdir()):
             rel = f"{ident_dir.name}/{f.name}"

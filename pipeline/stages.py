@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import zlib
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -19,10 +19,10 @@ from .codecs import CodecSpec
 from .coding import CodecEngine, crop_latent, pad_face, pad_multiple, store_latent, unpad_face
 from .detect import Detector, detect
 from .images import read_image
+from .ledger import check_index
 from .naming import set_name
 from .quality import ms_ssim_rgb, psnr
 from .runner import (
-    REJECT_SCHEMA,
     ChunkResult,
     ParquetChunks,
     Reject,
@@ -55,6 +55,7 @@ class RunOptions:
     chunk_size: int = 1000
     batch_size: int = 32
     strict: bool = False
+    damage: shards.Damage = field(default_factory=shards.Damage)  # damaged input shards: error or skip
 
 
 @dataclass(frozen=True)
@@ -69,10 +70,6 @@ class Codec:
     def meta(self) -> dict[str, Any]:
         return {"name": self.spec.name, "quality": self.spec.quality, "metric": self.spec.metric,
                 "weights": self.weights_id, "untrained": self.untrained}
-
-
-def _rejects(directory: Path, o: RunOptions) -> ParquetChunks:
-    return ParquetChunks(directory, "rejects", o.part, o.parts, REJECT_SCHEMA)
 
 
 def _writer(o: RunOptions, name: str) -> shards.ShardSetWriter:
@@ -95,8 +92,25 @@ def _quality(reference: np.ndarray, decoded: np.ndarray) -> dict[str, float]:
 
 
 def finish_set(o: RunOptions, name: str, kind: str, members: list[str], identities: list[str], meta: dict) -> dict:
-    """Rebuilds the set's index from every shard on disk (all parts present)."""
-    return shards.write_index(o.out / name, name, kind, members, identities, {**meta, "cdfv_version": __version__})
+    """Rebuilds the set's index from every shard on disk (all parts present) and checks it
+    against what the ledger recorded each chunk wrote."""
+    index = shards.write_index(o.out / name, name, kind, members, identities, {**meta, "cdfv_version": __version__})
+    check_index(o.out / name, index)
+    return index
+
+
+def _items_inputs(chunk: list[Item]) -> list[str]:
+    return [item.key for item in chunk]
+
+
+def _options(o: RunOptions, **options: Any) -> dict[str, Any]:
+    """The options a ledger records: what shapes a stage's outputs, with the chunking."""
+    return {"chunk_size": o.chunk_size, **options}
+
+
+def _input_identity(source: shards.ShardSet) -> dict[str, Any]:
+    """How an input set was made (its meta without the cdfv version that wrote it)."""
+    return {"set": source.name, "meta": {k: v for k, v in source.meta.items() if k != "cdfv_version"}}
 
 
 # ---------------------------------------------------------------- detect
@@ -126,7 +140,9 @@ def run_detect(dataset: Dataset, detector: Detector, o: RunOptions) -> RunStats:
         statuses = Counter(r["status"] for r in rows)
         return ChunkResult({"detections": rows}, rejects, Counter({f"status_{k}": v for k, v in statuses.items()}))
 
-    return run_chunks("detect", chunked(items, o.chunk_size), process, {"detections": sink}, _rejects(directory, o), o.strict)
+    options = _options(o, dataset=dataset.name, detector=detector.id)
+    return run_chunks("detect", chunked(items, o.chunk_size), process, {"detections": sink}, options, _items_inputs,
+                      o.part, o.parts, o.strict)
 
 
 def load_detections(directory: Path) -> dict[str, dict[str, Any]]:
@@ -188,9 +204,12 @@ def run_align(
             sample = attempt("align", item.key, item.source, one, rejects)
             if sample is not None:
                 samples.append(sample)
-        return ChunkResult({name: samples}, rejects, Counter(faces=len(samples)))
+        fallbacks = sum(1 for s in samples if s[S.META]["align"].get("fallback"))
+        return ChunkResult({name: samples}, rejects, Counter(faces=len(samples), no_face_whole_image=fallbacks))
 
-    stats = run_chunks("align", chunked(items, o.chunk_size), process, {name: _writer(o, name)}, _rejects(o.out / name, o), o.strict)
+    options = _options(o, dataset=dataset.name, method=method, no_face=no_face, detections=detections is not None)
+    stats = run_chunks("align", chunked(items, o.chunk_size), process, {name: _writer(o, name)}, options, _items_inputs,
+                       o.part, o.parts, o.strict)
     finish_set(o, name, "image", [S.IMAGE, S.LABEL, S.META], dataset.identities,
                {"dataset": dataset.name, "stage": "align", "variant": "original",
                 "align": method if detections is not None else "none", "no_face": no_face})
@@ -199,20 +218,30 @@ def run_align(
 
 # ---------------------------------------------------------------- shard-set driven stages
 
-def _shard_chunks(source: shards.ShardSet, o: RunOptions) -> list[list[tuple[str, int]]]:
-    """This part's input shards, one chunk each: (url, samples)."""
-    return [[e] for e in split_part(list(zip(source.urls, source.shard_sizes)), o.part, o.parts)]
+def _shard_chunks(source: shards.ShardSet, o: RunOptions) -> list[list[shards.Shard]]:
+    """This part's input shards, one chunk each."""
+    return [[s] for s in split_part(source.shards, o.part, o.parts)]
 
 
-def _count(chunk: list[tuple[str, int]]) -> int:
-    return sum(n for _, n in chunk)
+def _count(chunk: list[shards.Shard]) -> int:
+    return sum(s.samples for s in chunk)
 
 
-def _samples(chunk: list[tuple[str, int]], members: tuple[str, ...]) -> Iterator[dict[str, Any]]:
-    for url, _ in chunk:
-        for sample in shards.iter_samples([url], members):
-            sample["__shard__"] = Path(url).name
-            yield sample
+def _shard_inputs(chunk: list[shards.Shard]) -> list[str]:
+    """A chunk's inputs as a ledger records them: each input shard's name, samples and bytes."""
+    return [f"{s.name}:{s.samples}:{s.size}" for s in chunk]
+
+
+def _samples(chunk: list[shards.Shard], members: tuple[str, ...], o: RunOptions, stage: str,
+             rejects: list[Reject]) -> Iterator[dict[str, Any]]:
+    """The chunk's input samples; what the reader finds damaged becomes rejects of this stage,
+    one per damaged sample (or one per damaged shard under --damaged skip, its count in the reason)."""
+    for shard in chunk:
+        seen = len(o.damage.lost)
+        yield from shards.read_shard(shard, members, damage=o.damage)
+        for lost in o.damage.lost[seen:]:
+            reason = f"damaged input {lost.shard}: {lost.problem}" + (f" ({lost.samples} samples lost)" if lost.key is None else "")
+            rejects.append(Reject(lost.key or "", lost.shard, stage, reason))
 
 
 def _batches(it: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
@@ -253,14 +282,16 @@ def run_encode(source: shards.ShardSet, codec: Codec, o: RunOptions, name: str) 
 
     def process(chunk: list[tuple[str, int]]) -> ChunkResult:
         samples, rejects, nbytes = [], [], 0
-        for batch in _batches(_samples(chunk, (S.IMAGE, S.LABEL, S.META)), o.batch_size):
+        for batch in _batches(_samples(chunk, (S.IMAGE, S.LABEL, S.META), o, "encode", rejects), o.batch_size):
             for meta, e in _encode_batch(codec, batch, source.name, rejects):
                 samples.append({"__key__": meta["key"], S.BITSTREAM: S.pack_bitstream(e.strings, e.shape),
                                 S.LABEL: meta["label"], S.META: meta})
                 nbytes += meta["rate"]["bytes"]
         return ChunkResult({name: samples}, rejects, Counter(encoded=len(samples), bytes=nbytes))
 
-    stats = run_chunks("encode", _shard_chunks(source, o), process, {name: _writer(o, name)}, _rejects(o.out / name, o), o.strict, _count)
+    options = _options(o, input=_input_identity(source), codec=codec.meta())
+    stats = run_chunks("encode", _shard_chunks(source, o), process, {name: _writer(o, name)}, options, _shard_inputs,
+                       o.part, o.parts, o.strict, _count)
     finish_set(o, name, "bitstream", [S.BITSTREAM, S.LABEL, S.META], source.identities,
                {**source.meta, "stage": "encode", "variant": "bitstream", "codec": codec.meta(), "input_set": source.name,
                 "untrained": codec.untrained or source.meta.get("untrained", False)})
@@ -319,14 +350,16 @@ def run_entropy_decode(source: shards.ShardSet, codec: Codec, o: RunOptions, nam
 
     def process(chunk: list[tuple[str, int]]) -> ChunkResult:
         samples, rejects = [], []
-        for batch in _batches(_samples(chunk, (S.BITSTREAM, S.LABEL, S.META)), o.batch_size):
+        for batch in _batches(_samples(chunk, (S.BITSTREAM, S.LABEL, S.META), o, "entropy-decode", rejects), o.batch_size):
             for s, y in _decode_batch(codec, batch, rejects):
                 meta = {**s[S.META], "devices": {**s[S.META]["devices"], "decode": codec.engine.device_type},
                         "latent": latent_meta(y, "entropy-decoded")}
                 samples.append({"__key__": s["__key__"], S.LATENT: y, S.LABEL: s[S.LABEL], S.META: meta})
         return ChunkResult({name: samples}, rejects, Counter(latents=len(samples)))
 
-    stats = run_chunks("entropy-decode", _shard_chunks(source, o), process, {name: _writer(o, name)}, _rejects(o.out / name, o), o.strict, _count)
+    options = _options(o, input=_input_identity(source), codec=codec.meta())
+    stats = run_chunks("entropy-decode", _shard_chunks(source, o), process, {name: _writer(o, name)}, options, _shard_inputs,
+                       o.part, o.parts, o.strict, _count)
     finish_set(o, name, "latent", [S.LATENT, S.LABEL, S.META], source.identities,
                {**source.meta, "stage": "entropy-decode", "variant": "latent", "latent_crop": None})
     return stats
@@ -343,7 +376,7 @@ def run_crop_latent(source: shards.ShardSet, o: RunOptions, name: str, size: int
 
     def process(chunk: list[tuple[str, int]]) -> ChunkResult:
         samples, rejects = [], []
-        for s in _samples(chunk, (S.LATENT, S.LABEL, S.META)):
+        for s in _samples(chunk, (S.LATENT, S.LABEL, S.META), o, "crop-latent", rejects):
             def one(s: dict = s) -> dict[str, Any]:
                 y, crop = crop_latent(s[S.LATENT], size)
                 meta = {**s[S.META], "latent": {**s[S.META]["latent"], "crop": crop}}
@@ -354,15 +387,17 @@ def run_crop_latent(source: shards.ShardSet, o: RunOptions, name: str, size: int
                 samples.append(out)
         return ChunkResult({name: samples}, rejects, Counter(latents=len(samples)))
 
-    stats = run_chunks("crop-latent", _shard_chunks(source, o), process, {name: _writer(o, name)}, _rejects(o.out / name, o), o.strict, _count)
+    options = _options(o, input=_input_identity(source), size=size)
+    stats = run_chunks("crop-latent", _shard_chunks(source, o), process, {name: _writer(o, name)}, options, _shard_inputs,
+                       o.part, o.parts, o.strict, _count)
     finish_set(o, name, "latent", [S.LATENT, S.LABEL, S.META], source.identities,
                {**source.meta, "stage": "crop-latent", "latent_crop": size})
     return stats
 
 
-def _reference_faces(reference: shards.ShardSet, shard_names: set[str], keys: set[str]) -> dict[str, np.ndarray]:
-    urls = [u for u in reference.urls if Path(u).name in shard_names]
-    return {s["__key__"]: s[S.IMAGE] for s in shards.iter_samples(urls, (S.IMAGE,)) if s["__key__"] in keys}
+def _reference_faces(reference: shards.ShardSet, shard_names: set[str], keys: set[str], damage: shards.Damage) -> dict[str, np.ndarray]:
+    chosen = [s for s in reference.shards if s.name in shard_names]
+    return {s["__key__"]: s[S.IMAGE] for s in shards.iter_samples(chosen, (S.IMAGE,), damage=damage) if s["__key__"] in keys}
 
 
 def run_decode(source: shards.ShardSet, reference: shards.ShardSet, codec: Codec, o: RunOptions, name: str) -> RunStats:
@@ -374,8 +409,8 @@ def run_decode(source: shards.ShardSet, reference: shards.ShardSet, codec: Codec
 
     def process(chunk: list[tuple[str, int]]) -> ChunkResult:
         samples, rejects = [], []
-        coded = list(_samples(chunk, (S.BITSTREAM, S.LABEL, S.META)))  # bitstreams are small: one read per chunk
-        originals = _reference_faces(reference, {s[S.META]["input"]["shard"] for s in coded}, {s["__key__"] for s in coded})
+        coded = list(_samples(chunk, (S.BITSTREAM, S.LABEL, S.META), o, "decode", rejects))  # bitstreams are small: one read per chunk
+        originals = _reference_faces(reference, {s[S.META]["input"]["shard"] for s in coded}, {s["__key__"] for s in coded}, o.damage)
         for batch in _batches(iter(coded), o.batch_size):
             decoded = _decode_batch(codec, batch, rejects)
             if not decoded:
@@ -383,28 +418,37 @@ def run_decode(source: shards.ShardSet, reference: shards.ShardSet, codec: Codec
             faces = [unpad_face(p) for p in codec.engine.reconstruct(np.stack([y for _, y in decoded]))]
             for (s, _), face in zip(decoded, faces):
                 if s["__key__"] not in originals:
-                    rejects.append(Reject(s["__key__"], s[S.META]["source"], "decode", f"original face missing from {reference.name}"))
+                    rejects.append(Reject(s["__key__"], s[S.META]["source"], "decode",
+                                          f"original face missing from {reference.name} (absent or damaged there)"))
                     continue
                 meta = {**s[S.META], "devices": {**s[S.META]["devices"], "decode": codec.engine.device_type},
                         "quality": _quality(originals[s["__key__"]], face)}
                 samples.append({"__key__": s["__key__"], S.IMAGE: face, S.LABEL: s[S.LABEL], S.META: meta})
         return ChunkResult({name: samples}, rejects, Counter(decoded=len(samples)))
 
-    stats = run_chunks("decode", _shard_chunks(source, o), process, {name: _writer(o, name)}, _rejects(o.out / name, o), o.strict, _count)
+    options = _options(o, input=_input_identity(source), reference=_input_identity(reference), codec=codec.meta())
+    stats = run_chunks("decode", _shard_chunks(source, o), process, {name: _writer(o, name)}, options, _shard_inputs,
+                       o.part, o.parts, o.strict, _count)
     finish_set(o, name, "image", [S.IMAGE, S.LABEL, S.META], source.identities,
                {**source.meta, "stage": "decode", "variant": "decoded", "order": "align-then-encode"})
     return stats
 
 
-def _read_range(urls: list[str], sizes: list[int], start: int, stop: int, members: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Samples start..stop-1 of the concatenated shards (index order)."""
+def _read_range(chosen: list[shards.Shard], start: int, stop: int, members: tuple[str, ...], o: RunOptions,
+                rejects: list[Reject]) -> list[dict[str, Any]]:
+    """Samples at positions start..stop-1 of the concatenated shards (index order; a damaged
+    sample keeps its position, so chunks stay the same whatever is damaged)."""
     out, offset = [], 0
-    for url, n in zip(urls, sizes):
-        if offset + n > start and offset < stop:
-            for i, sample in enumerate(shards.iter_samples([url], members)):
-                if start <= offset + i < stop:
-                    out.append(sample)
-        offset += n
+    for shard in chosen:
+        if offset + shard.samples > start and offset < stop:
+            seen = len(o.damage.lost)
+            out += [s for s in shards.read_shard(shard, members, damage=o.damage) if start <= offset + s["__index__"] < stop]
+            for lost in o.damage.lost[seen:]:
+                # a damaged sample is rejected by the chunk holding it, a damaged shard by the chunk where it begins
+                if start <= offset + (lost.index or 0) < stop:
+                    reason = f"damaged input {lost.shard}: {lost.problem}" + ("" if lost.key else f" ({lost.samples} samples lost)")
+                    rejects.append(Reject(lost.key or "", lost.shard, "shard", reason))
+        offset += shard.samples
     return out
 
 
@@ -414,18 +458,19 @@ def run_shard(source: shards.ShardSet, o: RunOptions, name: str, members: list[s
     missing = [m for m in members if m not in source.members]
     if missing:
         raise shards.ShardSetError(f"{source.directory}: has no member(s) {missing}; it holds {source.members}")
-    entries = split_part(list(zip(source.urls, source.shard_sizes)), o.part, o.parts)
-    urls, sizes = [u for u, _ in entries], [n for _, n in entries]
-    total = sum(sizes)
-    chunks = [(i, min(i + o.chunk_size, total)) for i in range(0, total, o.chunk_size)]
+    chosen = split_part(source.shards, o.part, o.parts)
+    total = sum(s.samples for s in chosen)
+    chunks = [[(i, min(i + o.chunk_size, total))] for i in range(0, total, o.chunk_size)]
 
     def process(chunk: list[tuple[int, int]]) -> ChunkResult:
         (start, stop), = chunk
-        samples = _read_range(urls, sizes, start, stop, tuple(members))
-        return ChunkResult({name: samples}, [], Counter(samples=len(samples)))
+        rejects: list[Reject] = []
+        samples = _read_range(chosen, start, stop, tuple(members), o, rejects)
+        return ChunkResult({name: samples}, rejects, Counter(samples=len(samples)))
 
-    stats = run_chunks("shard", [[c] for c in chunks], process, {name: _writer(o, name)}, _rejects(o.out / name, o),
-                       o.strict, lambda c: c[0][1] - c[0][0])
+    options = _options(o, input=_input_identity(source), input_shards=_shard_inputs(chosen), members=sorted(members))
+    stats = run_chunks("shard", chunks, process, {name: _writer(o, name)}, options, lambda c: [f"{c[0][0]}-{c[0][1]}"],
+                       o.part, o.parts, o.strict, lambda c: c[0][1] - c[0][0])
     finish_set(o, name, source.kind, members, source.identities, {**source.meta, "repacked_from": source.name})
     return stats
 
@@ -504,7 +549,6 @@ def run_stream(dataset: Dataset, detector: Detector | None, codec: Codec, o: Run
             sinks[out] = ParquetChunks(o.out / "detections", "detections", o.part, o.parts, DETECTION_SCHEMA)
         else:
             sinks[out] = _writer(o, names[out])
-    reject_dir = o.out / (names[so.outputs[-1]] if so.outputs[-1] != "detections" else "detections")
     items = split_part(dataset.items, o.part, o.parts)
 
     def prepare(item: Item, rows: list[dict]) -> dict[str, Any]:
@@ -572,10 +616,13 @@ def run_stream(dataset: Dataset, detector: Detector | None, codec: Codec, o: Run
                 for m, (face, quality) in zip(metas, decoded):
                     meta = {**m, "quality": quality, "order": so.order}
                     outputs["decoded"].append({"__key__": m["key"], S.IMAGE: face, S.LABEL: m["label"], S.META: meta})
-        counters = Counter(faces=len(prepared), bytes=nbytes, coded=len(prepared) if {"latents", "decoded"} & set(so.outputs) else 0)
+        counters = Counter(faces=len(prepared), bytes=nbytes, coded=len(prepared) if {"latents", "decoded"} & set(so.outputs) else 0,
+                           no_face_whole_image=sum(1 for p in prepared if p["align"].get("fallback")))
         return ChunkResult(outputs, rejects, counters)
 
-    stats = run_chunks("run", chunked(items, o.chunk_size), process, sinks, _rejects(reject_dir, o), o.strict)
+    stream = {k: v for k, v in asdict(so).items() if k != "outputs"}
+    options = _options(o, dataset=dataset.name, detector=detector.id if detector else None, codec=codec.meta(), stream=stream)
+    stats = run_chunks("run", chunked(items, o.chunk_size), process, sinks, options, _items_inputs, o.part, o.parts, o.strict)
     base = {"dataset": dataset.name, "align": so.align if so.detect else "none", "no_face": so.no_face,
             "detector": detector.id if detector else None, "order": so.order}
     coded = {**base, "codec": codec.meta(), "untrained": codec.untrained}
@@ -597,7 +644,7 @@ def run_stream(dataset: Dataset, detector: Detector | None, codec: Codec, o: Run
 
 def mean_rate(source: shards.ShardSet) -> float:
     """Mean probe rate (json rate.bpp) of a coded set: the target a conventional anchor matches."""
-    rates = [s[S.META]["rate"]["bpp"] for s in shards.iter_samples(source.urls, (S.META,)) if "rate" in s[S.META]]
+    rates = [s[S.META]["rate"]["bpp"] for s in source.samples((S.META,)) if "rate" in s[S.META]]
     if not rates:
         raise shards.ShardSetError(f"{source.directory}: no sample carries a rate to match")
     return float(np.mean(rates))
@@ -608,7 +655,7 @@ def sample_faces(source: shards.ShardSet, n: int) -> list[np.ndarray]:
     sample. Only the chosen PNGs are decoded, and reading stops once n are in hand."""
     step = max(1, source.num_samples // n)
     faces = []
-    for i, raw in enumerate(shards.iter_samples(source.urls, (S.IMAGE,), decode=False)):
+    for i, raw in enumerate(source.samples((S.IMAGE,), decode=False)):
         if i % step == 0:
             faces.append(shards.decode_member(S.IMAGE, raw[S.IMAGE]))
             if len(faces) == n:
@@ -625,7 +672,7 @@ def run_anchor(source: shards.ShardSet, codec: Any, value: float, o: RunOptions,
 
     def process(chunk: list[tuple[str, int]]) -> ChunkResult:
         samples, rejects, nbytes = [], [], 0
-        for s in _samples(chunk, (S.IMAGE, S.LABEL, S.META)):
+        for s in _samples(chunk, (S.IMAGE, S.LABEL, S.META), o, "anchor", rejects):
             coded = attempt("anchor", s["__key__"], s[S.META]["source"], lambda s=s: codec.code(s[S.IMAGE], value), rejects)
             if coded is None:
                 continue
@@ -638,7 +685,9 @@ def run_anchor(source: shards.ShardSet, codec: Any, value: float, o: RunOptions,
             nbytes += coded.payload_bytes
         return ChunkResult({name: samples}, rejects, Counter(coded=len(samples), bytes=nbytes))
 
-    stats = run_chunks("anchor", _shard_chunks(source, o), process, {name: _writer(o, name)}, _rejects(o.out / name, o), o.strict, _count)
+    options = _options(o, input=_input_identity(source), codec=codec_meta)
+    stats = run_chunks("anchor", _shard_chunks(source, o), process, {name: _writer(o, name)}, options, _shard_inputs,
+                       o.part, o.parts, o.strict, _count)
     finish_set(o, name, "image", [S.IMAGE, S.LABEL, S.META], source.identities,
                {**source.meta, "stage": "anchor", "variant": "decoded", "codec": codec_meta, "input_set": source.name,
                 "rate_match": match, "order": "align-then-encode"})

@@ -16,6 +16,7 @@ from click.testing import CliRunner, Result
 from cdfv import shards
 from cdfv.pipeline.cli import main
 from cdfv.shards import spec as S
+from cdfv.shards.reader import digest
 
 CODEC_ARGS = ("--codec", "bmshj2018-hyperprior", "--quality", "1", "--untrained", "--device", "cpu")
 
@@ -67,7 +68,7 @@ def invoke_ok(*args: Any) -> dict[str, Any]:
 def samples(directory: Path, members: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
     """Every sample of a shard set, decoded, in index order."""
     ss = shards.open_shard_set(directory)
-    return list(shards.iter_samples(ss.urls, members))
+    return list(ss.samples(members))
 
 
 def by_key(directory: Path, members: tuple[str, ...] | None = None) -> dict[str, dict[str, Any]]:
@@ -85,7 +86,7 @@ def raw_members(directory: Path, ext: str) -> dict[str, bytes]:
     out = {}
     for url in shards.open_shard_set(directory).urls:
         for name, data in tar_members(Path(url)).items():
-            key, member = name.split(".", 1)
+            key, _, member = name.partition(".")
             if member == ext:
                 assert key not in out, f"{key} appears twice in {directory}"
                 out[key] = data
@@ -104,10 +105,19 @@ def tar_files(directory: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(Path(directory).glob("*.tar"))}
 
 
-def rebuild_tar(path: Path, edit: dict[str, bytes]) -> None:
-    """Rewrites a shard with some members' bytes replaced (member name -> new bytes)."""
+def rebuild_tar(path: Path, edit: dict[str, bytes], reseal: bool = False) -> None:
+    """Rewrites a shard with some members' bytes replaced (member name -> new bytes): damage, as
+    a reader sees it. With `reseal` the edited samples get matching checksums and the set its
+    index again, as if a writer had written those bytes (e.g. a latent decoded on another device)."""
     members = tar_members(path)
     members.update(edit)
+    if reseal:
+        table: dict[str, dict[str, str]] = {}
+        for name, data in members.items():
+            if name != S.CHECKSUMS:
+                key, ext = name.split(".", 1)
+                table.setdefault(key, {})[ext] = digest(data)
+        members[S.CHECKSUMS] = json.dumps(table).encode()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         for name, data in members.items():
@@ -116,6 +126,9 @@ def rebuild_tar(path: Path, edit: dict[str, bytes]) -> None:
             tar.addfile(info, io.BytesIO(data))
     path.chmod(0o644)
     path.write_bytes(buf.getvalue())
+    if reseal:
+        index = shards.open_shard_set(path.parent).index
+        shards.write_index(path.parent, index["name"], index["kind"], index["members"], index["identities"], index["meta"])
 
 
 def load_npy(data: bytes) -> np.ndarray:

@@ -77,7 +77,7 @@ def test_detections_parquet_has_a_face_with_landmarks_per_picture(chain, lfw6):
 def test_faces_are_224_rgb_with_labels_from_sorted_identities(chain, lfw6):
     out, _ = chain
     ss = shards.open_shard_set(out / "faces")
-    assert ss.kind == "image" and ss.num_samples == 6 and ss.shard_sizes == [2, 2, 2]
+    assert ss.kind == "image" and ss.num_samples == 6 and [s.samples for s in ss.shards] == [2, 2, 2]
     assert ss.identities == sorted(p.name for p in lfw6.iterdir())
     for s in samples(out / "faces"):
         assert s[S.IMAGE].shape == (224, 224, 3) and s[S.IMAGE].dtype == np.uint8
@@ -144,7 +144,7 @@ def test_decoded_faces_carry_quality_against_the_originals(chain):
 def test_shard_repacks_with_chosen_members(chain):
     out, runs = chain
     ss = shards.open_shard_set(out / "latents-packed")
-    assert ss.members == ["cls", "latent.npy"] and ss.shard_sizes == [4, 2]
+    assert ss.members == ["cls", "latent.npy"] and [s.samples for s in ss.shards] == [4, 2]
     packed = samples(out / "latents-packed")
     assert [s["__key__"] for s in packed] == [s["__key__"] for s in samples(out / "latents-q1")]
     assert all({k for k in s if not k.startswith("__")} == {"cls", "latent.npy"} for s in packed)
@@ -156,7 +156,8 @@ def test_real_shards_open_with_tar_and_webdataset(chain):
     out, _ = chain
     url = shards.open_shard_set(out / "latents-q1").urls[0]
     listing = subprocess.run(["tar", "-tf", url], capture_output=True, text=True, check=True).stdout.split()
-    assert len(listing) == 6 and all(n.endswith((".cls", ".json", ".latent.npy")) for n in listing)
+    assert listing[0] == S.CHECKSUMS and len(listing) == 7
+    assert all(n.endswith((".cls", ".json", ".latent.npy")) for n in listing[1:])
     raw = list(wds.WebDataset([url], shardshuffle=False, empty_check=False))
     assert len(raw) == 2 and load_npy(raw[0]["latent.npy"]).shape == (192, 14, 14)
 

@@ -84,7 +84,7 @@ def test_tampered_latent_checksum_is_rejected(encoded):
     key = name.split(".")[0]
     meta = json.loads(members[name])
     meta["latent_crc32"] = (meta["latent_crc32"] + 1) % 2**32
-    rebuild_tar(shard, {name: json.dumps(meta).encode()})
+    rebuild_tar(shard, {name: json.dumps(meta).encode()}, reseal=True)
 
     o = stages.RunOptions(encoded, chunk_size=3, batch_size=3)
     stats = stages.run_entropy_decode(shards.open_shard_set(encoded / "encoded-q1"), untrained_codec(), o, "latents-full-q1")
