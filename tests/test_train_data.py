@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cdfv.shards import ShardSetError, ShardSetWriter, open_shard_set, write_index
-from cdfv.trainer.data import ShardStream, identity_split, make_loader, scan_labels
+from cdfv.shards import Damage, ShardSetError, ShardSetWriter, open_shard_set, write_index
+from cdfv.trainer.data import ShardStream, damage_summary, identity_split, make_loader, scan_labels
 from cdfv.trainer.train import TrainConfig, train
 
 
@@ -53,12 +53,19 @@ def test_ranks_take_equal_shares(tmp_path) -> None:
     assert len(with_workers) == 12
 
 
-def test_corrupt_member_is_skipped_and_counted(tmp_path) -> None:
+def test_corrupt_member_is_skipped_counted_and_listed_once(tmp_path) -> None:
     s = open_shard_set(latent_set(tmp_path, "lat", [8, 8], corrupt="id1__0005"))
-    stream = ShardStream(s, batch_size=5, seed=0, shuffle=False)
+    log = tmp_path / "damaged.tsv"
+    stream = ShardStream(s, batch_size=5, seed=0, shuffle=False, damage_log=log)
     got = ids(stream)
     assert len(got) == 15 and 5 not in got
-    assert stream.skipped.value >= 1
+    for epoch in (1, 2):  # the same bad sample met again (other epochs, other workers) is one loss
+        stream.set_epoch(epoch)
+        ids(stream, workers=2)
+    summary = damage_summary(log)
+    assert summary["damaged_samples_lost"] == 1
+    (line,) = summary["damaged"]
+    assert "lat-p000of001-000000.tar:id1__0005: member latent.npy does not decode" in line
 
 
 def test_identity_split_is_disjoint() -> None:
@@ -71,7 +78,7 @@ def test_identity_split_is_disjoint() -> None:
 
 def test_scan_labels(tmp_path) -> None:
     s = open_shard_set(latent_set(tmp_path, "lat", [3, 2]))
-    assert scan_labels(s) == [[0, 1, 2], [3, 0]]
+    assert scan_labels(s, Damage()) == [[0, 1, 2], [3, 0]]
 
 
 def test_bad_inputs_fail_before_training(tmp_path) -> None:
@@ -90,5 +97,5 @@ def test_bad_inputs_fail_before_training(tmp_path) -> None:
     with pytest.raises(ShardSetError, match="has 16 channels, the training set 8"):
         train(TrainConfig(shards="lat", val_shards="other-m", **cfg))
     (tmp_path / "lat" / "lat-p000of001-000000.tar").write_bytes(b"\0" * 10)
-    with pytest.raises(ShardSetError, match="no decodable latent.npy"):
+    with pytest.raises(ShardSetError, match=r"lat-p000of001-000000.tar: is 10 bytes, its index entry says \d+"):
         train(TrainConfig(shards="lat", **cfg))

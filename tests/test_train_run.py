@@ -70,11 +70,11 @@ def test_codec_training_lowers_rd_loss_and_loads_back(shard_root: Path, tmp_path
     from compressai.losses import RateDistortionLoss
 
     from cdfv.pipeline.codecs import CodecSpec, load_codec
-    from cdfv.shards import iter_samples, open_shard_set
+    from cdfv.shards import open_shard_set
     from cdfv.trainer.codec_train import LAMBDAS, CodecTrainConfig, pad_faces, train_codec
 
     spec = CodecSpec("bmshj2018-hyperprior", 1)
-    faces = [s["png"] for s, _ in zip(iter_samples(open_shard_set(shard_root / "faces-heldout").urls), range(4))]
+    faces = [s["png"] for s, _ in zip(open_shard_set(shard_root / "faces-heldout").samples(), range(4))]
     x = pad_faces(torch.from_numpy(__import__("numpy").stack(faces)).permute(0, 3, 1, 2))
     criterion = RateDistortionLoss(lmbda=LAMBDAS["mse"][0])
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from cdfv.shards import ShardSetError
+from cdfv.shards import DAMAGE_POLICIES, ShardSetError
 
 from .augment import AugmentConfig
 from .models import ARCHS
@@ -37,7 +37,12 @@ from .models import ARCHS
 @click.option("--no-amp", is_flag=True, help="Disable bf16 autocast and channels_last on CUDA.")
 @click.option("--max-steps", type=int, help="Stop (and checkpoint) after this many steps in total.")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory (default runs/<shards>).")
-@click.option("--resume", is_flag=True, help="Continue from <out>/checkpoint.pt.")
+@click.option("--resume", is_flag=True, help="Continue from <out>/checkpoint.pt (or codec-checkpoint.pt) with the same options.")
+@click.option("--allow-change", metavar="OPT[,OPT]", default="",
+              help="--resume: options that may differ from the checkpoint's (e.g. classify_epochs,lr_classify).")
+@click.option("--damaged", type=click.Choice(DAMAGE_POLICIES), default="error",
+              help="Damaged shards: error stops; skip reads past them, counting and listing what is lost. "
+                   "Damaged samples are always skipped, counted and listed in <out>/damaged.tsv.")
 @click.option("--untrained", is_flag=True,
               help="Write <out>/model.pt with random weights (tests and demos; recorded untrained=True), no training.")
 @click.option("--in-channels", type=int, help="--untrained without --shards: the latent's M.")
@@ -60,8 +65,20 @@ def main(**o) -> None:
     try:
         run(o)
     except (ShardSetError, ValueError, FileNotFoundError) as e:
-        click.echo(f"cdfv-train: error: {e}", err=True)
+        click.echo(f"cdfv-train: error: {one_line(e)}", err=True)
         sys.exit(2)
+    except OSError as e:  # a full disk, a read-only output directory
+        click.echo(f"cdfv-train: error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}", err=True)
+        sys.exit(2)
+
+
+def one_line(e: Exception) -> str:
+    """The message itself: an error raised in a DataLoader worker comes back wrapped in the
+    worker's traceback, whose last line is the original `Type: message`."""
+    text = str(e).strip()
+    if "Original Traceback" in text:
+        text = text.splitlines()[-1].split(": ", 1)[-1]
+    return text
 
 
 def run(o: dict) -> None:
@@ -77,7 +94,7 @@ def run(o: dict) -> None:
         cfg = CodecTrainConfig(shards=o["shards"], out=out, codec=o["codec"], quality=o["quality"], metric=o["metric"],
                                weights=o["codec_weights"], untrained=o["untrained_codec"], root=o["root"], seed=o["seed"],
                                workers=o["workers"], device=o["device"], max_steps=o["max_steps"], progress=not o["quiet"],
-                               resume=o["resume"])
+                               resume=o["resume"], allow_change=allow_change(o), damaged=o["damaged"])
         for key, value in (("epochs", o["epochs"]), ("batch_size", o["batch_size"]), ("lr", o["lr"])):
             if value is not None:
                 setattr(cfg, key, value)
@@ -90,12 +107,16 @@ def run(o: dict) -> None:
                       arcface_epochs=o["arcface_epochs"] or o["epochs"], init=o["init"], width=o["width"],
                       embedding_dim=o["embedding_dim"], seed=o["seed"], workers=o["workers"], device=o["device"],
                       amp=not o["no_amp"], max_steps=o["max_steps"], resume=o["resume"], progress=not o["quiet"],
-                      augment=AugmentConfig())
+                      augment=AugmentConfig(), allow_change=allow_change(o), damaged=o["damaged"])
     if o["batch_size"] is not None:
         cfg.batch_size = o["batch_size"]
     if o["lr"] is not None:
         cfg.lr_classify = cfg.lr_arcface = o["lr"]
     train(cfg)
+
+
+def allow_change(o: dict) -> tuple[str, ...]:
+    return tuple(x.strip().replace("-", "_") for x in o["allow_change"].split(",") if x.strip())
 
 
 def export_untrained_cli(o: dict, out: str) -> None:

@@ -19,9 +19,9 @@ from tqdm import tqdm
 from cdfv.pipeline.codecs import CodecSpec, load_codec, save_codec
 from cdfv.shards import ShardSetError, open_shard_set, spec
 
-from .checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from .checkpoint import check_resume_config, load_checkpoint, restore_rng, rng_state, save_checkpoint
 from .data import ShardStream, make_loader
-from .train import Context, MetricsLog, setup_context
+from .train import Context, MetricsLog, setup_context, start_run_directory
 
 # CompressAI's zoo lambdas per quality (https://interdigitalinc.github.io/CompressAI/zoo.html)
 LAMBDAS = {
@@ -54,6 +54,8 @@ class CodecTrainConfig:
     log_every: int = 10
     progress: bool = True
     resume: bool = False  # continue from <out>/codec-checkpoint.pt
+    allow_change: tuple[str, ...] = ()  # options a --resume may change
+    damaged: str = "error"  # damaged shards: error stops, skip reads past them
 
 
 def pad_faces(x: torch.Tensor) -> torch.Tensor:
@@ -82,13 +84,12 @@ def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
     runner = model
     if ctx.world > 1:
         runner = torch.nn.parallel.DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-    stream = ShardStream(shard_set, batch_size=cfg.batch_size, seed=cfg.seed, shuffle=True,
-                         rank=ctx.rank, world=ctx.world, shuffle_buffer=cfg.shuffle_buffer)
     out = Path(cfg.out)
-    if ctx.main:
-        out.mkdir(parents=True, exist_ok=True)
-    log = MetricsLog(out / "codec-metrics.jsonl", ctx.main)
     ckpt_path = out / "codec-checkpoint.pt"
+    if ctx.main:
+        start_run_directory(out, ckpt_path, cfg.resume)
+    stream = ShardStream(shard_set, batch_size=cfg.batch_size, seed=cfg.seed, shuffle=True, rank=ctx.rank, world=ctx.world,
+                         shuffle_buffer=cfg.shuffle_buffer, damage_policy=cfg.damaged, damage_log=out / "damaged.tsv")
     rng = torch.Generator()  # codec training draws no augmentation; kept for the shared RNG record
 
     def checkpoint(epoch: int, step_in_epoch: int) -> None:
@@ -102,14 +103,17 @@ def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
     start_epoch, start_step = 0, 0
     torch.manual_seed(cfg.seed + ctx.rank)  # the quantisation noise of training draws from the global RNG
     if cfg.resume:
-        state = load_checkpoint(ckpt_path)
-        if state.get("task") != "codec" or state["codec"] != codec_spec.label:
-            raise ValueError(f"--resume {ckpt_path}: checkpoint is for {state.get('codec', 'a face model')}, not {codec_spec.label}")
+        state = load_checkpoint(ckpt_path, ("task", "codec", "model", "optimizer", "aux_optimizer", "epoch", "step_in_epoch",
+                                            "step", "rng", "config", "start_weights"))
+        if state["task"] != "codec" or state["codec"] != codec_spec.label:
+            raise ValueError(f"--resume {ckpt_path}: checkpoint is for {state['codec']}, not {codec_spec.label}")
+        check_resume_config(ckpt_path, state["config"], asdict(cfg), cfg.allow_change)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         aux_optimizer.load_state_dict(state["aux_optimizer"])
         restore_rng(state["rng"], rng)
         start_epoch, start_step, step, weights_id = state["epoch"], state["step_in_epoch"], state["step"], state["start_weights"]
+    log = MetricsLog(out / "codec-metrics.jsonl", ctx.main, step if cfg.resume else None)
     for epoch in range(start_epoch, cfg.epochs):
         stream.set_epoch(epoch, start_step)
         bar = tqdm(total=stream.steps, initial=start_step, desc=f"codec {epoch + 1}/{cfg.epochs}",

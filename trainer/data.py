@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import random
-import tarfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from cdfv.shards import ShardSet, ShardSetError, spec
-from cdfv.shards.reader import decode_member
+from cdfv.shards import Damage, ShardSet, ShardSetError, read_shard, spec
+from cdfv.shards.reader import Lost
 
 
 @dataclass(frozen=True)
@@ -33,57 +34,23 @@ class InputProbe:
     size: int  # stored spatial side (14 or 16 for latents, 224 for images)
 
 
-def probe_input(shard_set: ShardSet) -> InputProbe:
-    """Reads the first decodable sample so shape problems surface before training starts."""
+def probe_input(shard_set: ShardSet, damage_policy: str = "error") -> InputProbe:
+    """Reads the first sample so shape problems surface before training starts."""
     member = spec.LATENT if shard_set.kind == "latent" else spec.IMAGE
-    for url in shard_set.urls:
-        for _key, members in iter_tar(url, (member,), errors=[]):
-            if member not in members:
-                continue
-            try:
-                value = decode_member(member, members[member])
-            except Exception:
-                continue
-            if shard_set.kind == "latent":
-                if value.ndim != 3 or value.shape[1] != value.shape[2]:
-                    raise ShardSetError(f"{url}: latent.npy has shape {value.shape}, expected (M, H, H)")
-                return InputProbe("latent", int(value.shape[0]), int(value.shape[1]))
-            return InputProbe("image", int(value.shape[2]), int(value.shape[0]))
-    raise ShardSetError(f"{shard_set.directory}: no decodable {member} member in any shard")
+    for sample in shard_set.samples((member,), damage=Damage(damage_policy)):
+        value = sample[member]
+        if shard_set.kind == "latent":
+            if value.ndim != 3 or value.shape[1] != value.shape[2]:
+                raise ShardSetError(f"{shard_set.directory / sample['__shard__']}:{sample['__key__']}: latent.npy has shape "
+                                    f"{value.shape}, expected (M, H, H)")
+            return InputProbe("latent", int(value.shape[0]), int(value.shape[1]))
+        return InputProbe("image", int(value.shape[2]), int(value.shape[0]))
+    raise ShardSetError(f"{shard_set.directory}: no readable {member} member in any shard")
 
 
-def iter_tar(url: str, members: tuple[str, ...], errors: list[str]) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Yields (key, {ext: bytes}) for consecutive members sharing a key, reading only `members`.
-
-    A truncated or corrupt tar ends the shard early; the error is appended to `errors`."""
-    key, group = None, {}
-    try:
-        with tarfile.open(url, mode="r:") as tar:
-            for info in tar:
-                if not info.isfile():
-                    continue
-                name = info.name.rsplit("/", 1)[-1]
-                k, _, ext = name.partition(".")
-                if k != key:
-                    if key is not None:
-                        yield key, group
-                    key, group = k, {}
-                if ext in members:
-                    group[ext] = tar.extractfile(info).read()
-    except (tarfile.TarError, OSError, EOFError) as e:
-        errors.append(f"{url}: {e}")
-        return
-    if key is not None:
-        yield key, group
-
-
-def scan_labels(shard_set: ShardSet) -> list[list[int]]:
+def scan_labels(shard_set: ShardSet, damage: Damage) -> list[list[int]]:
     """Per shard, the labels of its samples in order (reads only the small `cls` members)."""
-    errors: list[str] = []
-    per_shard = [[int(m[spec.LABEL]) for _, m in iter_tar(u, (spec.LABEL,), errors) if spec.LABEL in m] for u in shard_set.urls]
-    if errors:
-        raise ShardSetError(f"corrupt shard(s) while scanning labels: {'; '.join(errors)}")
-    return per_shard
+    return [[s[spec.LABEL] for s in read_shard(shard, (spec.LABEL,), damage=damage)] for shard in shard_set.shards]
 
 
 class ShardStream(IterableDataset):
@@ -93,7 +60,9 @@ class ShardStream(IterableDataset):
     `batch_size`, and reader r of a rank's workers produces batches r, r + workers, ... (the
     DataLoader's own round-robin order), so resuming at a step only needs each reader to skip
     its share.
-    `keep` maps source labels to training labels (-1 drops the sample) for identity splits."""
+    `keep` maps source labels to training labels (-1 drops the sample) for identity splits.
+    A damaged shard stops the run (policy `error`) or is skipped; a damaged sample is skipped. Each
+    one is logged once per reader and, with `damage_log`, appended to that file by name."""
 
     def __init__(
         self,
@@ -107,9 +76,11 @@ class ShardStream(IterableDataset):
         shuffle_buffer: int = 1000,
         keep: np.ndarray | None = None,
         counts: list[int] | None = None,
+        damage_policy: str = "error",
+        damage_log: Path | None = None,
     ) -> None:
         super().__init__()
-        self.urls = shard_set.urls
+        self.shards = shard_set.shards
         self.kind = shard_set.kind
         self.member = spec.LATENT if self.kind == "latent" else spec.IMAGE
         self.batch_size = batch_size
@@ -119,7 +90,7 @@ class ShardStream(IterableDataset):
         self.world = world
         self.shuffle_buffer = shuffle_buffer if shuffle else 0
         self.keep = keep
-        counts = counts if counts is not None else shard_set.shard_sizes
+        counts = counts if counts is not None else [s.samples for s in self.shards]
         self.usable = [i for i, c in enumerate(counts) if c > 0]
         total = sum(counts)
         self.steps = total // world // batch_size
@@ -129,7 +100,8 @@ class ShardStream(IterableDataset):
             )
         self.epoch = 0
         self.start_step = 0
-        self.skipped = None  # shared counter of undecodable samples, set by make_loader
+        self.damage_policy = damage_policy
+        self.damage_log = damage_log
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
         """Selects the epoch's shuffle and where in it to start (resume mid-epoch)."""
@@ -140,37 +112,48 @@ class ShardStream(IterableDataset):
         """How many of batches 0..upto-1 reader `reader` produces (round-robin)."""
         return max(0, math.ceil((upto - reader) / workers))
 
-    def _decode(self, members: dict[str, bytes]) -> tuple[torch.Tensor, int] | None:
-        label = int(members[spec.LABEL])
+    def _item(self, sample: dict[str, Any]) -> tuple[torch.Tensor, int] | None:
+        label = sample[spec.LABEL]
         if self.keep is not None:
             label = int(self.keep[label])
             if label < 0:
                 return None
-        value = decode_member(self.member, members[self.member])
+        value = sample[self.member]
         if self.kind == "latent":
             return torch.from_numpy(np.asarray(value, dtype=np.float32)), label
         return torch.from_numpy(np.ascontiguousarray(value.transpose(2, 0, 1))), label
 
     def _read(self, shards: Iterator[int], barren_limit: int) -> Iterator[tuple[torch.Tensor, int]]:
         """Decoded samples of the given shards in order."""
-        errors: list[str] = []
-        barren = 0  # consecutive shards that gave nothing: all-corrupt data must not loop forever
-        for shard in shards:
-            url, produced = self.urls[shard], False
-            for key, members in iter_tar(url, (self.member, spec.LABEL), errors):
-                try:
-                    item = self._decode(members)
-                except Exception as e:  # a corrupt member: skipped, counted, reported
-                    self._count_skip(f"{url}:{key}: {type(e).__name__}: {e}")
-                    continue
+        damage = Damage(self.damage_policy)
+        reported: set[str] = set()
+        barren = 0  # consecutive shards that gave nothing: all-damaged data must not loop forever
+        for index in shards:
+            produced = False
+            for sample in read_shard(self.shards[index], (self.member, spec.LABEL), damage=damage):
+                item = self._item(sample)
                 if item is not None:
                     produced = True
                     yield item
-            while errors:
-                self._count_skip(errors.pop())
+            for lost in damage.lost:
+                if str(lost) not in reported:
+                    reported.add(str(lost))
+                    self._record(lost)
+            damage.lost.clear()
             barren = 0 if produced else barren + 1
             if barren > barren_limit:
-                raise ShardSetError(f"no usable sample in any shard of {url.rsplit('/', 1)[0]}")
+                raise ShardSetError(f"no usable sample in any shard of {self.shards[index].path.parent}")
+
+    def _record(self, lost: Lost) -> None:
+        """Appends a damaged sample or shard to the run's damage log (one line each, O_APPEND, so
+        readers in several processes can share the file)."""
+        if self.damage_log is not None:
+            line = f"{lost.shard}\t{lost.key or ''}\t{lost.samples}\t{lost.problem}\n".encode()
+            fd = os.open(self.damage_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
 
     def _shuffled(self, items: Iterator[tuple[torch.Tensor, int]], rng: random.Random) -> Iterator[tuple[torch.Tensor, int]]:
         """A shuffle buffer that drains when its source ends."""
@@ -194,12 +177,6 @@ class ShardStream(IterableDataset):
         wrap = self._read(itertools.cycle(order[start:] + order[:start]), len(order))
         return itertools.chain(self._shuffled(own, rng), self._shuffled(wrap, rng))
 
-    def _count_skip(self, message: str) -> None:
-        if self.skipped is not None:
-            with self.skipped.get_lock():
-                self.skipped.value += 1
-        print(f"cdfv-train: skipped {message}", flush=True)
-
     def __iter__(self) -> Iterator[tuple[torch.Tensor, int]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
@@ -219,9 +196,6 @@ class ShardStream(IterableDataset):
 
 def make_loader(stream: ShardStream, workers: int, pin_memory: bool) -> DataLoader:
     """A DataLoader over the stream whose batches all have stream.batch_size samples."""
-    import multiprocessing
-
-    stream.skipped = multiprocessing.Value("l", 0)
     workers = min(workers, max(1, stream.steps))
     return DataLoader(
         stream,
@@ -267,3 +241,16 @@ def describe(shard_set: ShardSet) -> dict[str, Any]:
     """The shard set's name and meta, as recorded in checkpoints and exported models."""
     return {"name": shard_set.name, "directory": str(shard_set.directory), "kind": shard_set.kind,
             "num_samples": shard_set.num_samples, "meta": shard_set.meta}
+
+
+def damage_summary(path: Path) -> dict[str, Any]:
+    """What a run's readers left out, from its damage log: distinct damaged samples and shards,
+    each listed once however often the readers met it."""
+    if not path.exists():
+        return {"damaged_samples_lost": 0, "damaged": []}
+    entries: dict[tuple[str, str], tuple[int, str]] = {}
+    for line in path.read_text().splitlines():
+        shard, key, samples, problem = line.split("\t", 3)
+        entries[(shard, key)] = (int(samples), problem)
+    return {"damaged_samples_lost": sum(n for n, _ in entries.values()),
+            "damaged": [f"{s}:{k}: {p}" if k else f"{s}: {p}" for (s, k), (_, p) in sorted(entries.items())]}

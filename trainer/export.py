@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cdfv.safe_load import load_torch_file
 from cdfv.shards.writer import atomic_write_bytes
 
 from .models import INPUT_KIND, INPUT_SIZE, arch_kwargs, build_model
@@ -77,19 +78,20 @@ def save_embedding_model(path: str | Path, model: nn.Module, info: dict[str, Any
 def load_embedding_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuilds a saved embedding model in eval mode on `device`; returns (model, info)."""
     path = Path(path)
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such model file") from None
-    except Exception as e:  # torch raises many types for foreign files
-        raise ValueError(f"{path}: not a {FORMAT} file ({e})") from e
+    blob = load_torch_file(path, f"{FORMAT} file")
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
         raise ValueError(f"{path}: not a {FORMAT} file (format={found!r}); cdfv-train writes these")
     if blob.get("version") != VERSION:
         raise ValueError(f"{path}: {FORMAT} version {blob.get('version')}, this cdfv reads {VERSION}")
-    model = build_model(blob["arch"], **blob["arch_kwargs"])
-    model.load_state_dict(blob["state_dict"])
+    missing = [k for k in ("arch", "arch_kwargs", "state_dict", "info") if k not in blob]
+    if missing:
+        raise ValueError(f"{path}: {FORMAT} file lacks {', '.join(missing)}")
+    try:
+        model = build_model(blob["arch"], **blob["arch_kwargs"])
+        model.load_state_dict(blob["state_dict"])
+    except (TypeError, RuntimeError, ValueError) as e:
+        raise ValueError(f"{path}: its weights do not fit its {blob['arch']} ({str(e).splitlines()[0]})") from e
     return model.to(device).eval(), blob["info"]
 
 

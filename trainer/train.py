@@ -26,12 +26,22 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from cdfv.shards import ShardSet, ShardSetError, open_shard_set
+from cdfv.shards import Damage, ShardSet, ShardSetError, atomic_write_bytes, open_shard_set
 
 from .arcface import ArcFace
 from .augment import AugmentConfig, prepare_eval, prepare_train
-from .checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
-from .data import InputProbe, ShardStream, describe, identity_split, kept_counts, make_loader, probe_input, scan_labels
+from .checkpoint import check_resume_config, load_checkpoint, restore_rng, rng_state, save_checkpoint
+from .data import (
+    InputProbe,
+    ShardStream,
+    damage_summary,
+    describe,
+    identity_split,
+    kept_counts,
+    make_loader,
+    probe_input,
+    scan_labels,
+)
 from .export import embedding_info, save_embedding_model
 from .models import INPUT_KIND, FaceResNet, build_model, replace_head
 from .tasks import ArcFaceTask, ClassifyTask
@@ -39,6 +49,8 @@ from .vggface2_weights import load_vggface2_weights
 
 T = TypeVar("T")
 PHASES = {"both": ("classify", "arcface"), "classify": ("classify",), "arcface": ("arcface",)}
+RESUME_KEYS = ("config", "arch", "in_channels", "phase", "epoch", "step_in_epoch", "step", "model", "head", "optimizer",
+               "scheduler", "rng")
 RECIPE_EPOCHS = {  # thesis 5.5.2 (ResNet50) and 6.3.2 (cResNet39; cResNet50 follows it)
     "resnet50": {"classify": 10, "arcface": 5},
     "cresnet39": {"classify": 6, "arcface": 3},
@@ -77,6 +89,8 @@ class TrainConfig:
     max_steps: int | None = None  # stop (and checkpoint) after this many steps in total
     log_every: int = 10
     resume: bool = False
+    allow_change: tuple[str, ...] = ()  # options a --resume may change (the rest must match the checkpoint's)
+    damaged: str = "error"  # damaged shards: error stops, skip reads past them (damaged samples are always skipped)
     progress: bool = True
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -137,12 +151,19 @@ def check_inputs(arch: str, probe: InputProbe, shard_set: ShardSet, aug: Augment
 
 
 class MetricsLog:
-    """JSON-lines metrics (rank 0 only) and the latest values for the closing summary."""
+    """JSON-lines metrics (rank 0 only) and the latest values for the closing summary. A new run
+    starts the file afresh; a resumed one keeps the records up to its checkpoint's step, so a run
+    killed after its last checkpoint leaves no records twice."""
 
-    def __init__(self, path: Path, enabled: bool) -> None:
+    def __init__(self, path: Path, enabled: bool, resume_step: int | None = None) -> None:
         self.path = path
         self.enabled = enabled
         self.last: dict[str, dict[str, Any]] = {}
+        if enabled:
+            kept = []
+            if resume_step is not None and path.exists():
+                kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= resume_step]
+            atomic_write_bytes(path, "".join(f"{line}\n" for line in kept).encode())
 
     def write(self, record: dict[str, Any]) -> None:
         self.last[f"{record['phase']}/{record['split']}"] = record
@@ -156,10 +177,22 @@ def load_init(model: FaceResNet, path: str) -> None:
     if path.endswith(".pkl"):
         load_vggface2_weights(model, path, include_fc=False)
         return
-    state = {k: v for k, v in load_checkpoint(Path(path))["model"].items() if not k.startswith("fc.")}
+    state = {k: v for k, v in load_checkpoint(Path(path), required=("model",))["model"].items() if not k.startswith("fc.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if not k.startswith("fc.")]:
         raise ValueError(f"--init {path}: trunk does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
+def start_run_directory(out: Path, checkpoint: Path, resume: bool) -> None:
+    """A new run needs a directory without another run's checkpoint (its logs would mix);
+    --resume needs the checkpoint."""
+    if resume and not checkpoint.exists():
+        raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint}")
+    if not resume and checkpoint.exists():
+        raise ValueError(f"{out} holds a run ({checkpoint.name}); pass --resume to continue it, or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        (out / "damaged.tsv").unlink(missing_ok=True)  # left by a run killed before its first checkpoint
 
 
 def seeded(seed: int, make: Callable[[], T]) -> T:
@@ -221,20 +254,23 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     ckpt_path = out / "checkpoint.pt"
     if ctx.main:
-        out.mkdir(parents=True, exist_ok=True)
+        start_run_directory(out, ckpt_path, cfg.resume)
     shard_set = open_shard_set(cfg.shards, cfg.root)
-    probe = probe_input(shard_set)
+    probe = probe_input(shard_set, cfg.damaged)
     arch = resolve_arch(cfg.arch, probe)
     check_inputs(arch, probe, shard_set, cfg.augment)
     val_set = open_shard_set(cfg.val_shards, cfg.root) if cfg.val_shards else None
     if val_set is not None:
-        val_probe = probe_input(val_set)
+        val_probe = probe_input(val_set, cfg.damaged)
         check_inputs(arch, val_probe, val_set, cfg.augment)
         if val_probe.channels != probe.channels:
             raise ShardSetError(f"--val-shards {val_set.name!r} has {val_probe.channels} channels, the training set {probe.channels}")
-    resume = load_checkpoint(ckpt_path) if cfg.resume else None
-    if resume is not None and (resume["arch"], resume["in_channels"]) != (arch, probe.channels):
-        raise ValueError(f"--resume {ckpt_path}: checkpoint is {resume['arch']} on M={resume['in_channels']}, data/arch give {arch} on M={probe.channels}")
+    resume = load_checkpoint(ckpt_path, RESUME_KEYS) if cfg.resume else None
+    if resume is not None:
+        if (resume["arch"], resume["in_channels"]) != (arch, probe.channels):
+            raise ValueError(f"--resume {ckpt_path}: checkpoint is {resume['arch']} on M={resume['in_channels']}, data/arch give {arch} on M={probe.channels}")
+        changes = check_resume_config(ckpt_path, resume["config"], asdict(cfg), cfg.allow_change)
+        history = resume.get("config_changes", []) + ([{"step": resume["step"], "changed": changes}] if changes else [])
     num_classes = len(shard_set.identities)
     in_channels = probe.channels if probe.kind == "latent" else None
     model = seeded(cfg.seed, lambda: build_model(
@@ -245,8 +281,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if ctx.device.type == "cuda" and cfg.amp:
         model.to(memory_format=torch.channels_last)
     aug_gen = torch.Generator().manual_seed(cfg.seed)
-    log = MetricsLog(out / "metrics.jsonl", ctx.main)
-    started, steps_total, skipped = time.time(), 0, 0
+    log = MetricsLog(out / "metrics.jsonl", ctx.main, resume["step"] if resume else None)
+    started, steps_total = time.time(), 0
+    history = history if resume is not None else []
+    damage_log = out / "damaged.tsv"
     step = resume["step"] if resume else 0
     phases = PHASES[cfg.phase]
     done = phases[: phases.index(resume["phase"])] if resume else ()
@@ -257,7 +295,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             continue
         # ---- phase setup ----------------------------------------------------------------------
         epochs = (cfg.classify_epochs if phase == "classify" else cfg.arcface_epochs) or RECIPE_EPOCHS[arch][phase]
-        common = dict(seed=cfg.seed, rank=ctx.rank, world=ctx.world, shuffle_buffer=cfg.shuffle_buffer)
+        common = dict(seed=cfg.seed, rank=ctx.rank, world=ctx.world, shuffle_buffer=cfg.shuffle_buffer,
+                      damage_policy=cfg.damaged, damage_log=damage_log)
         if phase == "classify":
             task: nn.Module = ClassifyTask(model)
             train_stream = ShardStream(shard_set, batch_size=cfg.batch_size, shuffle=True, **common)
@@ -267,7 +306,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 val_stream = ShardStream(val_set, batch_size=max(1, min(cfg.batch_size, per_rank)), shuffle=False, **common)
             lr, scheduler_on = cfg.lr_classify, False
         else:
-            labels = scan_labels(shard_set)
+            labels = scan_labels(shard_set, Damage(cfg.damaged))
             train_keep, val_keep, n_train, n_val = identity_split(labels, cfg.val_fraction, cfg.seed)
             seeded(cfg.seed + 1, lambda: replace_head(model, cfg.embedding_dim))
             head = seeded(cfg.seed + 2, lambda: ArcFace(cfg.embedding_dim, n_train, cfg.arcface_s, cfg.arcface_m))
@@ -304,7 +343,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                     "epoch": epoch, "step_in_epoch": step_in_epoch, "step": step,
                     "model": model.state_dict(), "head": task.head.state_dict() if phase == "arcface" else None,
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler else None,
-                    "rng": rng_state(aug_gen), "n_train_identities": n_train,
+                    "rng": rng_state(aug_gen), "n_train_identities": n_train, "config_changes": history,
                 })
             if ctx.world > 1:
                 torch_dist.barrier()
@@ -343,13 +382,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                     sums.zero_()
                     tick = time.time()
                 if stopping:
-                    skipped += loader.dataset.skipped.value
                     checkpoint(epoch, step_in_epoch + 1)
                     bar.close()
-                    return finish(cfg, ctx, log, model, arch, shard_set, step, steps_total, started, skipped,
-                                  stopped=True, exported=False)
+                    return finish(cfg, ctx, log, model, arch, shard_set, step, steps_total, started, stopped=True, exported=False)
             bar.close()
-            skipped += loader.dataset.skipped.value
             start_step = 0
             if val_stream is not None:
                 metrics = (evaluate_classify(task, val_stream, ctx, cfg) if phase == "classify"
@@ -367,17 +403,20 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                               recipe={"phases": list(phases), "epochs": {p: (cfg.classify_epochs if p == "classify" else cfg.arcface_epochs) or RECIPE_EPOCHS[arch][p] for p in phases},
                                       "seed": cfg.seed, "batch_size": cfg.batch_size * ctx.world})
         save_embedding_model(out / "model.pt", model, info)
-    return finish(cfg, ctx, log, model, arch, shard_set, step, steps_total, started, skipped, stopped=False, exported=exported)
+    return finish(cfg, ctx, log, model, arch, shard_set, step, steps_total, started, stopped=False, exported=exported)
 
 
 def finish(cfg: TrainConfig, ctx: Context, log: MetricsLog, model: FaceResNet, arch: str, shard_set: ShardSet,
-           step: int, steps_run: int, started: float, skipped: int, *, stopped: bool, exported: bool) -> dict[str, Any]:
+           step: int, steps_run: int, started: float, *, stopped: bool, exported: bool) -> dict[str, Any]:
     """The closing summary: printed and written to out/summary.json by rank 0."""
     out = Path(cfg.out)
-    skipped = int(ctx.all_sum([float(skipped)])[0])
+    if ctx.world > 1:
+        torch_dist.barrier()  # every rank's damage log lines are written
+    damaged = damage_summary(out / "damaged.tsv")
     summary = {
         "arch": arch, "shards": shard_set.name, "phase": cfg.phase, "steps": step, "steps_this_run": steps_run,
-        "seconds": round(time.time() - started, 1), "stopped_early": stopped, "skipped_samples": skipped,
+        "seconds": round(time.time() - started, 1), "stopped_early": stopped,
+        "skipped_samples": damaged["damaged_samples_lost"], "damaged": damaged["damaged"],
         "checkpoint": str(out / "checkpoint.pt"), "model": str(out / "model.pt") if exported else None,
         "world": ctx.world, "device": str(ctx.device), "last": log.last,
     }
@@ -386,7 +425,8 @@ def finish(cfg: TrainConfig, ctx: Context, log: MetricsLog, model: FaceResNet, a
         if cfg.progress:
             lines = [f"cdfv-train: {arch} on {shard_set.name}, {step} steps ({steps_run} this run) in {summary['seconds']} s"]
             lines += [f"  {k}: loss {v['loss']:.4f} acc {v['acc']:.3f}" for k, v in log.last.items()]
-            lines.append(f"  skipped samples: {skipped}")
+            lines.append(f"  damaged samples skipped: {damaged['damaged_samples_lost']}"
+                         + (f" (listed in {out / 'damaged.tsv'})" if damaged["damaged"] else ""))
             lines.append(f"  model: {summary['model']}" if exported else f"  checkpoint: {summary['checkpoint']}")
             print("\n".join(lines), flush=True)
     return summary

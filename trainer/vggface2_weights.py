@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,15 +18,33 @@ from torch import nn
 BGR_INPUT = "conv1.weight"  # the only tensor that sees colour channels
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles only what a dict of numpy arrays is made of; any other global a pickle names (the
+    way a pickle runs code) is refused."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict"),
+        ("_codecs", "encode"),  # how Python 3 pickles bytes at protocol 2
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refused to load {module}.{name}: a weight file holds only numpy arrays")
+        return super().find_class(module, name)
+
+
 def read_vggface2_pickle(path: str | Path) -> dict[str, np.ndarray]:
-    """The name -> array dict of a VGGFace2-pytorch weight file (Python 2 pickle, latin1)."""
+    """The name -> array dict of a VGGFace2-pytorch weight file (Python 2 pickle, latin1), read
+    without executing anything the file might contain."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            weights = pickle.load(f, encoding="latin1")
+            weights = _ArrayUnpickler(f, encoding="latin1").load()
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such weight file") from None
-    except (pickle.UnpicklingError, EOFError, AttributeError, ValueError) as e:
+    except (pickle.UnpicklingError, EOFError, AttributeError, ValueError, TypeError, IndexError) as e:
         raise ValueError(f"{path}: not a VGGFace2-pytorch weight pickle ({e})") from e
     if not isinstance(weights, dict) or not all(isinstance(v, np.ndarray) for v in weights.values()):
         raise ValueError(f"{path}: expected a dict of numpy arrays")
