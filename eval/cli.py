@@ -5,6 +5,7 @@ domain models side by side; scores to Parquet, metrics with confidence intervals
 from __future__ import annotations
 
 import csv
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,18 @@ class DefaultRun(click.Group):
             return super().invoke(ctx)
         except (ValueError, FileNotFoundError, MissingPairs) as e:
             raise click.ClickException(str(e)) from e
+        except OSError as e:  # a full disk, a read-only output directory
+            raise click.ClickException(f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}") from e
+
+
+def check_writable(directory: Path) -> None:
+    """Fails before any scoring when the results cannot be written (read-only, a file in the way)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    probe = directory / f".cdfv-write-test-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+    finally:
+        probe.unlink(missing_ok=True)
 
 
 def default_device() -> str:
@@ -90,6 +103,8 @@ def run(pairs_path: Path, faces: str | None, image_model: Path | None, decoded_s
     from .report import write_report
     from .scores import write_scores
 
+    check_writable(out / "scores")
+    check_writable(out / "report")
     pairs = read_pairs(pairs_path)
     click.echo(f"{pairs_path}: {len(pairs)} pairs, {sum(p.label for p in pairs)} same-person")
     jobs = []  # (mode, model path, probe set, reference set)

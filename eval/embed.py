@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cdfv.shards import ShardSet, iter_samples
+from cdfv.shards import Damage, ShardSet
 from cdfv.shards import spec
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
@@ -116,6 +116,7 @@ class EmbeddedSet:
     name: str
     embeddings: dict[str, np.ndarray] = field(default_factory=dict)
     meta: dict[str, dict[str, Any]] = field(default_factory=dict)
+    damaged: dict[str, str] = field(default_factory=dict)  # key -> why its sample could not be read
 
 
 def check_compatible(embedder: Embedder, shard_set: ShardSet) -> None:
@@ -126,9 +127,12 @@ def check_compatible(embedder: Embedder, shard_set: ShardSet) -> None:
         )
 
 
-def embed_keys(embedder: Embedder, shard_set: ShardSet, keys: set[str], batch_size: int = 128) -> EmbeddedSet:
-    """Streams the set once and embeds the samples whose key is in `keys`; absent keys are
-    simply not in the result (the caller applies the missing-pair policy)."""
+def embed_keys(embedder: Embedder, shard_set: ShardSet, keys: set[str], batch_size: int = 128,
+               damage: Damage | None = None) -> EmbeddedSet:
+    """Streams the set once and embeds the samples whose key is in `keys`; absent or damaged keys
+    are not in the result (the caller applies the missing-pair policy, with the damage as reason)."""
+    damage = damage if damage is not None else Damage()
+    seen = len(damage.lost)
     check_compatible(embedder, shard_set)
     member = spec.IMAGE if shard_set.kind == "image" else spec.LATENT
     result = EmbeddedSet(shard_set.name)
@@ -143,7 +147,7 @@ def embed_keys(embedder: Embedder, shard_set: ShardSet, keys: set[str], batch_si
             result.embeddings[key] = vector
         pending.clear()
 
-    for sample in iter_samples(shard_set.urls, (member, spec.META)):
+    for sample in shard_set.samples((member, spec.META), damage=damage):
         key = sample["__key__"]
         if key not in keys or key in result.meta:
             continue
@@ -153,4 +157,5 @@ def embed_keys(embedder: Embedder, shard_set: ShardSet, keys: set[str], batch_si
             flush()
     if pending:
         flush()
+    result.damaged = {x.key: f"damaged sample in {x.shard}: {x.problem}" for x in damage.lost[seen:] if x.key in keys}
     return result

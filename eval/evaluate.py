@@ -98,7 +98,8 @@ def evaluate(
     codec, quality = codec_fields(probe_set)
     info = embedder.info
     run = RunInfo(mode, codec, quality, info["model_id"], info["arch"], run_name(info["arch"], mode, codec, quality))
-    reasons = {**rejected_reasons(reference_set.directory), **rejected_reasons(probe_set.directory)}
+    reasons = {**rejected_reasons(reference_set.directory), **rejected_reasons(probe_set.directory),
+               **references.damaged, **probes.damaged}
     table = score_pairs(pairs, probes, references, run, policy, reasons)
     missing = table.column("missing").to_pylist()
     run_meta = {

@@ -76,6 +76,9 @@ def _parse_lfw(path: Path, lines: list[str]) -> list[Pair]:
     body = lines[1:]
     while body and not body[-1].strip():
         body.pop()
+    blank = next((i for i, text in enumerate(body) if not text.strip()), None)
+    if blank is not None:  # before counting: a blank line shifts every later pair
+        raise ProtocolError(path, blank + 2, "blank line inside the pair list")
     if len(body) != expected:
         extra = len(body) > expected
         where = expected + 2 if extra else len(body) + 2  # the first extra line, or where the file ends short
@@ -84,8 +87,6 @@ def _parse_lfw(path: Path, lines: list[str]) -> list[Pair]:
     pairs = []
     for i, text in enumerate(body):
         line = i + 2
-        if not text.strip():
-            raise ProtocolError(path, line, "blank line inside the pair list")
         fold = i // (2 * per_half) if len(header) == 2 else NO_FOLD
         same = i % (2 * per_half) < per_half
         pairs.append(_lfw_pair(path, line, text.strip(), same, fold, i))

@@ -22,6 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cdfv.shards import atomic_write_bytes
+
 from .embed import EmbeddedSet
 from .protocol import Pair
 
@@ -121,11 +123,10 @@ def score_pairs(
 def write_scores(path: Path, table: pa.Table, run_meta: dict[str, Any]) -> None:
     """Writes the table with the run's provenance (pairs file, policy, counts) in the file's
     key-value metadata under 'cdfv.eval'."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     table = table.replace_schema_metadata({RUN_META_KEY: json.dumps(run_meta, sort_keys=True).encode()})
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    atomic_write_bytes(path, sink.getvalue().to_pybytes())
 
 
 def read_scores(path: Path) -> tuple[pa.Table, dict[str, Any]]:

@@ -19,7 +19,7 @@ from cdfv.eval.scores import read_scores
 from cdfv.pipeline.codecs import CodecSpec, load_codec
 from cdfv.pipeline.images import read_image
 from cdfv.pipeline.quality import ms_ssim_rgb, psnr
-from cdfv.shards import ShardSetWriter, iter_samples, open_shard_set, spec, write_index
+from cdfv.shards import ShardSetWriter, open_shard_set, spec, write_index
 
 PAIRS_EACH = 5  # same-person and different-person pairs taken from pairsDevTest.txt
 CODEC = {"name": "bmshj2018-hyperprior", "quality": 1, "metric": "mse", "untrained": True}
@@ -158,7 +158,7 @@ def test_compressed_scores_match_an_independent_recomputation(lfw_run: dict) -> 
     assert code == 0, output
     scores = pq.read_table(out / "scores" / "cresnet39_bmshj2018-hyperprior-mse_q1.parquet").column("score").to_pylist()
     assert np.std(scores) > 1e-3
-    latents = {s["__key__"]: s[spec.LATENT] for s in iter_samples(open_shard_set(lfw_run["latents"]).urls)}
+    latents = {s["__key__"]: s[spec.LATENT] for s in open_shard_set(lfw_run["latents"]).samples()}
     model, _ = load_embedding_model(lfw_run["tmp"] / "cresnet39.pt")
     for i in (0, len(scores) - 1):
         pair = lfw_run["pairs"][i]
