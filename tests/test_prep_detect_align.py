@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 import pytest
 
 from cdfv.pipeline.align import _TEMPLATE_112, METHODS, align, align_crop, align_similarity, aspect_size, prealigned, thesis_size
-from cdfv.pipeline.detect import Candidate, centred_square_area, detect, select_face, thresholds
+from cdfv.pipeline.detect import FLOOR, Candidate, centred_square_area, detect, nms, select_face, thresholds
 from cdfv.pipeline.images import read_image
 
 from prep_helpers import detector
@@ -82,6 +83,46 @@ def test_retinaface_finds_the_lfw_face_with_five_landmarks(lfw_face):
     (rx, ry), (lx, ly) = det.landmarks[0], det.landmarks[1]
     assert rx < lx and abs(ry - ly) < 20  # right eye on the image's left, eyes near level
     assert all(x1 <= x <= x2 and y1 <= y <= y2 for x, y in det.landmarks)
+
+
+def test_a_picture_far_larger_than_the_detector_input_is_detected(lfw_face):
+    """The 250x250 LFW face enlarged 16x: detected on the picture downscaled to WORKING_SIDE, box
+    and landmarks mapped back to the 4000x4000 pixels, where they match the original's scaled by 16
+    (the detector sees the face at 640 instead of 250 px, hence a few percent)."""
+    rgb, det = lfw_face
+    big = detect(detector(), cv2.resize(rgb, (4000, 4000), interpolation=cv2.INTER_LINEAR))
+    assert big.status == "ok" and big.score > 0.985
+    np.testing.assert_allclose(np.array(big.box) / 16, det.box, atol=0.04 * 250)
+    np.testing.assert_allclose(np.array(big.landmarks) / 16, det.landmarks, atol=0.02 * 250)
+
+
+def _random_tied_candidates(n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    corner = rng.uniform(0, 60, size=(n, 2))
+    boxes = np.hstack([corner, corner + rng.uniform(20, 40, size=(n, 2))])
+    scores = rng.choice(np.float32([0.71, 0.8, 0.9, 0.95, 0.99]), size=n).astype(np.float64)  # many ties
+    return boxes, scores
+
+
+def test_nms_once_at_the_floor_equals_nms_at_each_threshold_with_tied_scores():
+    """The property detect relies on: the faces kept at FLOOR and then filtered by a threshold are
+    exactly those kept when NMS runs on only the candidates above that threshold, ties included."""
+    boxes, scores = _random_tied_candidates()
+    at_floor = np.nonzero(scores > FLOOR)[0]
+    kept_at_floor = at_floor[nms(boxes[at_floor], scores[at_floor], 0.4)]
+    assert 0 < len(kept_at_floor) < len(at_floor)  # some boxes are suppressed
+    for t in thresholds():
+        above = np.nonzero(scores > t)[0]
+        rerun = above[nms(boxes[above], scores[above], 0.4)]
+        assert sorted(kept_at_floor[scores[kept_at_floor] > t]) == sorted(rerun), t
+
+
+def test_nms_breaks_ties_by_index_whatever_else_is_present():
+    boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [30, 30, 40, 40], [0, 1, 10, 11]], dtype=float)
+    scores = np.array([0.9, 0.9, 0.95, 0.9])
+    assert nms(boxes, scores, 0.4).tolist() == [2, 0]  # 0 and 1, 3 overlap; equal scores: the first index wins
+    assert nms(boxes[[1, 3]], scores[[1, 3]], 0.4).tolist() == [0]  # without box 0, box 1 (now index 0) wins
+    assert nms(boxes[:0], scores[:0], 0.4).tolist() == []
 
 
 def test_retinaface_finds_no_face_in_a_flat_picture():
