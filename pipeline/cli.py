@@ -21,7 +21,7 @@ from cdfv.shards import spec as S
 
 from . import stages
 from .codecs import ZOO, CodecSpec, WeightsUnavailable, codec_model, load_codec
-from .coding import CodecEngine
+from .coding import CodecEngine, split_coding
 from .naming import FACES, set_name
 from .rangecoding import CoderPool
 from .runner import RunStats, StrictFailure
@@ -102,8 +102,9 @@ def dataset_options(fn: Callable) -> Callable:
 
 def codec_options(fn: Callable) -> Callable:
     options = [
-        click.option("--codec", type=click.Choice(sorted(ZOO)), default="bmshj2018-hyperprior", show_default=True),
-        click.option("--quality", type=int, required=True, help="Codec quality (bmshj2018 1-8, cheng2020 1-6)."),
+        click.option("--codec", type=click.Choice(sorted(ZOO)), default="bmshj2018-hyperprior", show_default=True,
+                     help="CompressAI pretrained-zoo model (README: Supported codecs)."),
+        click.option("--quality", type=int, required=True, help="Codec quality (bmshj2018 and mbt2018 1-8, cheng2020 1-6)."),
         click.option("--metric", type=click.Choice(["mse", "ms-ssim"]), default="mse", show_default=True),
         click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="Codec weights file instead of the zoo cache."),
         click.option("--untrained", is_flag=True, help="Random codec weights (tests, demos); recorded in every output."),
@@ -111,7 +112,7 @@ def codec_options(fn: Callable) -> Callable:
         click.option("--download", is_flag=True, help="Let CompressAI download zoo weights missing from its cache."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N for the transforms."),
         click.option("--coder-workers", type=int, default=None,
-                     help="CPU processes for range coding (bmshj2018); default: none on CPU, cores-1 (max 15) with CUDA."),
+                     help="CPU processes for range coding (bmshj2018-hyperprior); default: none on CPU, cores-1 (max 15) with CUDA."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -129,7 +130,7 @@ def open_codec(codec: str, quality: int, metric: str, weights: Path | None, untr
     if coder_workers is None:
         coder_workers = min(15, (os.cpu_count() or 1) - 1) if dev.type == "cuda" else 0
     pool = None
-    if coder_workers > 0 and not spec.entry.autoregressive:
+    if coder_workers > 0 and split_coding(model):
         pool = CoderPool(functools.partial(codec_model, spec, weights, untrained, seed), coder_workers)
     engine = CodecEngine(spec, model, dev, pool)
     try:

@@ -23,12 +23,19 @@ FORMAT = "cdfv-codec"  # save_codec's file format tag
 @dataclass(frozen=True)
 class ZooEntry:
     qualities: tuple[int, ...]
-    integer_latent: bool  # y_hat = round(y) (no mean subtraction): stored as int16
-    autoregressive: bool  # entropy coding is a sequential per-position loop
+    integer_latent: bool  # y_hat = round(y) (no mean or median added back): stored as int16
+    autoregressive: bool  # entropy coding is a sequential per-position loop (CPU only)
 
 
+# CompressAI's pretrained zoo (compressai.zoo.image.model_urls). y_hat is integer valued for the scale
+# hyperprior alone: the factorized prior codes round(y - median) + median with a learned median per
+# channel, the mean-scale models round(y - mu) + mu with mu predicted per element.
 ZOO: dict[str, ZooEntry] = {
+    "bmshj2018-factorized": ZooEntry(tuple(range(1, 9)), integer_latent=False, autoregressive=False),
     "bmshj2018-hyperprior": ZooEntry(tuple(range(1, 9)), integer_latent=True, autoregressive=False),
+    "mbt2018-mean": ZooEntry(tuple(range(1, 9)), integer_latent=False, autoregressive=False),
+    "mbt2018": ZooEntry(tuple(range(1, 9)), integer_latent=False, autoregressive=True),
+    "cheng2020-anchor": ZooEntry(tuple(range(1, 7)), integer_latent=False, autoregressive=True),
     "cheng2020-attn": ZooEntry(tuple(range(1, 7)), integer_latent=False, autoregressive=True),
 }
 
@@ -45,7 +52,7 @@ class CodecSpec:
 
     def __post_init__(self) -> None:
         if self.name not in ZOO:
-            raise ValueError(f"unknown codec {self.name!r}; known: {', '.join(ZOO)}")
+            raise ValueError(f"unknown codec {self.name!r} (CompressAI's pretrained zoo): known: {', '.join(ZOO)}")
         if self.quality not in ZOO[self.name].qualities:
             q = ZOO[self.name].qualities
             raise ValueError(f"{self.name} has qualities {q[0]}..{q[-1]}, not {self.quality}")
@@ -58,11 +65,11 @@ class CodecSpec:
 
     @property
     def latent_channels(self) -> int:
-        """M, the channels of y (192 for bmshj2018 q1-5, 320 for q6-8; 128/192 for cheng2020)."""
+        """M, the channels of y. CompressAI's zoo configs are (N, M) for bmshj2018 and mbt2018 and (N,)
+        with M = N for cheng2020, so M is the last entry either way (README: Supported codecs)."""
         from compressai.zoo.image import cfgs
 
-        cfg = cfgs[self.name][self.quality]
-        return cfg[-1] if self.name.startswith("bmshj2018") else cfg[0]
+        return cfgs[self.name][self.quality][-1]
 
     @property
     def url(self) -> str:
@@ -126,6 +133,9 @@ def load_codec(
         raise ValueError("--weights and --untrained exclude each other")
     if weights is not None:
         model, weights_id = _build(spec, _read_weights(Path(weights), spec)), _file_id(Path(weights))
+        if model.M != spec.latent_channels:  # latents of another width would reach models built for M
+            raise ValueError(f"--weights {weights}: a codec with M = {model.M} latent channels, "
+                             f"but {spec.name} q{spec.quality} has M = {spec.latent_channels}")
     elif untrained:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

@@ -1,10 +1,12 @@
 """Learned-codec coding of faces: real bitstreams, entropy-decoded latents, reconstructions.
 
 CompressAI's decompress() returns only x_hat, so y_hat is recovered here from the bitstream. For
-the scale hyperprior (bmshj2018) the transforms run batched on the chosen device and the range
-coder on the CPU; y_hat = round(y) is also available straight from the encoder (the fast path),
-and `verify` proves it equal to the entropy-decoded one. Autoregressive codecs (cheng2020) run
-CompressAI's own sequential coder on the CPU.
+the scale hyperprior (bmshj2018-hyperprior) the transforms run batched on the chosen device and the
+range coder on the CPU; y_hat = round(y) is also available straight from the encoder (the fast path),
+and `verify` proves it equal to the entropy-decoded one. Every other codec runs CompressAI's own
+compress / decompress one picture at a time, y_hat taken where decompress hands it to g_s: the
+factorized prior and mbt2018-mean on the chosen device, the autoregressive ones (mbt2018,
+cheng2020) on the CPU, whose context model decodes position by position.
 """
 from __future__ import annotations
 
@@ -23,8 +25,8 @@ from .rangecoding import CoderPool, HyperpriorCoder
 
 @dataclass
 class Encoded:
-    strings: list[bytes]  # CompressAI order: [y, z]
-    shape: tuple[int, int]  # z grid, needed to decode
+    strings: list[bytes]  # CompressAI order: [y, z]; [y] alone for the factorized prior
+    shape: tuple[int, int]  # the grid decompress() needs: z's, y's for the factorized prior
     y_hat: np.ndarray | None  # fast path: the encoder's own quantised latent, (M, H, W)
 
 
@@ -52,6 +54,24 @@ def to_pictures(x_hat: torch.Tensor) -> list[np.ndarray]:
     return list(arr)
 
 
+def split_coding(model: nn.Module) -> bool:
+    """Whether cdfv runs the model's range coding itself (batched transforms, a CPU coder that a
+    CoderPool can spread over processes): the scale hyperprior alone, by exact type, since its
+    subclasses (mbt2018, cheng2020) code differently."""
+    return type(model) is ScaleHyperprior
+
+
+class _YHat(Exception):
+    """Raised by a pre-hook on g_s to end decompress() once it holds y_hat: x_hat is not needed."""
+
+    def __init__(self, y_hat: torch.Tensor) -> None:
+        self.y_hat = y_hat
+
+
+def _stop_at_synthesis(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+    raise _YHat(args[0])
+
+
 class CodecEngine:
     """One loaded codec on one device, coding batches of equal-size pictures.
 
@@ -60,9 +80,9 @@ class CodecEngine:
 
     def __init__(self, spec: CodecSpec, model: nn.Module, device: torch.device, pool: CoderPool | None = None) -> None:
         self.spec = spec
-        self.split = type(model) is ScaleHyperprior  # exact type: subclasses code differently
+        self.split = split_coding(model)
         # autoregressive coding loops on the CPU; running its convolutions on a GPU only adds copies
-        self.device = device if self.split else torch.device("cpu")
+        self.device = torch.device("cpu") if spec.entry.autoregressive else device
         self.coder = HyperpriorCoder(model) if self.split else None
         self.pool = pool if self.split else None
         self.model = model.to(self.device).eval()
@@ -94,14 +114,18 @@ class CodecEngine:
     @torch.inference_mode()
     def encode(self, pictures: list[np.ndarray]) -> list[Encoded]:
         """Encodes pictures (sides multiples of 64) to bitstreams, with the fast-path y_hat for the
-        scale hyperprior."""
+        scale hyperprior.
+
+        Other codecs call compress() one picture at a time: their decoder recomputes the
+        hyper-decoder's means and scales, which must not depend on the batch (see scale_indexes)."""
         x = to_tensor(pictures, self.device)
         m = self.model
         if not self.split:
-            out = m.compress(x)
-            y_strings, z_strings = out["strings"]
-            shape = tuple(out["shape"])
-            return [Encoded([y_strings[i], z_strings[i]], shape, None) for i in range(len(pictures))]
+            out = []
+            for i in range(len(pictures)):
+                coded = m.compress(x[i : i + 1])
+                out.append(Encoded([s[0] for s in coded["strings"]], tuple(coded["shape"]), None))
+            return out
         y = m.g_a(x)
         z = m.h_a(torch.abs(y))
         zs = torch.round(z - m.entropy_bottleneck._get_medians()).int().cpu().numpy()
@@ -114,23 +138,31 @@ class CodecEngine:
 
     @torch.inference_mode()
     def entropy_decode(self, streams: list[tuple[list[bytes], tuple[int, int]]]) -> np.ndarray:
-        """Recovers y_hat (N, M, H, W) from bitstreams sharing one z shape."""
+        """Recovers y_hat (N, M, H, W) from bitstreams sharing one grid shape.
+
+        Codecs other than the scale hyperprior decode through CompressAI's decompress(), one picture
+        at a time as they were encoded; y_hat is what it would feed g_s, which is then skipped."""
         shape = streams[0][1]
         if any(s[1] != shape for s in streams):
             raise ValueError("entropy_decode needs bitstreams of one picture size per batch")
-        y_strings = [s[0][0] for s in streams]
-        z_strings = [s[0][1] for s in streams]
         m = self.model
         if self.split:
-            z_symbols = self.coder.decode_z(z_strings, shape, m.entropy_bottleneck.channels)
+            y_strings = [s[0][0] for s in streams]
+            z_symbols = self.coder.decode_z([s[0][1] for s in streams], shape, m.entropy_bottleneck.channels)
             return (self.pool or self.coder).decode_y(y_strings, self.scale_indexes(z_symbols)).astype(np.float32)
-        captured: list[torch.Tensor] = []
-        hook = m.g_s.register_forward_pre_hook(lambda _mod, args: captured.append(args[0].detach().clone()))
+        out = []
+        hook = m.g_s.register_forward_pre_hook(_stop_at_synthesis)
         try:
-            m.decompress([y_strings, z_strings], shape)
+            for strings, _ in streams:
+                try:
+                    m.decompress([[s] for s in strings], shape)
+                except _YHat as stop:
+                    out.append(stop.y_hat.cpu().numpy())
+                else:
+                    raise RuntimeError(f"{self.spec.label}: decompress() never reached g_s")
         finally:
             hook.remove()
-        return captured[0].cpu().numpy()
+        return np.concatenate(out)
 
     @torch.inference_mode()
     def reconstruct(self, y_hat: np.ndarray) -> list[np.ndarray]:

@@ -49,13 +49,14 @@ def bits_per_pixel(num_bytes: int, pixels: int = FACE_PIXELS) -> float:
 
 
 _MAGIC = b"CDFB"
-_HEAD = struct.Struct("<4sBHH")  # magic, number of strings, latent-grid height, width of z
+_HEAD = struct.Struct("<4sBHH")  # magic, number of strings, height and width of the grid decompress() needs
 _LEN = struct.Struct("<I")
 
 
 def pack_bitstream(strings: list[bytes], shape: tuple[int, int]) -> bytes:
-    """Frames one image's codec strings (CompressAI's per-image [y, z] strings) with the z shape
-    that decompress() needs. The framing (9 + 4 per string bytes) is not counted in the rate."""
+    """Frames one image's codec strings (CompressAI's per-image [y, z], or [y] for the factorized
+    prior) with the grid shape decompress() needs (z's, or y's for the factorized prior). The
+    framing (9 + 4 per string bytes) is not counted in the rate."""
     head = _HEAD.pack(_MAGIC, len(strings), int(shape[0]), int(shape[1]))
     return head + b"".join(_LEN.pack(len(s)) for s in strings) + b"".join(strings)
 
