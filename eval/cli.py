@@ -15,6 +15,8 @@ import click
 from .scores import POLICIES
 
 BOOTSTRAP_HELP = "bootstrap replicates for the confidence intervals (0: none)"
+BD_ANCHOR_HELP = ("plot line every other line's Bjontegaard deltas are measured against, e.g. "
+                  "'resnet50 decoded jpeg2000-ratio' (default: the decoded line of each line's learned codec)")
 
 
 class DefaultRun(click.Group):
@@ -88,11 +90,12 @@ def main() -> None:
 @click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16", "fp16"]), default="fp32", show_default=True)
 @click.option("--batch-size", default=128, show_default=True, help="images or latents per forward pass")
 @click.option("--bootstrap", default=1000, show_default=True, help=BOOTSTRAP_HELP)
+@click.option("--bd-anchor", metavar="LINE", help=BD_ANCHOR_HELP)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("results"), show_default=True,
-              help="writes scores/<run>.parquet and report/ (metrics.csv/.md/.json, plots)")
+              help="writes scores/<run>.parquet and report/ (metrics.csv/.md/.json, bd.csv/.json, rd-<codec>.json, plots)")
 def run(pairs_path: Path, faces: str | None, image_model: Path | None, decoded_sets: tuple[str, ...],
         compressed_runs: tuple[str, ...], no_original: bool, root: Path | None, missing: str, flip: bool,
-        device: str, precision: str, batch_size: int, bootstrap: int, out: Path) -> None:
+        device: str, precision: str, batch_size: int, bootstrap: int, bd_anchor: str | None, out: Path) -> None:
     """Scores every pair for each solution given, then writes the side-by-side report."""
     from cdfv.shards import open_shard_set
     from cdfv.trainer.export import load_embedding_model
@@ -135,7 +138,7 @@ def run(pairs_path: Path, faces: str | None, image_model: Path | None, decoded_s
         written.append(path)
         click.echo(f"{meta['run']}: {meta['pairs']} pairs, {meta['missing_pairs']} missing ({missing}), "
                    f"{meta['embedded_images']} images embedded -> {path}")
-    files = write_report(written, out / "report", bootstrap)
+    files = write_report(written, out / "report", bootstrap, bd_anchor=bd_anchor)
     click.echo((out / "report" / "metrics.md").read_text())
     click.echo(f"report: {', '.join(str(f) for f in files)}")
 
@@ -145,11 +148,13 @@ def run(pairs_path: Path, faces: str | None, image_model: Path | None, decoded_s
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("report"), show_default=True)
 @click.option("--bootstrap", default=1000, show_default=True, help=BOOTSTRAP_HELP)
 @click.option("--seed", default=0, show_default=True, help="bootstrap seed")
-def report(score_files: tuple[Path, ...], out: Path, bootstrap: int, seed: int) -> None:
-    """Metrics table (Markdown, CSV, JSON) and plots across scores files."""
+@click.option("--bd-anchor", metavar="LINE", help=BD_ANCHOR_HELP)
+def report(score_files: tuple[Path, ...], out: Path, bootstrap: int, seed: int, bd_anchor: str | None) -> None:
+    """Metrics table (Markdown, CSV, JSON), Bjontegaard deltas, rate-distortion JSON per codec and
+    plots across scores files."""
     from .report import write_report
 
-    files = write_report(list(score_files), out, bootstrap, seed)
+    files = write_report(list(score_files), out, bootstrap, seed, bd_anchor)
     click.echo((out / "metrics.md").read_text())
     click.echo(f"report: {', '.join(str(f) for f in files)}")
 
