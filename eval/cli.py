@@ -75,8 +75,11 @@ def main() -> None:
 @click.option("--pairs", "pairs_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="LFW pairs.txt (View 2), pairsDevTrain/DevTest.txt (View 1) or a CSV probe,reference,label[,fold]")
 @click.option("--faces", help="shard set of original aligned faces: both faces of the original anchor, the references of decoded anchors")
-@click.option("--image-model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="exported image model (ResNet50) for the original and decoded anchors")
+@click.option("--image-model", metavar="dlib|FILE.onnx|MODEL.pt",
+              help="face model for the original and decoded anchors: dlib (dlib's ResNet descriptor), an ArcFace-style "
+                   "ONNX file, or a model.pt from cdfv-train (ResNet50)")
+@click.option("--onnx-channels", type=click.Choice(["rgb", "bgr"]), default="rgb", show_default=True,
+              help="channel order an ONNX --image-model takes (insightface's ArcFace models: rgb)")
 @click.option("--decoded", "decoded_sets", multiple=True, help="shard set of decoded faces (repeatable): one decoded anchor each")
 @click.option("--compressed", "compressed_runs", multiple=True, metavar="MODEL=SET",
               help="exported latent model and its latent shard set (repeatable): one compressed-domain run each")
@@ -87,21 +90,21 @@ def main() -> None:
                    "worst-score scores genuine -1, impostor +1. Rows are never dropped and the count is reported")
 @click.option("--flip", is_flag=True, help="flip test-time augmentation (image models only; refused for latents)")
 @click.option("--device", default=default_device, show_default="cuda if present, else cpu")
-@click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16", "fp16"]), default="fp32", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="for model.pt models; dlib and ONNX run in fp32 (recorded per run)")
 @click.option("--batch-size", default=128, show_default=True, help="images or latents per forward pass")
 @click.option("--bootstrap", default=1000, show_default=True, help=BOOTSTRAP_HELP)
 @click.option("--bd-anchor", metavar="LINE", help=BD_ANCHOR_HELP)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("results"), show_default=True,
               help="writes scores/<run>.parquet and report/ (metrics.csv/.md/.json, bd.csv/.json, rd-<codec>.json, plots)")
-def run(pairs_path: Path, faces: str | None, image_model: Path | None, decoded_sets: tuple[str, ...],
+def run(pairs_path: Path, faces: str | None, image_model: str | None, onnx_channels: str, decoded_sets: tuple[str, ...],
         compressed_runs: tuple[str, ...], no_original: bool, root: Path | None, missing: str, flip: bool,
         device: str, precision: str, batch_size: int, bootstrap: int, bd_anchor: str | None, out: Path) -> None:
     """Scores every pair for each solution given, then writes the side-by-side report."""
     from cdfv.shards import open_shard_set
-    from cdfv.trainer.export import load_embedding_model
 
-    from .embed import Embedder
     from .evaluate import EmbeddingCache, evaluate
+    from .facemodels import FaceModel, load_face_model
     from .protocol import read_pairs
     from .report import write_report
     from .scores import write_scores
@@ -110,7 +113,7 @@ def run(pairs_path: Path, faces: str | None, image_model: Path | None, decoded_s
     check_writable(out / "report")
     pairs = read_pairs(pairs_path)
     click.echo(f"{pairs_path}: {len(pairs)} pairs, {sum(p.label for p in pairs)} same-person")
-    jobs = []  # (mode, model path, probe set, reference set)
+    jobs = []  # (mode, model spec, probe set, reference set)
     if (decoded_sets or faces or image_model) and (faces is None or image_model is None):
         raise click.UsageError("the original and decoded anchors need both --faces (references) and --image-model")
     if faces and image_model and not no_original:
@@ -120,18 +123,17 @@ def run(pairs_path: Path, faces: str | None, image_model: Path | None, decoded_s
         model_path, sep, set_name = spec.partition("=")
         if not sep or not model_path or not set_name:
             raise click.UsageError(f"--compressed {spec!r}: expected MODEL=SET")
-        jobs.append(("compressed", Path(model_path), set_name, set_name))
+        jobs.append(("compressed", model_path, set_name, set_name))
     if not jobs:
         raise click.UsageError("nothing to evaluate: give --faces with --image-model, --decoded or --compressed")
     cache = EmbeddingCache()
-    embedders: dict[Path, Embedder] = {}
+    models: dict[str, FaceModel] = {}
     written = []
-    for mode, model_path, probe_name, reference_name in jobs:
-        if model_path not in embedders:
-            model, info = load_embedding_model(model_path, device)
-            embedders[model_path] = Embedder(model, info, device, flip=flip, precision=precision)
+    for mode, model_spec, probe_name, reference_name in jobs:
+        if model_spec not in models:
+            models[model_spec] = load_face_model(model_spec, device, flip=flip, precision=precision, onnx_channels=onnx_channels)
         probe_set, reference_set = open_shard_set(probe_name, root), open_shard_set(reference_name, root)
-        table, meta = evaluate(pairs, mode, embedders[model_path], probe_set, reference_set, missing, batch_size, cache)
+        table, meta = evaluate(pairs, mode, models[model_spec], probe_set, reference_set, missing, batch_size, cache)
         meta["pairs_file"] = str(pairs_path)
         path = out / "scores" / f"{meta['run']}.parquet"
         write_scores(path, table, meta)

@@ -37,7 +37,7 @@ from cdfv.pipeline.codecs import CodecSpec
 from cdfv.shards.spec import CODED_SIZE, FACE_PIXELS, FACE_SIZE
 from cdfv.trainer.macs import TransposedAt, count_macs
 
-from .embed import Embedder, prepare_images
+from .facemodels import Embedder, prepare_images
 
 LATENT_GRID = CODED_SIZE // 16  # 16x16 y_hat of a 256x256 picture (bmshj2018 downsamples x16)
 BORDER = (CODED_SIZE - FACE_SIZE) // 2  # zero padding around the 224x224 face

