@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cdfv.pipeline.align import _TEMPLATE_112 as ARCFACE_TEMPLATE
+from cdfv.pipeline.align import ARCFACE_TEMPLATE_112 as ARCFACE_TEMPLATE
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 CHANNEL_ORDERS = ("rgb", "bgr")

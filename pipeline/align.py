@@ -20,7 +20,7 @@ import numpy as np
 from cdfv.shards.spec import FACE_SIZE
 
 # ArcFace 112x112 five-point template (right eye, left eye, nose, right/left mouth corner).
-_TEMPLATE_112 = np.array(
+ARCFACE_TEMPLATE_112 = np.array(
     [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
     dtype=np.float64,
 )
@@ -108,7 +108,7 @@ def align_crop(rgb: np.ndarray, box: list[float], landmarks: list[list[float]], 
 def align_similarity(rgb: np.ndarray, landmarks: list[list[float]], size: int = FACE_SIZE) -> tuple[np.ndarray, dict]:
     """5-point similarity warp onto the ArcFace template scaled to `size`."""
     src = np.asarray(landmarks, dtype=np.float64)
-    dst = _TEMPLATE_112 * (size / 112.0)
+    dst = ARCFACE_TEMPLATE_112 * (size / 112.0)
     matrix, _ = cv2.estimateAffinePartial2D(src, dst, method=cv2.LMEDS)
     if matrix is None:
         raise ValueError(f"no similarity transform fits landmarks {landmarks}")

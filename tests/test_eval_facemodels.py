@@ -22,7 +22,7 @@ from cdfv.eval.facemodels import (
 )
 from cdfv.eval.protocol import Pair, read_pairs
 from cdfv.eval.scores import read_scores
-from cdfv.pipeline.align import align_thesis
+from cdfv.pipeline.align import align_crop
 from cdfv.pipeline.detect import detect
 from cdfv.pipeline.images import read_image
 from cdfv.shards import ShardSetWriter, spec, write_index
@@ -47,7 +47,7 @@ def lfw(lfw_root: Path, lfw_meta: Path, tmp_path_factory: pytest.TempPathFactory
         rgb = read_image(lfw_root / name / f"{stem}.jpg")
         det = detect(detector(), rgb)
         assert det.status == "ok", key
-        faces[key], align = align_thesis(rgb, det.box, det.landmarks)
+        faces[key], align = align_crop(rgb, det.box, det.landmarks, "thesis")
         metas[key] = {"key": key, "detection": det.as_dict(), "align": align}
     return {"pairs_file": pairs_file, "pairs": pairs, "faces": faces, "metas": metas}
 

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from cdfv.pipeline.align import _TEMPLATE_112, METHODS, align, align_crop, align_similarity, aspect_size, prealigned, thesis_size
+from cdfv.pipeline.align import ARCFACE_TEMPLATE_112, METHODS, align, align_crop, align_similarity, aspect_size, prealigned, thesis_size
 from cdfv.pipeline.detect import FLOOR, Candidate, centred_square_area, detect, nms, select_face, thresholds
 from cdfv.pipeline.images import read_image
 
@@ -238,7 +238,7 @@ def test_cli_method_choices_are_the_alignment_methods():
 
 
 def test_similarity_alignment_maps_landmarks_onto_the_template():
-    template = _TEMPLATE_112 * 2.0
+    template = ARCFACE_TEMPLATE_112 * 2.0
     angle, scale, shift = math.radians(15), 1.3, np.array([40.0, 25.0])
     rot = scale * np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
     landmarks = (template @ rot.T + shift).tolist()
@@ -251,7 +251,7 @@ def test_similarity_alignment_of_the_real_face_lands_near_the_template(lfw_face)
     rgb, det = lfw_face
     out, meta = align(rgb, det.as_dict(), "similarity")
     assert out.shape == (224, 224, 3)
-    assert np.abs(np.asarray(meta["landmarks"]) - _TEMPLATE_112 * 2).max() < 12
+    assert np.abs(np.asarray(meta["landmarks"]) - ARCFACE_TEMPLATE_112 * 2).max() < 12
 
 
 def test_prealigned_pictures_are_resized_and_padded():
