@@ -111,7 +111,7 @@ def main() -> None:
         timed("decode (reconstruction + quality)", m, lambda: stages.run_decode(encoded, faces_set, codec, o, "decoded"))
         so = stages.StreamOptions(outputs=("latents",))
         o2 = stages.RunOptions(tmp / "stream", chunk_size=max(1, n), batch_size=args.batch_size)
-        ours = timed("end to end: run (latents)", n, lambda: stages.run_stream(dataset, detector, codec, o2, so))
+        ours = timed("end to end: run (latents)", n, lambda: stages.run_stream(dataset, detector, [codec], o2, so))
         faces = [s["png"] for s in shards.iter_samples(faces_set.urls, ("png",))]
         codec_only = timed("codec only: encode + entropy-decode", m, lambda: _codec_only(codec, faces, args.batch_size))
         plain = timed("plain CompressAI per-image loop", m, lambda: baseline(codec, faces))

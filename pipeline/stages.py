@@ -20,7 +20,7 @@ from .coding import CodecEngine, crop_latent, pad_face, pad_multiple, store_late
 from .detect import Detector, detect
 from .images import read_image
 from .ledger import check_index
-from .naming import set_name
+from .naming import FACES, set_name
 from .quality import ms_ssim_rgb, psnr
 from .runner import (
     ChunkResult,
@@ -42,7 +42,7 @@ DETECTION_SCHEMA = pa.schema(
         ("width", pa.int32()), ("height", pa.int32()), ("status", pa.string()),
         ("box", pa.list_(pa.float64())), ("landmarks", pa.list_(pa.list_(pa.float64()))),
         ("score", pa.float64()), ("threshold", pa.float64()), ("candidates", pa.int32()),
-        ("centred", pa.int32()), ("detector", pa.string()),
+        ("centred", pa.int32()), ("selected", pa.string()), ("detector", pa.string()),
     ]
 )
 
@@ -74,6 +74,22 @@ class Codec:
 
 def _writer(o: RunOptions, name: str) -> shards.ShardSetWriter:
     return shards.ShardSetWriter(o.out / name, name, o.part, o.parts)
+
+
+CARRIED = (S.LABEL, S.TEACHER)  # members a stage carries from a face to what is made of it, where present
+
+
+def carried(sample: dict[str, Any]) -> dict[str, Any]:
+    return {m: sample[m] for m in CARRIED if m in sample}
+
+
+def _reads(source: shards.ShardSet, *members: str) -> tuple[str, ...]:
+    """The members a stage reads from its input: its own, and those it carries that the set has."""
+    return (*members, *(m for m in CARRIED if m in source.members))
+
+
+def _carried_members(source: shards.ShardSet) -> list[str]:
+    return [m for m in CARRIED if m in source.members]
 
 
 def _base(item: Item, dataset: str) -> dict[str, Any]:
@@ -121,11 +137,11 @@ def detection_row(item: Item, shape: tuple[int, ...] | None, det: dict | None, d
            "width": w, "height": h, "detector": detector_id}
     if det is None:
         return {**row, "status": "unreadable", "box": None, "landmarks": None, "score": None,
-                "threshold": None, "candidates": 0, "centred": 0}
+                "threshold": None, "candidates": 0, "centred": 0, "selected": None}
     return {**row, **det}
 
 
-def run_detect(dataset: Dataset, detector: Detector, o: RunOptions) -> RunStats:
+def run_detect(dataset: Dataset, detector: Detector, o: RunOptions, off_centre: str = "reject") -> RunStats:
     """Detects the labelled face of every image; one Parquet row per image, whatever its status."""
     directory = o.out / "detections"
     sink = ParquetChunks(directory, "detections", o.part, o.parts, DETECTION_SCHEMA)
@@ -135,13 +151,13 @@ def run_detect(dataset: Dataset, detector: Detector, o: RunOptions) -> RunStats:
         rows, rejects = [], []
         for item in chunk:
             rgb = attempt("detect", item.key, item.source, lambda: read_image(dataset.path(item)), rejects)
-            det = None if rgb is None else detect(detector, rgb).as_dict()
+            det = None if rgb is None else detect(detector, rgb, off_centre).as_dict()
             rows.append(detection_row(item, None if rgb is None else rgb.shape, det, detector.id))
         statuses = Counter(r["status"] for r in rows)
         return ChunkResult({"detections": rows}, rejects, Counter({f"status_{k}": v for k, v in statuses.items()}))
 
-    options = _options(o, dataset=dataset.name, detector=detector.id)
-    return run_chunks("detect", chunked(items, o.chunk_size), process, {"detections": sink}, options, _items_inputs,
+    options = _options(o, dataset=dataset.name, detector=detector.id, off_centre=off_centre)
+    return run_chunks("detect", chunked(items, o.chunk_size), process, {"detections": sink}, {"detections": options}, _items_inputs,
                       o.part, o.parts, o.strict)
 
 
@@ -154,7 +170,7 @@ def load_detections(directory: Path) -> dict[str, dict[str, Any]]:
 # ---------------------------------------------------------------- align
 
 def _detection_meta(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: row[k] for k in ("status", "box", "landmarks", "score", "threshold", "candidates", "centred", "detector")}
+    return {k: row.get(k) for k in ("status", "box", "landmarks", "score", "threshold", "candidates", "centred", "selected", "detector")}
 
 
 def aligned_face(
@@ -177,7 +193,8 @@ def aligned_face(
 
 def face_sample(item: Item, dataset: str, face: np.ndarray, det: dict | None, align_meta: dict) -> dict[str, Any]:
     meta = {**_base(item, dataset), "detection": det, "align": align_meta}
-    return {"__key__": item.key, S.IMAGE: face, S.LABEL: item.label, S.META: meta}
+    label = {S.LABEL: item.label} if item.label is not None else {}
+    return {"__key__": item.key, S.IMAGE: face, **label, S.META: meta}
 
 
 def run_align(
@@ -208,9 +225,9 @@ def run_align(
         return ChunkResult({name: samples}, rejects, Counter(faces=len(samples), no_face_whole_image=fallbacks))
 
     options = _options(o, dataset=dataset.name, method=method, no_face=no_face, detections=detections is not None)
-    stats = run_chunks("align", chunked(items, o.chunk_size), process, {name: _writer(o, name)}, options, _items_inputs,
+    stats = run_chunks("align", chunked(items, o.chunk_size), process, {name: _writer(o, name)}, {name: options}, _items_inputs,
                        o.part, o.parts, o.strict)
-    finish_set(o, name, "image", [S.IMAGE, S.LABEL, S.META], dataset.identities,
+    finish_set(o, name, "image", [S.IMAGE, S.META] + ([S.LABEL] if dataset.identities else []), dataset.identities,
                {"dataset": dataset.name, "stage": "align", "variant": "original",
                 "align": method if detections is not None else "none", "no_face": no_face})
     return stats
@@ -233,12 +250,12 @@ def _shard_inputs(chunk: list[shards.Shard]) -> list[str]:
 
 
 def _samples(chunk: list[shards.Shard], members: tuple[str, ...], o: RunOptions, stage: str,
-             rejects: list[Reject]) -> Iterator[dict[str, Any]]:
+             rejects: list[Reject], decode: bool = True) -> Iterator[dict[str, Any]]:
     """The chunk's input samples; what the reader finds damaged becomes rejects of this stage,
     one per damaged sample (or one per damaged shard under --damaged skip, its count in the reason)."""
     for shard in chunk:
         seen = len(o.damage.lost)
-        yield from shards.read_shard(shard, members, damage=o.damage)
+        yield from shards.read_shard(shard, members, decode=decode, damage=o.damage)
         for lost in o.damage.lost[seen:]:
             reason = f"damaged input {lost.shard}: {lost.problem}" + (f" ({lost.samples} samples lost)" if lost.key is None else "")
             rejects.append(Reject(lost.key or "", lost.shard, stage, reason))
@@ -255,7 +272,7 @@ def _batches(it: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str,
         yield batch
 
 
-def _encode_batch(codec: Codec, batch: list[dict[str, Any]], input_name: str, rejects: list[Reject]) -> list[tuple[dict, Any]]:
+def _encode_batch(codec: Codec, batch: list[dict[str, Any]], input_name: str, rejects: list[Reject]) -> list[tuple[dict, dict, Any]]:
     """Encodes a batch of face samples; a batch failure falls back to one by one so only the bad
     sample is rejected."""
     pictures = [pad_face(s[S.IMAGE]) for s in batch]
@@ -271,7 +288,7 @@ def _encode_batch(codec: Codec, batch: list[dict[str, Any]], input_name: str, re
         meta = {**s[S.META], "codec": codec.meta(), "rate": _rate(e.strings, S.CODED_SIZE ** 2),
                 "devices": {"encode": codec.engine.device_type}, "input": {"set": input_name, "shard": s["__shard__"]},
                 "latent_crc32": None if e.y_hat is None else latent_crc(store_latent(e.y_hat, codec.spec))}
-        out.append((meta, e))
+        out.append((s, meta, e))
     return out
 
 
@@ -282,17 +299,17 @@ def run_encode(source: shards.ShardSet, codec: Codec, o: RunOptions, name: str) 
 
     def process(chunk: list[tuple[str, int]]) -> ChunkResult:
         samples, rejects, nbytes = [], [], 0
-        for batch in _batches(_samples(chunk, (S.IMAGE, S.LABEL, S.META), o, "encode", rejects), o.batch_size):
-            for meta, e in _encode_batch(codec, batch, source.name, rejects):
-                samples.append({"__key__": meta["key"], S.BITSTREAM: S.pack_bitstream(e.strings, e.shape),
-                                S.LABEL: meta["label"], S.META: meta})
+        for batch in _batches(_samples(chunk, _reads(source, S.IMAGE, S.META), o, "encode", rejects), o.batch_size):
+            for s, meta, e in _encode_batch(codec, batch, source.name, rejects):
+                samples.append({"__key__": s["__key__"], S.BITSTREAM: S.pack_bitstream(e.strings, e.shape),
+                                **carried(s), S.META: meta})
                 nbytes += meta["rate"]["bytes"]
         return ChunkResult({name: samples}, rejects, Counter(encoded=len(samples), bytes=nbytes))
 
     options = _options(o, input=_input_identity(source), codec=codec.meta())
-    stats = run_chunks("encode", _shard_chunks(source, o), process, {name: _writer(o, name)}, options, _shard_inputs,
+    stats = run_chunks("encode", _shard_chunks(source, o), process, {name: _writer(o, name)}, {name: options}, _shard_inputs,
                        o.part, o.parts, o.strict, _count)
-    finish_set(o, name, "bitstream", [S.BITSTREAM, S.LABEL, S.META], source.identities,
+    finish_set(o, name, "bitstream", [S.BITSTREAM, S.META, *_carried_members(source)], source.identities,
                {**source.meta, "stage": "encode", "variant": "bitstream", "codec": codec.meta(), "input_set": source.name,
                 "untrained": codec.untrained or source.meta.get("untrained", False)})
     return stats
@@ -350,17 +367,17 @@ def run_entropy_decode(source: shards.ShardSet, codec: Codec, o: RunOptions, nam
 
     def process(chunk: list[tuple[str, int]]) -> ChunkResult:
         samples, rejects = [], []
-        for batch in _batches(_samples(chunk, (S.BITSTREAM, S.LABEL, S.META), o, "entropy-decode", rejects), o.batch_size):
+        for batch in _batches(_samples(chunk, _reads(source, S.BITSTREAM, S.META), o, "entropy-decode", rejects), o.batch_size):
             for s, y in _decode_batch(codec, batch, rejects):
                 meta = {**s[S.META], "devices": {**s[S.META]["devices"], "decode": codec.engine.device_type},
                         "latent": latent_meta(y, "entropy-decoded")}
-                samples.append({"__key__": s["__key__"], S.LATENT: y, S.LABEL: s[S.LABEL], S.META: meta})
+                samples.append({"__key__": s["__key__"], S.LATENT: y, **carried(s), S.META: meta})
         return ChunkResult({name: samples}, rejects, Counter(latents=len(samples)))
 
     options = _options(o, input=_input_identity(source), codec=codec.meta())
-    stats = run_chunks("entropy-decode", _shard_chunks(source, o), process, {name: _writer(o, name)}, options, _shard_inputs,
+    stats = run_chunks("entropy-decode", _shard_chunks(source, o), process, {name: _writer(o, name)}, {name: options}, _shard_inputs,
                        o.part, o.parts, o.strict, _count)
-    finish_set(o, name, "latent", [S.LATENT, S.LABEL, S.META], source.identities,
+    finish_set(o, name, "latent", [S.LATENT, S.META, *_carried_members(source)], source.identities,
                {**source.meta, "stage": "entropy-decode", "variant": "latent", "latent_crop": None})
     return stats
 
@@ -376,11 +393,11 @@ def run_crop_latent(source: shards.ShardSet, o: RunOptions, name: str, size: int
 
     def process(chunk: list[tuple[str, int]]) -> ChunkResult:
         samples, rejects = [], []
-        for s in _samples(chunk, (S.LATENT, S.LABEL, S.META), o, "crop-latent", rejects):
+        for s in _samples(chunk, _reads(source, S.LATENT, S.META), o, "crop-latent", rejects):
             def one(s: dict = s) -> dict[str, Any]:
                 y, crop = crop_latent(s[S.LATENT], size)
                 meta = {**s[S.META], "latent": {**s[S.META]["latent"], "crop": crop}}
-                return {"__key__": s["__key__"], S.LATENT: y, S.LABEL: s[S.LABEL], S.META: meta}
+                return {"__key__": s["__key__"], S.LATENT: y, **carried(s), S.META: meta}
 
             out = attempt("crop-latent", s["__key__"], s[S.META]["source"], one, rejects)
             if out is not None:
@@ -388,9 +405,9 @@ def run_crop_latent(source: shards.ShardSet, o: RunOptions, name: str, size: int
         return ChunkResult({name: samples}, rejects, Counter(latents=len(samples)))
 
     options = _options(o, input=_input_identity(source), size=size)
-    stats = run_chunks("crop-latent", _shard_chunks(source, o), process, {name: _writer(o, name)}, options, _shard_inputs,
+    stats = run_chunks("crop-latent", _shard_chunks(source, o), process, {name: _writer(o, name)}, {name: options}, _shard_inputs,
                        o.part, o.parts, o.strict, _count)
-    finish_set(o, name, "latent", [S.LATENT, S.LABEL, S.META], source.identities,
+    finish_set(o, name, "latent", [S.LATENT, S.META, *_carried_members(source)], source.identities,
                {**source.meta, "stage": "crop-latent", "latent_crop": size})
     return stats
 
@@ -409,7 +426,7 @@ def run_decode(source: shards.ShardSet, reference: shards.ShardSet, codec: Codec
 
     def process(chunk: list[tuple[str, int]]) -> ChunkResult:
         samples, rejects = [], []
-        coded = list(_samples(chunk, (S.BITSTREAM, S.LABEL, S.META), o, "decode", rejects))  # bitstreams are small: one read per chunk
+        coded = list(_samples(chunk, _reads(source, S.BITSTREAM, S.META), o, "decode", rejects))  # bitstreams are small: one read per chunk
         originals = _reference_faces(reference, {s[S.META]["input"]["shard"] for s in coded}, {s["__key__"] for s in coded}, o.damage)
         for batch in _batches(iter(coded), o.batch_size):
             decoded = _decode_batch(codec, batch, rejects)
@@ -423,13 +440,13 @@ def run_decode(source: shards.ShardSet, reference: shards.ShardSet, codec: Codec
                     continue
                 meta = {**s[S.META], "devices": {**s[S.META]["devices"], "decode": codec.engine.device_type},
                         "quality": _quality(originals[s["__key__"]], face)}
-                samples.append({"__key__": s["__key__"], S.IMAGE: face, S.LABEL: s[S.LABEL], S.META: meta})
+                samples.append({"__key__": s["__key__"], S.IMAGE: face, **carried(s), S.META: meta})
         return ChunkResult({name: samples}, rejects, Counter(decoded=len(samples)))
 
     options = _options(o, input=_input_identity(source), reference=_input_identity(reference), codec=codec.meta())
-    stats = run_chunks("decode", _shard_chunks(source, o), process, {name: _writer(o, name)}, options, _shard_inputs,
+    stats = run_chunks("decode", _shard_chunks(source, o), process, {name: _writer(o, name)}, {name: options}, _shard_inputs,
                        o.part, o.parts, o.strict, _count)
-    finish_set(o, name, "image", [S.IMAGE, S.LABEL, S.META], source.identities,
+    finish_set(o, name, "image", [S.IMAGE, S.META, *_carried_members(source)], source.identities,
                {**source.meta, "stage": "decode", "variant": "decoded", "order": "align-then-encode"})
     return stats
 
@@ -469,7 +486,7 @@ def run_shard(source: shards.ShardSet, o: RunOptions, name: str, members: list[s
         return ChunkResult({name: samples}, rejects, Counter(samples=len(samples)))
 
     options = _options(o, input=_input_identity(source), input_shards=_shard_inputs(chosen), members=sorted(members))
-    stats = run_chunks("shard", chunks, process, {name: _writer(o, name)}, options, lambda c: [f"{c[0][0]}-{c[0][1]}"],
+    stats = run_chunks("shard", chunks, process, {name: _writer(o, name)}, {name: options}, lambda c: [f"{c[0][0]}-{c[0][1]}"],
                        o.part, o.parts, o.strict, lambda c: c[0][1] - c[0][0])
     finish_set(o, name, source.kind, members, source.identities, {**source.meta, "repacked_from": source.name})
     return stats
@@ -486,6 +503,7 @@ class StreamOptions:
     outputs: tuple[str, ...] = ("latents",)
     align: str = "thesis"
     no_face: str = "skip"
+    off_centre: str = "reject"  # pictures whose faces all miss the image centre: no face, or the largest
     detect: bool = True  # False: inputs are pre-aligned (VGGFace2 loose crops)
     latent_size: int | None = 14
     with_bits: bool = False
@@ -517,126 +535,274 @@ def stream_latents(codec: Codec, encoded: list, keys: list[str], so: StreamOptio
     return out
 
 
-def _whole_image_decoded(codec: Codec, item: Item, rgb: np.ndarray, row: dict, so: StreamOptions) -> tuple[np.ndarray, dict, dict]:
+def _whole_image_decoded(codec: Codec, face: "Face", so: StreamOptions) -> tuple[np.ndarray, dict, dict]:
     """Thesis 5.3 order: encode the whole picture (zero-padded to multiples of 64), decode, crop
     back, then align the decoded picture with the landmarks found on the original."""
+    item, rgb, row = face.whole
     padded, (left, top) = pad_multiple(rgb)
     e = codec.engine.encode([padded])[0]
     y = codec.engine.entropy_decode([(e.strings, e.shape)])
     h, w = rgb.shape[:2]
     picture = codec.engine.reconstruct(y)[0][top : top + h, left : left + w]
-    face, _, align_meta = aligned_face(item, picture, row, so.align, so.no_face)
+    decoded, _, align_meta = aligned_face(item, picture, row, so.align, so.no_face)
     n = S.payload_bytes(e.strings)
     rate = {"bytes": n, "string_bytes": [len(s) for s in e.strings], "image_pixels": h * w,
             "coded_pixels": padded.shape[0] * padded.shape[1], "bpp": S.bits_per_pixel(n, h * w),
             "bpp_coded": S.bits_per_pixel(n, padded.shape[0] * padded.shape[1])}
-    return face, rate, align_meta
+    return decoded, rate, align_meta
 
 
-def run_stream(dataset: Dataset, detector: Detector | None, codec: Codec, o: RunOptions, so: StreamOptions) -> RunStats:
-    """Dataset to the requested outputs in one pass, without intermediates nobody asked for."""
+@dataclass
+class Face:
+    """One aligned face on its way through `run`: its json metadata, the members it carries
+    (label, teacher embedding) and, for encode-then-align, the whole picture to code instead."""
+
+    key: str
+    face: np.ndarray
+    meta: dict[str, Any]
+    carry: dict[str, Any]
+    whole: tuple[Item, np.ndarray, dict] | None = None
+
+
+def _code_faces(codec: Codec, batch: list[Face], so: StreamOptions, names: dict[str, str],
+                outputs: dict[str, list]) -> int:
+    """Codes one batch of faces with one codec into its latent and decoded outputs; returns the
+    payload bytes."""
+    coded = {**codec.meta()}
+    devices = {"encode": codec.engine.device_type, "decode": codec.engine.device_type}
+    if so.order == "encode-then-align":
+        nbytes = 0
+        for f in batch:
+            decoded, rate, align_meta = _whole_image_decoded(codec, f, so)
+            meta = {**f.meta, "align": align_meta, "codec": coded, "rate": rate, "order": so.order, "devices": devices,
+                    "quality": _quality(f.face, decoded)}
+            outputs[names["decoded"]].append({"__key__": f.key, S.IMAGE: decoded, **f.carry, S.META: meta})
+            nbytes += rate["bytes"]
+        return nbytes
+    encoded = codec.engine.encode([pad_face(f.face) for f in batch])
+    latents = stream_latents(codec, encoded, [f.key for f in batch], so)
+    metas = [{**f.meta, "codec": coded, "rate": _rate(e.strings, S.CODED_SIZE ** 2), "devices": devices}
+             for f, e in zip(batch, encoded)]
+    decoded = []
+    if "decoded" in so.outputs or so.with_png:
+        pictures = codec.engine.reconstruct(np.stack([y for y, _ in latents]))
+        decoded = [(face := unpad_face(picture), _quality(f.face, face)) for f, picture in zip(batch, pictures)]
+    if "latents" in so.outputs:
+        for i, (f, m, e, (y, source)) in enumerate(zip(batch, metas, encoded, latents)):
+            crop, box = crop_latent(y, so.latent_size)
+            meta = {**m, "latent": {**latent_meta(y, source), "crop": box}}
+            sample = {"__key__": f.key, S.LATENT: crop, **f.carry, S.META: meta}
+            if so.with_bits:
+                sample[S.BITSTREAM] = S.pack_bitstream(e.strings, e.shape)
+            if so.with_png:
+                sample[S.IMAGE], meta["quality"] = decoded[i]
+            outputs[names["latents"]].append(sample)
+    if "decoded" in so.outputs:
+        for f, m, (face, quality) in zip(batch, metas, decoded):
+            meta = {**m, "quality": quality, "order": so.order}
+            outputs[names["decoded"]].append({"__key__": f.key, S.IMAGE: face, **f.carry, S.META: meta})
+    return sum(m["rate"]["bytes"] for m in metas)
+
+
+def run_stream(source: Dataset | shards.ShardSet, detector: Detector | None, codecs: list[Codec], o: RunOptions,
+               so: StreamOptions) -> RunStats:
+    """A dataset (detected and aligned here) or an image set of faces to the requested outputs
+    of every codec in one pass, without intermediates nobody asked for: a quality sweep reads and
+    aligns each picture once."""
+    from_set = isinstance(source, shards.ShardSet)
     unknown = set(so.outputs) - set(STREAM_OUTPUTS)
     if unknown or not so.outputs:
         raise ValueError(f"outputs must be among {STREAM_OUTPUTS}, got {so.outputs}")
-    if so.order == "encode-then-align" and set(so.outputs) - {"decoded", "detections"}:
-        raise ValueError("--order encode-then-align makes decoded faces only (its bitstreams code whole images, not faces)")
+    if from_set and set(so.outputs) - {"latents", "decoded"}:
+        raise ValueError("run --input codes faces already aligned: its outputs are latents and decoded")
+    if from_set and source.kind != "image":
+        raise shards.ShardSetError(f"{source.directory}: run --input needs an image set of faces, got kind {source.kind!r}")
+    if so.order == "encode-then-align" and (from_set or set(so.outputs) - {"decoded", "detections"}):
+        raise ValueError("--order encode-then-align makes decoded faces only, from a dataset (its bitstreams code whole images, not faces)")
     if so.order == "encode-then-align" and not so.detect:
         raise ValueError("--order encode-then-align needs detection (landmarks from the original image)")
-    names = {"faces": "faces", "latents": set_name("latents", codec.spec), "decoded": set_name("decoded", codec.spec)}
+    if not codecs and {"latents", "decoded"} & set(so.outputs):
+        raise ValueError("latents and decoded outputs need a codec")
+    names = {c.spec: {kind: set_name(kind, c.spec) for kind in ("latents", "decoded")} for c in codecs}
     sinks: dict[str, Any] = {}
+    options: dict[str, dict[str, Any]] = {}
+    input_id = _input_identity(source) if from_set else {"dataset": source.name}
+    stream = {k: v for k, v in asdict(so).items() if k != "outputs"}
+    base_options = _options(o, **input_id, detector=detector.id if detector else None, stream=stream)
     for out in so.outputs:
         if out == "detections":
             sinks[out] = ParquetChunks(o.out / "detections", "detections", o.part, o.parts, DETECTION_SCHEMA)
+            options[out] = base_options
+        elif out == "faces":
+            sinks[out] = _writer(o, FACES)
+            options[out] = base_options
         else:
-            sinks[out] = _writer(o, names[out])
-    items = split_part(dataset.items, o.part, o.parts)
+            for c in codecs:
+                name = names[c.spec][out]
+                sinks[name] = _writer(o, name)
+                options[name] = {**base_options, "codec": c.meta()}
 
-    def prepare(item: Item, rows: list[dict]) -> dict[str, Any]:
-        rgb = read_image(dataset.path(item))
+    def prepare(item: Item, rows: list[dict]) -> Face:
+        rgb = read_image(source.path(item))
         row = None
         if so.detect:
-            row = detection_row(item, rgb.shape, detect(detector, rgb).as_dict(), detector.id)
+            row = detection_row(item, rgb.shape, detect(detector, rgb, so.off_centre).as_dict(), detector.id)
             rows.append(row)
-        if so.order == "encode-then-align":
-            face, rate, align_meta = _whole_image_decoded(codec, item, rgb, row, so)
-            original, det, _ = aligned_face(item, rgb, row, so.align, so.no_face)
-            return {"item": item, "face": original, "decoded": face, "det": det, "align": align_meta, "rate": rate}
         face, det, align_meta = aligned_face(item, rgb, row, so.align, so.no_face)
-        return {"item": item, "face": face, "det": det, "align": align_meta}
+        meta = {**_base(item, source.name), "detection": det, "align": align_meta}
+        label = {S.LABEL: item.label} if item.label is not None else {}
+        return Face(item.key, face, meta, label, (item, rgb, row) if so.order == "encode-then-align" else None)
 
-    def process(chunk: list[Item]) -> ChunkResult:
+    def faces_of(chunk: list, rejects: list[Reject], rows: list[dict]) -> list[Face]:
+        if from_set:
+            members = (S.IMAGE, S.META, *(m for m in CARRIED if m in source.members))
+            return [Face(s["__key__"], s[S.IMAGE], s[S.META], carried(s)) for s in _samples(chunk, members, o, "run", rejects)]
+        prepared = [attempt("prepare", i.key, i.source, lambda i=i: prepare(i, rows), rejects) for i in chunk]
+        if so.detect:
+            unreadable = {r.key for r in rejects} - {r["key"] for r in rows}
+            rows += [detection_row(i, None, None, detector.id) for i in chunk if i.key in unreadable]
+        return [f for f in prepared if f is not None]
+
+    def process(chunk: list) -> ChunkResult:
         rejects: list[Reject] = []
         rows: list[dict] = []
-        outputs: dict[str, list] = {k: [] for k in so.outputs}
-        prepared = []
-        for item in chunk:
-            p = attempt("prepare", item.key, item.source, lambda item=item: prepare(item, rows), rejects)
-            if p is not None:
-                prepared.append(p)
-        unreadable = {r.key for r in rejects} - {r["key"] for r in rows}
-        rows += [detection_row(i, None, None, detector.id) for i in chunk if i.key in unreadable] if so.detect else []
+        outputs: dict[str, list] = {name: [] for name in sinks}
+        faces = faces_of(chunk, rejects, rows)
         outputs["detections"] = rows
-        nbytes = 0
-        for batch in chunked(prepared, o.batch_size):
-            metas = [{**_base(p["item"], dataset.name), "detection": p["det"], "align": p["align"]} for p in batch]
-            if "faces" in so.outputs:
-                outputs["faces"] += [{"__key__": m["key"], S.IMAGE: p["face"], S.LABEL: m["label"], S.META: dict(m)}
-                                     for p, m in zip(batch, metas)]
-            if so.order == "encode-then-align":
-                for p, m in zip(batch, metas):
-                    meta = {**m, "codec": codec.meta(), "rate": p["rate"], "order": so.order,
-                            "devices": {"encode": codec.engine.device_type, "decode": codec.engine.device_type},
-                            "quality": _quality(p["face"], p["decoded"])}
-                    outputs["decoded"].append({"__key__": m["key"], S.IMAGE: p["decoded"], S.LABEL: m["label"], S.META: meta})
-                    nbytes += p["rate"]["bytes"]
-                continue
-            if not {"latents", "decoded"} & set(so.outputs):
-                continue
-            encoded = codec.engine.encode([pad_face(p["face"]) for p in batch])
-            latents = stream_latents(codec, encoded, [m["key"] for m in metas], so)
-            for m, e in zip(metas, encoded):
-                m.update(codec=codec.meta(), rate=_rate(e.strings, S.CODED_SIZE ** 2),
-                         devices={"encode": codec.engine.device_type, "decode": codec.engine.device_type})
-                nbytes += m["rate"]["bytes"]
-            decoded = []
-            if "decoded" in so.outputs or so.with_png:
-                pictures = codec.engine.reconstruct(np.stack([y for y, _ in latents]))
-                decoded = [(face := unpad_face(picture), _quality(p["face"], face)) for p, picture in zip(batch, pictures)]
-            if "latents" in so.outputs:
-                for i, (m, e, (y, source)) in enumerate(zip(metas, encoded, latents)):
-                    crop, box = crop_latent(y, so.latent_size)
-                    meta = {**m, "latent": {**latent_meta(y, source), "crop": box}}
-                    sample = {"__key__": m["key"], S.LATENT: crop, S.LABEL: m["label"], S.META: meta}
-                    if so.with_bits:
-                        sample[S.BITSTREAM] = S.pack_bitstream(e.strings, e.shape)
-                    if so.with_png:
-                        sample[S.IMAGE], meta["quality"] = decoded[i]
-                    outputs["latents"].append(sample)
-            if "decoded" in so.outputs:
-                for m, (face, quality) in zip(metas, decoded):
-                    meta = {**m, "quality": quality, "order": so.order}
-                    outputs["decoded"].append({"__key__": m["key"], S.IMAGE: face, S.LABEL: m["label"], S.META: meta})
-        counters = Counter(faces=len(prepared), bytes=nbytes, coded=len(prepared) if {"latents", "decoded"} & set(so.outputs) else 0,
-                           no_face_whole_image=sum(1 for p in prepared if p["align"].get("fallback")))
+        if "faces" in so.outputs:
+            outputs["faces"] = [{"__key__": f.key, S.IMAGE: f.face, **f.carry, S.META: f.meta} for f in faces]
+        nbytes = Counter()
+        if {"latents", "decoded"} & set(so.outputs):
+            for c in codecs:
+                for batch in chunked(faces, o.batch_size):
+                    nbytes[c.spec.label] += _code_faces(c, batch, so, names[c.spec], outputs)
+        counters = Counter(faces=len(faces), no_face_whole_image=sum(1 for f in faces if f.meta["align"].get("fallback")))
+        counters.update({f"bytes {label}": n for label, n in nbytes.items()})
+        counters.update({f"coded {label}": len(faces) for label in nbytes})
         return ChunkResult(outputs, rejects, counters)
 
-    stream = {k: v for k, v in asdict(so).items() if k != "outputs"}
-    options = _options(o, dataset=dataset.name, detector=detector.id if detector else None, codec=codec.meta(), stream=stream)
-    stats = run_chunks("run", chunked(items, o.chunk_size), process, sinks, options, _items_inputs, o.part, o.parts, o.strict)
-    base = {"dataset": dataset.name, "align": so.align if so.detect else "none", "no_face": so.no_face,
-            "detector": detector.id if detector else None, "order": so.order}
-    coded = {**base, "codec": codec.meta(), "untrained": codec.untrained}
+    if from_set:
+        chunks, inputs_of, count = _shard_chunks(source, o), _shard_inputs, _count
+    else:
+        chunks, inputs_of, count = chunked(split_part(source.items, o.part, o.parts), o.chunk_size), _items_inputs, len
+    stats = run_chunks("run", chunks, process, sinks, options, inputs_of, o.part, o.parts, o.strict, count)
+    carried_members = _carried_members(source) if from_set else ([S.LABEL] if source.identities else [])
+    base = {"stage": "run", "order": so.order}
+    base.update({**source.meta, "input_set": source.name} if from_set else
+                {"dataset": source.name, "align": so.align if so.detect else "none", "no_face": so.no_face,
+                 "detector": detector.id if detector else None})
     if "faces" in so.outputs:
-        finish_set(o, names["faces"], "image", [S.IMAGE, S.LABEL, S.META], dataset.identities,
-                   {**base, "stage": "run", "variant": "original"})
-    if "latents" in so.outputs:
-        members = [S.LATENT, S.LABEL, S.META] + ([S.BITSTREAM] if so.with_bits else []) + ([S.IMAGE] if so.with_png else [])
-        finish_set(o, names["latents"], "latent", members, dataset.identities,
-                   {**coded, "stage": "run", "variant": "latent", "latent_crop": so.latent_size,
-                    "fast_path": so.fast_path, "verify": so.verify})
-    if "decoded" in so.outputs:
-        finish_set(o, names["decoded"], "image", [S.IMAGE, S.LABEL, S.META], dataset.identities,
-                   {**coded, "stage": "run", "variant": "decoded"})
+        finish_set(o, FACES, "image", [S.IMAGE, S.META, *carried_members], source.identities, {**base, "variant": "original"})
+    for c in codecs:
+        coded = {**base, "codec": c.meta(), "untrained": c.untrained or bool(base.get("untrained"))}
+        if "latents" in so.outputs:
+            members = [S.LATENT, S.META, *carried_members] + ([S.BITSTREAM] if so.with_bits else []) + ([S.IMAGE] if so.with_png else [])
+            finish_set(o, names[c.spec]["latents"], "latent", members, source.identities,
+                       {**coded, "variant": "latent", "latent_crop": so.latent_size, "fast_path": so.fast_path, "verify": so.verify})
+        if "decoded" in so.outputs:
+            finish_set(o, names[c.spec]["decoded"], "image", [S.IMAGE, S.META, *carried_members], source.identities,
+                       {**coded, "variant": "decoded"})
+    return stats
+
+
+# ---------------------------------------------------------------- views and teachers
+
+def view_key(key: str, index: int) -> str:
+    return f"{key}__v{index}"
+
+
+def augmented_views(face: np.ndarray, count: int, seed: int, key: str) -> list[tuple[np.ndarray, dict[str, Any]]]:
+    """The face itself and count-1 thesis augmentations of it (trainer.augment: resize, random
+    crop, grayscale), drawn from a generator seeded by (seed, key): the same views on every run."""
+    import torch
+
+    from cdfv.trainer.augment import AugmentConfig, apply_images, draw_images
+
+    views = [(face, {"index": 0, "augmented": False})]
+    if count > 1:
+        cfg = AugmentConfig()
+        gen = torch.Generator().manual_seed(zlib.crc32(f"{seed}:{key}".encode()))
+        draw = draw_images(count - 1, cfg, gen)
+        x = torch.from_numpy(np.ascontiguousarray(face)).permute(2, 0, 1)[None].expand(count - 1, -1, -1, -1)
+        out = apply_images(x, cfg, draw).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        for i in range(count - 1):
+            views.append((np.ascontiguousarray(out[i]), {
+                "index": i + 1, "augmented": True, "resize": cfg.resize, "crop": [int(draw.top[i]), int(draw.left[i]), cfg.crop],
+                "gray": bool(draw.gray[i])}))
+    return views
+
+
+def _view_landmarks(landmarks: list | None, view: dict[str, Any]) -> list | None:
+    """Landmarks of the face moved into the view (scaled by the resize, shifted by the crop)."""
+    if landmarks is None or not view["augmented"]:
+        return landmarks
+    scale = view["resize"] / S.FACE_SIZE
+    top, left, _ = view["crop"]
+    return (np.asarray(landmarks, dtype=np.float64) * scale - [left, top]).round(2).tolist()
+
+
+def run_views(source: shards.ShardSet, o: RunOptions, name: str, count: int, seed: int = 0) -> RunStats:
+    """Each face and count-1 augmented views of it, keys <key>__v<i>, as an image set: latents and
+    a teacher's targets of the same augmented faces, made once (thesis 6.3.2 augments the face
+    before the encoder)."""
+    if source.kind != "image":
+        raise shards.ShardSetError(f"{source.directory}: views needs an image set of faces, got kind {source.kind!r}")
+    if count < 1:
+        raise ValueError(f"--views {count}: need at least 1")
+
+    def process(chunk: list[shards.Shard]) -> ChunkResult:
+        samples, rejects = [], []
+        for s in _samples(chunk, _reads(source, S.IMAGE, S.META), o, "views", rejects):
+            for face, view in augmented_views(s[S.IMAGE], count, seed, s["__key__"]):
+                align = s[S.META].get("align") or {}
+                meta = {**s[S.META], "key": view_key(s["__key__"], view["index"]), "view": {"of": s["__key__"], **view},
+                        "align": {**align, "landmarks": _view_landmarks(align.get("landmarks"), view)}}
+                # a teacher's embedding of the original face is not one of the view's: views are taught anew
+                samples.append({"__key__": meta["key"], S.IMAGE: face, **carried({k: v for k, v in s.items() if k != S.TEACHER}),
+                                S.META: meta})
+        return ChunkResult({name: samples}, rejects, Counter(views=len(samples)))
+
+    options = _options(o, input=_input_identity(source), views=count, seed=seed)
+    stats = run_chunks("views", _shard_chunks(source, o), process, {name: _writer(o, name)}, {name: options}, _shard_inputs,
+                       o.part, o.parts, o.strict, _count)
+    members = [S.IMAGE, S.META] + ([S.LABEL] if S.LABEL in source.members else [])
+    finish_set(o, name, "image", members, source.identities,
+               {**source.meta, "stage": "views", "views": count, "view_seed": seed, "input_set": source.name,
+                "augment": {"resize": 256, "crop": 224, "gray_p": 0.2}})
+    return stats
+
+
+def run_teacher(source: shards.ShardSet, model: Any, o: RunOptions, name: str) -> RunStats:
+    """The image set again with each face's embedding by `model` (a cdfv.eval.facemodels model)
+    as member teacher.npy; the other members are copied as they were stored."""
+    if source.kind != "image":
+        raise shards.ShardSetError(f"{source.directory}: teacher needs an image set of faces, got kind {source.kind!r}")
+    members = tuple(m for m in source.members if m != S.TEACHER)
+
+    def embed(batch: list[dict[str, Any]], rejects: list[Reject]) -> list[np.ndarray | None]:
+        faces = np.stack([shards.decode_member(S.IMAGE, s[S.IMAGE]) for s in batch])
+        metas = [{"key": s["__key__"], **shards.decode_member(S.META, s[S.META])} for s in batch]
+        try:
+            return list(model.embed(faces, metas))
+        except ValueError:  # one face the model cannot take: find it, keep the others
+            return [attempt("teacher", s["__key__"], m.get("source", ""), lambda f=f, m=m: model.embed(f[None], [m])[0], rejects)
+                    for s, f, m in zip(batch, faces, metas)]
+
+    def process(chunk: list[shards.Shard]) -> ChunkResult:
+        samples, rejects = [], []
+        for batch in _batches(_samples(chunk, members, o, "teacher", rejects, decode=False), o.batch_size):
+            for s, e in zip(batch, embed(batch, rejects)):
+                if e is not None:
+                    samples.append({**{k: v for k, v in s.items() if k == "__key__" or not k.startswith("__")},
+                                    S.TEACHER: np.asarray(e, dtype=np.float32)})
+        return ChunkResult({name: samples}, rejects, Counter(embedded=len(samples)))
+
+    info = {k: model.info.get(k) for k in ("model_id", "arch", "embedding_dim", "weights", "preprocessing")}
+    options = _options(o, input=_input_identity(source), teacher=info["model_id"])
+    stats = run_chunks("teacher", _shard_chunks(source, o), process, {name: _writer(o, name)}, {name: options}, _shard_inputs,
+                       o.part, o.parts, o.strict, _count)
+    finish_set(o, name, "image", [*members, S.TEACHER], source.identities,
+               {**source.meta, "stage": "teacher", "teacher": info, "input_set": source.name})
     return stats
 
 
@@ -672,7 +838,7 @@ def run_anchor(source: shards.ShardSet, codec: Any, value: float, o: RunOptions,
 
     def process(chunk: list[tuple[str, int]]) -> ChunkResult:
         samples, rejects, nbytes = [], [], 0
-        for s in _samples(chunk, (S.IMAGE, S.LABEL, S.META), o, "anchor", rejects):
+        for s in _samples(chunk, _reads(source, S.IMAGE, S.META), o, "anchor", rejects):
             coded = attempt("anchor", s["__key__"], s[S.META]["source"], lambda s=s: codec.code(s[S.IMAGE], value), rejects)
             if coded is None:
                 continue
@@ -681,14 +847,14 @@ def run_anchor(source: shards.ShardSet, codec: Any, value: float, o: RunOptions,
                     "coded_pixels": h * w, "bpp": coded.bpp, "bpp_coded": coded.bpp}
             meta = {**s[S.META], "codec": codec_meta, "rate": rate, "quality": _quality(s[S.IMAGE], coded.decoded),
                     "input": {"set": source.name, "shard": s["__shard__"]}}
-            samples.append({"__key__": s["__key__"], S.IMAGE: coded.decoded, S.LABEL: s[S.LABEL], S.META: meta})
+            samples.append({"__key__": s["__key__"], S.IMAGE: coded.decoded, **carried(s), S.META: meta})
             nbytes += coded.payload_bytes
         return ChunkResult({name: samples}, rejects, Counter(coded=len(samples), bytes=nbytes))
 
     options = _options(o, input=_input_identity(source), codec=codec_meta)
-    stats = run_chunks("anchor", _shard_chunks(source, o), process, {name: _writer(o, name)}, options, _shard_inputs,
+    stats = run_chunks("anchor", _shard_chunks(source, o), process, {name: _writer(o, name)}, {name: options}, _shard_inputs,
                        o.part, o.parts, o.strict, _count)
-    finish_set(o, name, "image", [S.IMAGE, S.LABEL, S.META], source.identities,
+    finish_set(o, name, "image", [S.IMAGE, S.META, *_carried_members(source)], source.identities,
                {**source.meta, "stage": "anchor", "variant": "decoded", "codec": codec_meta, "input_set": source.name,
                 "rate_match": match, "order": "align-then-encode"})
     return stats

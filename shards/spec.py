@@ -19,10 +19,11 @@ IMAGE = "png"  # 224x224 RGB face, 8-bit (original aligned face or a decoded one
 LABEL = "cls"  # identity index as ASCII decimal
 META = "json"  # per-sample metadata, see shards/README.md
 BITSTREAM = "bits"  # framed codec bitstream, see pack_bitstream
+TEACHER = "teacher.npy"  # a pretrained face model's L2-normalised embedding of the original face (float32, (D,))
 # A shard's first member: {key: {member: XXH3-64 of its bytes, 16 hex digits}} for every sample of
 # the shard. Named as WebDataset's meta files are (__*__), so webdataset readers skip it.
 CHECKSUMS = "__checksums__"
-MEMBERS = (LATENT, IMAGE, LABEL, META, BITSTREAM)
+MEMBERS = (LATENT, IMAGE, LABEL, META, BITSTREAM, TEACHER)
 
 KINDS = ("latent", "image", "bitstream")
 

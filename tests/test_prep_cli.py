@@ -200,8 +200,8 @@ def test_stream_bits_give_the_recorded_rate(stream):
         assert s[S.LATENT].dtype == np.int16 and s[S.LATENT].shape == (192, 14, 14)
         assert s[S.META]["latent"]["source"] in ("fast-path", "fast-path-verified")
         total += n
-    assert summary["counters"]["bytes"] == total
-    assert summary["mean_bpp"] == round(8 * total / (224 * 224) / 6, 4)
+    assert summary["counters"]["bytes bmshj2018-hyperprior-mse-q1"] == total
+    assert summary["mean_bpp"] == {"bmshj2018-hyperprior-mse-q1": round(8 * total / (224 * 224) / 6, 4)}
     index = json.loads((run_out / "latents-q1" / "index.json").read_text())
     assert index["members"] == sorted(["bits", "cls", "json", "latent.npy"])
     assert index["meta"]["untrained"] is True and index["meta"]["codec"]["weights"] == "untrained:seed0"

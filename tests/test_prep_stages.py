@@ -21,7 +21,7 @@ def dataset(lfw_root, lfw_meta, tmp_path_factory):
 
 def stream(dataset, out):
     o = stages.RunOptions(out, chunk_size=2, batch_size=2)
-    return stages.run_stream(dataset, detector(), untrained_codec(), o, stages.StreamOptions(outputs=("latents",)))
+    return stages.run_stream(dataset, detector(), [untrained_codec()], o, stages.StreamOptions(outputs=("latents",)))
 
 
 @pytest.fixture(scope="module")
@@ -112,4 +112,4 @@ def test_stages_refuse_inputs_of_the_wrong_kind(encoded, tmp_path):
 
 def test_run_stream_refuses_unknown_outputs(dataset, tmp_path):
     with pytest.raises(ValueError, match="outputs must be among"):
-        stages.run_stream(dataset, detector(), untrained_codec(), stages.RunOptions(tmp_path), stages.StreamOptions(outputs=("bits",)))
+        stages.run_stream(dataset, detector(), [untrained_codec()], stages.RunOptions(tmp_path), stages.StreamOptions(outputs=("bits",)))

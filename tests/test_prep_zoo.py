@@ -101,7 +101,7 @@ def test_only_the_scale_hyperprior_gets_coder_processes(monkeypatch):
     spawned = []
     monkeypatch.setattr(cli, "CoderPool", lambda *args: spawned.append(args))  # records, spawns nothing
     for name in ("bmshj2018-factorized", "mbt2018-mean", "bmshj2018-hyperprior"):
-        with cli.open_codec(name, 1, "mse", None, True, 0, False, "cpu", 2) as codec:
+        with cli.open_codec(cli.CodecOptions(name, (1,), "mse", None, True, 0, False, "cpu", 2), 1) as codec:
             assert codec.engine.pool is None
     assert [args[1] for args in spawned] == [2]  # the scale hyperprior's, with the 2 workers asked for
 

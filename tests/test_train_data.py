@@ -27,7 +27,7 @@ def latent_set(root: Path, name: str, sizes: list[int], m: int = 8, corrupt: str
 
 
 def ids(stream: ShardStream, workers: int = 0) -> list[int]:
-    return [int(x[i, 0, 0, 0]) for x, _ in make_loader(stream, workers, False) for i in range(len(x))]
+    return [int(x[i, 0, 0, 0]) for x, _, _ in make_loader(stream, workers, False) for i in range(len(x))]
 
 
 def test_epoch_shuffle_is_deterministic_and_changes_per_epoch(tmp_path) -> None:

@@ -37,16 +37,35 @@ def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     return x[..., top : top + size, left : left + size]
 
 
-def augment_images(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
-    """uint8 RGB (N, 3, H, W) -> float 0..255: resize, random crop, random grayscale."""
-    n = x.shape[0]
-    x = F.interpolate(x.float(), size=(cfg.resize, cfg.resize), mode="bilinear", align_corners=False)
+@dataclass(frozen=True)
+class ImageDraw:
+    """The random part of one batch's image augmentation: crop corners and grayscale flags."""
+
+    top: torch.Tensor
+    left: torch.Tensor
+    gray: torch.Tensor
+
+
+def draw_images(n: int, cfg: AugmentConfig, gen: torch.Generator) -> ImageDraw:
     top = torch.randint(0, cfg.resize - cfg.crop + 1, (n,), generator=gen)
     left = torch.randint(0, cfg.resize - cfg.crop + 1, (n,), generator=gen)
-    x = _crop(x, cfg.crop, top, left)
-    gray = (torch.rand(n, generator=gen) < cfg.gray_p).to(x.device)
+    return ImageDraw(top, left, torch.rand(n, generator=gen) < cfg.gray_p)
+
+
+def apply_images(x: torch.Tensor, cfg: AugmentConfig, draw: ImageDraw) -> torch.Tensor:
+    """uint8 RGB (N, 3, H, W) -> float 0..255: resize, crop at the drawn corners, grayscale the
+    drawn ones."""
+    x = F.interpolate(x.float(), size=(cfg.resize, cfg.resize), mode="bilinear", align_corners=False)
+    x = _crop(x, cfg.crop, draw.top, draw.left)
+    gray = draw.gray.to(x.device)
     luma = torch.einsum("nchw,c->nhw", x, torch.tensor(GRAY_WEIGHTS, device=x.device))[:, None]
     return torch.where(gray[:, None, None, None], luma.expand_as(x), x).clamp_(0, 255)
+
+
+def augment_images(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """uint8 RGB (N, 3, H, W) -> float 0..255: resize, random crop, random grayscale (thesis
+    5.5.2); the same function makes the pipeline's materialised views of faces."""
+    return apply_images(x, cfg, draw_images(x.shape[0], cfg, gen))
 
 
 def augment_latents(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:

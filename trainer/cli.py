@@ -19,13 +19,17 @@ from .models import ARCHS
               help="faces: face model (thesis recipe); codec: train/fine-tune a CompressAI codec on image shards.")
 @click.option("--arch", type=click.Choice(("auto",) + ARCHS), default="auto",
               help="auto: resnet50 on image shards, cresnet39 on latent shards.")
-@click.option("--phase", type=click.Choice(["both", "classify", "arcface"]), default="both",
-              help="classify: cross-entropy over all identities; arcface: embedding FC on a frozen trunk.")
+@click.option("--phase", type=click.Choice(["both", "classify", "arcface", "distill"]), default="both",
+              help="classify: cross-entropy over all identities; arcface: embedding FC on a frozen trunk; both: the thesis "
+                   "recipe; distill: reproduce a teacher's embeddings (member teacher.npy), with --identity-weight ArcFace.")
 @click.option("--epochs", type=int, help="Epochs of every phase run (default: thesis, 10+5 ResNet50, 6+3 cResNet).")
 @click.option("--classify-epochs", type=int, help="Phase 1 epochs (overrides --epochs).")
 @click.option("--arcface-epochs", type=int, help="Phase 2 epochs (overrides --epochs).")
+@click.option("--distill-epochs", type=int, help="Distillation epochs (overrides --epochs; default 10).")
+@click.option("--identity-weight", type=float, default=0.1,
+              help="--phase distill on labelled shards: weight of ArcFace over the identities beside 1 - cos (0: teacher alone).")
 @click.option("--batch-size", type=int, help="Per-rank batch (default 64 faces, 16 codec).")
-@click.option("--lr", type=float, help="Learning rate of the phase(s) run (default 0.1 classify, 0.005 arcface, 1e-4 codec).")
+@click.option("--lr", type=float, help="Learning rate of the phase(s) run (default 0.1 classify, 0.005 arcface, 0.05 distill, 1e-4 codec).")
 @click.option("--val-shards", help="Held-out samples of the training identities: phase-1 validation each epoch.")
 @click.option("--init", type=click.Path(dir_okay=False, exists=True),
               help="Trunk weights: a VGGFace2-pytorch resnet50_*_weight.pkl or a cdfv-train checkpoint.pt.")
@@ -47,9 +51,11 @@ from .models import ARCHS
               help="Write <out>/model.pt with random weights (tests and demos; recorded untrained=True), no training.")
 @click.option("--in-channels", type=int, help="--untrained without --shards: the latent's M.")
 @click.option("--codec", default="bmshj2018-hyperprior", help="--task codec: CompressAI zoo name.")
-@click.option("--quality", type=int, default=1, help="--task codec: quality (sets CompressAI's lambda).")
+@click.option("--quality", default="1", help="--task codec: quality (sets CompressAI's lambda), or several (1,3,6,8: one codec "
+                                             "each, --out and --codec-weights then hold {quality}).")
+@click.option("--patch", type=int, help="--task codec: train on random PATCHxPATCH crops of the padded faces (default: whole).")
 @click.option("--metric", type=click.Choice(["mse", "ms-ssim"]), default="mse", help="--task codec.")
-@click.option("--codec-weights", type=click.Path(dir_okay=False, exists=True), help="--task codec: start from this file.")
+@click.option("--codec-weights", help="--task codec: start from this file (a pattern with {quality} for several).")
 @click.option("--untrained-codec", is_flag=True, help="--task codec: start from random weights instead of the zoo's.")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
 def main(**o) -> None:
@@ -91,27 +97,35 @@ def run(o: dict) -> None:
     if o["task"] == "codec":
         from .codec_train import CodecTrainConfig, train_codec
 
-        cfg = CodecTrainConfig(shards=o["shards"], out=out, codec=o["codec"], quality=o["quality"], metric=o["metric"],
-                               weights=o["codec_weights"], untrained=o["untrained_codec"], root=o["root"], seed=o["seed"],
-                               workers=o["workers"], device=o["device"], max_steps=o["max_steps"], progress=not o["quiet"],
-                               resume=o["resume"], allow_change=allow_change(o), damaged=o["damaged"])
-        for key, value in (("epochs", o["epochs"]), ("batch_size", o["batch_size"]), ("lr", o["lr"])):
-            if value is not None:
-                setattr(cfg, key, value)
-        train_codec(cfg)
+        qualities = [int(q) for q in o["quality"].split(",")]
+        for name, value in (("--out", o["out"]), ("--codec-weights", o["codec_weights"])):
+            if len(qualities) > 1 and value and "{quality}" not in value:
+                raise click.UsageError(f"a sweep over qualities trains one codec each: put {{quality}} in {name}")
+        for q in qualities:  # one codec per quality, each a run of its own
+            weights = o["codec_weights"].format(quality=q) if o["codec_weights"] else None
+            cfg = CodecTrainConfig(shards=o["shards"], out=(o["out"] or f"{out}-codec-q{{quality}}").format(quality=q),
+                                   codec=o["codec"], quality=q, metric=o["metric"], weights=weights, untrained=o["untrained_codec"],
+                                   root=o["root"], seed=o["seed"], workers=o["workers"], device=o["device"], patch=o["patch"],
+                                   max_steps=o["max_steps"], progress=not o["quiet"], resume=o["resume"],
+                                   allow_change=allow_change(o), damaged=o["damaged"])
+            for key, value in (("epochs", o["epochs"]), ("batch_size", o["batch_size"]), ("lr", o["lr"])):
+                if value is not None:
+                    setattr(cfg, key, value)
+            train_codec(cfg)
         return
     from .train import TrainConfig, train
 
     cfg = TrainConfig(shards=o["shards"], out=out, root=o["root"], val_shards=o["val_shards"], arch=o["arch"],
                       phase=o["phase"], classify_epochs=o["classify_epochs"] or o["epochs"],
-                      arcface_epochs=o["arcface_epochs"] or o["epochs"], init=o["init"], width=o["width"],
+                      arcface_epochs=o["arcface_epochs"] or o["epochs"], distill_epochs=o["distill_epochs"] or o["epochs"],
+                      identity_weight=o["identity_weight"], init=o["init"], width=o["width"],
                       embedding_dim=o["embedding_dim"], seed=o["seed"], workers=o["workers"], device=o["device"],
                       amp=not o["no_amp"], max_steps=o["max_steps"], resume=o["resume"], progress=not o["quiet"],
                       augment=AugmentConfig(), allow_change=allow_change(o), damaged=o["damaged"])
     if o["batch_size"] is not None:
         cfg.batch_size = o["batch_size"]
     if o["lr"] is not None:
-        cfg.lr_classify = cfg.lr_arcface = o["lr"]
+        cfg.lr_classify = cfg.lr_arcface = cfg.lr_distill = o["lr"]
     train(cfg)
 
 

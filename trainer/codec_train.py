@@ -48,6 +48,7 @@ class CodecTrainConfig:
     clip_grad: float = 1.0  # CompressAI example's --clip_max_norm
     seed: int = 0
     workers: int = 4
+    patch: int | None = None  # random PATCHxPATCH crops of the padded 256x256 faces (CompressAI trains on 256 crops)
     shuffle_buffer: int = 200
     device: str = "auto"
     max_steps: int | None = None
@@ -61,6 +62,16 @@ class CodecTrainConfig:
 def pad_faces(x: torch.Tensor) -> torch.Tensor:
     """uint8 (N, 3, 224, 224) -> float [0, 1] (N, 3, 256, 256), zero-padded on every side."""
     return F.pad(x.float() / 255.0, (PAD, PAD, PAD, PAD))
+
+
+def random_patches(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
+    """One random size x size crop of each picture (sides multiples of 64 for the transforms)."""
+    if size % 64 or not 64 <= size <= x.shape[-1]:
+        raise ValueError(f"--patch {size}: needs a multiple of 64 up to {x.shape[-1]}")
+    n, side = x.shape[0], x.shape[-1]
+    top = torch.randint(0, side - size + 1, (n,), generator=gen).tolist()
+    left = torch.randint(0, side - size + 1, (n,), generator=gen).tolist()
+    return torch.stack([x[i, :, t : t + size, l : l + size] for i, (t, l) in enumerate(zip(top, left))])
 
 
 def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
@@ -89,8 +100,8 @@ def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
     if ctx.main:
         start_run_directory(out, ckpt_path, cfg.resume)
     stream = ShardStream(shard_set, batch_size=cfg.batch_size, seed=cfg.seed, shuffle=True, rank=ctx.rank, world=ctx.world,
-                         shuffle_buffer=cfg.shuffle_buffer, damage_policy=cfg.damaged, damage_log=out / "damaged.tsv")
-    rng = torch.Generator()  # codec training draws no augmentation; kept for the shared RNG record
+                         shuffle_buffer=cfg.shuffle_buffer, damage_policy=cfg.damaged, damage_log=out / "damaged.tsv", labels=False)
+    rng = torch.Generator().manual_seed(cfg.seed)  # the patches' corners
 
     def checkpoint(epoch: int, step_in_epoch: int) -> None:
         if ctx.main:
@@ -119,8 +130,10 @@ def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
         bar = tqdm(total=stream.steps, initial=start_step, desc=f"codec {epoch + 1}/{cfg.epochs}",
                    disable=not (ctx.main and cfg.progress), leave=False)
         step_in_epoch = start_step
-        for step_in_epoch, (faces, _labels) in enumerate(make_loader(stream, cfg.workers, ctx.device.type == "cuda"), start=start_step + 1):
+        for step_in_epoch, (faces, _, _) in enumerate(make_loader(stream, cfg.workers, ctx.device.type == "cuda"), start=start_step + 1):
             x = pad_faces(faces.to(ctx.device, non_blocking=True))
+            if cfg.patch is not None:
+                x = random_patches(x, cfg.patch, rng)
             losses = criterion(runner(x), x)
             optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()

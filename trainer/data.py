@@ -32,19 +32,22 @@ class InputProbe:
     kind: str  # "latent" | "image"
     channels: int  # M for latents, 3 for images
     size: int  # stored spatial side (14 or 16 for latents, 224 for images)
+    teacher_dim: int = 0  # length of its teacher embedding, 0 without one
 
 
 def probe_input(shard_set: ShardSet, damage_policy: str = "error") -> InputProbe:
     """Reads the first sample so shape problems surface before training starts."""
     member = spec.LATENT if shard_set.kind == "latent" else spec.IMAGE
-    for sample in shard_set.samples((member,), damage=Damage(damage_policy)):
+    reads = (member, *([spec.TEACHER] if spec.TEACHER in shard_set.members else []))
+    for sample in shard_set.samples(reads, damage=Damage(damage_policy)):
         value = sample[member]
+        teacher_dim = int(sample[spec.TEACHER].shape[0]) if spec.TEACHER in sample else 0
         if shard_set.kind == "latent":
             if value.ndim != 3 or value.shape[1] != value.shape[2]:
                 raise ShardSetError(f"{shard_set.directory / sample['__shard__']}:{sample['__key__']}: latent.npy has shape "
                                     f"{value.shape}, expected (M, H, H)")
-            return InputProbe("latent", int(value.shape[0]), int(value.shape[1]))
-        return InputProbe("image", int(value.shape[2]), int(value.shape[0]))
+            return InputProbe("latent", int(value.shape[0]), int(value.shape[1]), teacher_dim)
+        return InputProbe("image", int(value.shape[2]), int(value.shape[0]), teacher_dim)
     raise ShardSetError(f"{shard_set.directory}: no readable {member} member in any shard")
 
 
@@ -54,7 +57,8 @@ def scan_labels(shard_set: ShardSet, damage: Damage) -> list[list[int]]:
 
 
 class ShardStream(IterableDataset):
-    """Decoded (input, label) pairs from a shard set, for one rank of `world`.
+    """Decoded (input, label, teacher embedding) triples from a shard set, for one rank of
+    `world`: the label is -1 and the embedding empty where `labels` / `teacher` are off.
 
     `samples_per_rank` is fixed up front; the stream is cut into `steps` batches of
     `batch_size`, and reader r of a rank's workers produces batches r, r + workers, ... (the
@@ -78,11 +82,14 @@ class ShardStream(IterableDataset):
         counts: list[int] | None = None,
         damage_policy: str = "error",
         damage_log: Path | None = None,
+        labels: bool = True,
+        teacher: bool = False,
     ) -> None:
         super().__init__()
         self.shards = shard_set.shards
         self.kind = shard_set.kind
         self.member = spec.LATENT if self.kind == "latent" else spec.IMAGE
+        self.reads = (self.member, *([spec.LABEL] if labels else []), *([spec.TEACHER] if teacher else []))
         self.batch_size = batch_size
         self.seed = seed
         self.shuffle = shuffle
@@ -112,25 +119,26 @@ class ShardStream(IterableDataset):
         """How many of batches 0..upto-1 reader `reader` produces (round-robin)."""
         return max(0, math.ceil((upto - reader) / workers))
 
-    def _item(self, sample: dict[str, Any]) -> tuple[torch.Tensor, int] | None:
-        label = sample[spec.LABEL]
+    def _item(self, sample: dict[str, Any]) -> tuple[torch.Tensor, int, torch.Tensor] | None:
+        label = sample.get(spec.LABEL, -1)
         if self.keep is not None:
             label = int(self.keep[label])
             if label < 0:
                 return None
         value = sample[self.member]
+        teacher = torch.from_numpy(np.asarray(sample[spec.TEACHER], dtype=np.float32)) if spec.TEACHER in sample else torch.zeros(0)
         if self.kind == "latent":
-            return torch.from_numpy(np.asarray(value, dtype=np.float32)), label
-        return torch.from_numpy(np.ascontiguousarray(value.transpose(2, 0, 1))), label
+            return torch.from_numpy(np.asarray(value, dtype=np.float32)), label, teacher
+        return torch.from_numpy(np.ascontiguousarray(value.transpose(2, 0, 1))), label, teacher
 
-    def _read(self, shards: Iterator[int], barren_limit: int) -> Iterator[tuple[torch.Tensor, int]]:
+    def _read(self, shards: Iterator[int], barren_limit: int) -> Iterator[tuple[torch.Tensor, int, torch.Tensor]]:
         """Decoded samples of the given shards in order."""
         damage = Damage(self.damage_policy)
         reported: set[str] = set()
         barren = 0  # consecutive shards that gave nothing: all-damaged data must not loop forever
         for index in shards:
             produced = False
-            for sample in read_shard(self.shards[index], (self.member, spec.LABEL), damage=damage):
+            for sample in read_shard(self.shards[index], self.reads, damage=damage):
                 item = self._item(sample)
                 if item is not None:
                     produced = True
@@ -155,9 +163,9 @@ class ShardStream(IterableDataset):
             finally:
                 os.close(fd)
 
-    def _shuffled(self, items: Iterator[tuple[torch.Tensor, int]], rng: random.Random) -> Iterator[tuple[torch.Tensor, int]]:
+    def _shuffled(self, items: Iterator[tuple[torch.Tensor, int, torch.Tensor]], rng: random.Random) -> Iterator[tuple[torch.Tensor, int, torch.Tensor]]:
         """A shuffle buffer that drains when its source ends."""
-        buffer: list[tuple[torch.Tensor, int]] = []
+        buffer: list[tuple[torch.Tensor, int, torch.Tensor]] = []
         for item in items:
             buffer.append(item)
             if len(buffer) > self.shuffle_buffer:
@@ -165,7 +173,7 @@ class ShardStream(IterableDataset):
         while buffer:
             yield buffer.pop(rng.randrange(len(buffer)) if self.shuffle else 0)
 
-    def _samples(self, slot: int, slots: int, rng: random.Random) -> Iterator[tuple[torch.Tensor, int]]:
+    def _samples(self, slot: int, slots: int, rng: random.Random) -> Iterator[tuple[torch.Tensor, int, torch.Tensor]]:
         """Endless shuffled samples for one reader: all of its own shards of the epoch's order
         first, then the whole order again from its own place (wrapping onto other readers'
         shards) only if it still needs more."""
@@ -177,7 +185,7 @@ class ShardStream(IterableDataset):
         wrap = self._read(itertools.cycle(order[start:] + order[:start]), len(order))
         return itertools.chain(self._shuffled(own, rng), self._shuffled(wrap, rng))
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, int]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, int, torch.Tensor]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         # the DataLoader asks its worker 0 first; resuming at step s, batch s belongs to reader

@@ -10,6 +10,10 @@ Phase 2 "arcface": FC replaced by a fresh 2048-d embedding FC, everything else f
 (s=64, m=0.5 rad) with a classifier over the training identities, identities split 90/10 into
 train/validation, SGD lr 0.005, ReduceLROnPlateau(factor 0.5) on validation loss, 5 epochs
 (ResNet50) or 3 (cResNet39/50).
+Phase "distill" (instead of both): the whole network, its FC the embedding as wide as a teacher's,
+trained to reproduce the teacher's embedding of each face (1 - cosine), plus 0.1 x ArcFace over
+the identities when the set is labelled; SGD lr 0.05 with cosine decay, 10 epochs. No labels are
+needed: a folder of faces with a teacher's embeddings is a training set.
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from cdfv.shards import Damage, ShardSet, ShardSetError, atomic_write_bytes, open_shard_set
+from cdfv.shards import Damage, ShardSet, ShardSetError, atomic_write_bytes, open_shard_set, spec
 
 from .arcface import ArcFace
 from .augment import AugmentConfig, prepare_eval, prepare_train
@@ -44,17 +48,17 @@ from .data import (
 )
 from .export import embedding_info, save_embedding_model
 from .models import INPUT_KIND, FaceResNet, build_model, replace_head
-from .tasks import ArcFaceTask, ClassifyTask
+from .tasks import ArcFaceTask, ClassifyTask, DistillTask
 from .vggface2_weights import load_vggface2_weights
 
 T = TypeVar("T")
-PHASES = {"both": ("classify", "arcface"), "classify": ("classify",), "arcface": ("arcface",)}
+PHASES = {"both": ("classify", "arcface"), "classify": ("classify",), "arcface": ("arcface",), "distill": ("distill",)}
 RESUME_KEYS = ("config", "arch", "in_channels", "phase", "epoch", "step_in_epoch", "step", "model", "head", "optimizer",
                "scheduler", "rng")
-RECIPE_EPOCHS = {  # thesis 5.5.2 (ResNet50) and 6.3.2 (cResNet39; cResNet50 follows it)
-    "resnet50": {"classify": 10, "arcface": 5},
-    "cresnet39": {"classify": 6, "arcface": 3},
-    "cresnet50": {"classify": 6, "arcface": 3},
+RECIPE_EPOCHS = {  # thesis 5.5.2 (ResNet50) and 6.3.2 (cResNet39; cResNet50 follows it); distillation: ours
+    "resnet50": {"classify": 10, "arcface": 5, "distill": 10},
+    "cresnet39": {"classify": 6, "arcface": 3, "distill": 10},
+    "cresnet50": {"classify": 6, "arcface": 3, "distill": 10},
 }
 
 
@@ -78,6 +82,9 @@ class TrainConfig:
     val_fraction: float = 0.1
     arcface_s: float = 64.0
     arcface_m: float = 0.5  # radians (28.6 degrees)
+    distill_epochs: int | None = None
+    lr_distill: float = 0.05  # SGD, cosine decay to 0 over the phase
+    identity_weight: float = 0.1  # distill: weight of ArcFace over the identities beside 1 - cos (0: teacher alone)
     embedding_dim: int = 2048
     width: int = 64  # 64 is the thesis model; smaller for tests
     init: str | None = None  # VGGFace2-pytorch .pkl or a cdfv-train checkpoint (trunk only)
@@ -207,15 +214,29 @@ def evaluate_classify(task: ClassifyTask, stream: ShardStream, ctx: Context, cfg
     """Cross-entropy and top-1 accuracy on held-out samples (all ranks, summed)."""
     task.eval()
     total = [0.0, 0.0, 0.0]  # loss sum, correct, count
-    for x, y in make_loader(stream, cfg.workers, ctx.device.type == "cuda"):
+    for x, y, t in make_loader(stream, cfg.workers, ctx.device.type == "cuda"):
         x, y = prepare_eval(x.to(ctx.device), stream.kind, cfg.augment), y.to(ctx.device)
         with autocast(ctx, cfg):
-            loss, logits = task(x, y)
+            loss, sums = task(x, y, t.to(ctx.device))
         total[0] += loss.item() * len(y)
-        total[1] += (logits.argmax(1) == y).sum().item()
+        total[1] += sums["acc"].item()
         total[2] += len(y)
     loss_sum, correct, count = ctx.all_sum(total)
     return {"loss": loss_sum / count, "acc": correct / count}
+
+
+@torch.no_grad()
+def evaluate_distill(task: DistillTask, stream: ShardStream, ctx: Context, cfg: TrainConfig) -> dict[str, float]:
+    """Mean cosine between the student's and the teacher's embeddings of held-out faces."""
+    task.eval()
+    total = [0.0, 0.0]  # cosine sum, count
+    for x, _, t in make_loader(stream, cfg.workers, ctx.device.type == "cuda"):
+        with autocast(ctx, cfg):
+            e = task.model(prepare_eval(x.to(ctx.device), stream.kind, cfg.augment))
+        total[0] += F.cosine_similarity(e.float(), t.to(ctx.device), dim=1).sum().item()
+        total[1] += len(t)
+    cos_sum, count = ctx.all_sum(total)
+    return {"loss": 1.0 - cos_sum / count, "cos": cos_sum / count}
 
 
 @torch.no_grad()
@@ -225,7 +246,7 @@ def evaluate_arcface(task: ArcFaceTask, stream: ShardStream, n_val: int, ctx: Co
     normalised centroids stand in for its weights."""
     task.eval()
     embeddings, labels = [], []
-    for x, y in make_loader(stream, cfg.workers, ctx.device.type == "cuda"):
+    for x, y, _ in make_loader(stream, cfg.workers, ctx.device.type == "cuda"):
         x = prepare_eval(x.to(ctx.device), stream.kind, cfg.augment)
         with autocast(ctx, cfg):
             e = task.model(x)
@@ -241,6 +262,11 @@ def evaluate_arcface(task: ArcFaceTask, stream: ShardStream, n_val: int, ctx: Co
     correct = (cosine.argmax(1) == lab).sum().item()
     loss_sum, correct, count = ctx.all_sum([loss, float(correct), float(len(lab))])
     return {"loss": loss_sum / count, "acc": correct / count}
+
+
+def phase_epochs(cfg: TrainConfig, arch: str, phase: str) -> int:
+    given = {"classify": cfg.classify_epochs, "arcface": cfg.arcface_epochs, "distill": cfg.distill_epochs}[phase]
+    return given or RECIPE_EPOCHS[arch][phase]
 
 
 def autocast(ctx: Context, cfg: TrainConfig) -> torch.autocast:
@@ -271,10 +297,19 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             raise ValueError(f"--resume {ckpt_path}: checkpoint is {resume['arch']} on M={resume['in_channels']}, data/arch give {arch} on M={probe.channels}")
         changes = check_resume_config(ckpt_path, resume["config"], asdict(cfg), cfg.allow_change)
         history = resume.get("config_changes", []) + ([{"step": resume["step"], "changed": changes}] if changes else [])
-    num_classes = len(shard_set.identities)
+    distill = cfg.phase == "distill"
+    labelled = bool(shard_set.identities) and spec.LABEL in shard_set.members
+    if distill and not probe.teacher_dim:
+        raise ShardSetError(f"{shard_set.directory}: --phase distill needs a teacher's embeddings (member {spec.TEACHER}); "
+                            f"make them with `cdfv-prep teacher` before encoding")
+    if not distill and not labelled:
+        raise ShardSetError(f"{shard_set.directory}: {shard_set.name!r} holds no identity labels; the thesis recipe needs them "
+                            f"(train it with --phase distill on a teacher's embeddings)")
     in_channels = probe.channels if probe.kind == "latent" else None
+    # distillation: the FC is the embedding, as wide as the teacher's; otherwise phase 1's identity classifier
     model = seeded(cfg.seed, lambda: build_model(
-        arch, in_channels=in_channels, num_classes=num_classes, embedding_dim=cfg.embedding_dim, width=cfg.width))
+        arch, in_channels=in_channels, num_classes=None if distill else len(shard_set.identities),
+        embedding_dim=probe.teacher_dim if distill else cfg.embedding_dim, width=cfg.width))
     if cfg.init and resume is None:
         load_init(model, cfg.init)
     model.to(ctx.device)
@@ -294,10 +329,23 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if phase in done:
             continue
         # ---- phase setup ----------------------------------------------------------------------
-        epochs = (cfg.classify_epochs if phase == "classify" else cfg.arcface_epochs) or RECIPE_EPOCHS[arch][phase]
+        epochs = phase_epochs(cfg, arch, phase)
         common = dict(seed=cfg.seed, rank=ctx.rank, world=ctx.world, shuffle_buffer=cfg.shuffle_buffer,
                       damage_policy=cfg.damaged, damage_log=damage_log)
-        if phase == "classify":
+        if phase == "distill":
+            with_identities = labelled and cfg.identity_weight > 0
+            head = seeded(cfg.seed + 2, lambda: ArcFace(probe.teacher_dim, len(shard_set.identities), cfg.arcface_s, cfg.arcface_m)
+                          ) if with_identities else None
+            task = DistillTask(model, head.to(ctx.device) if head else None, cfg.identity_weight)
+            train_stream = ShardStream(shard_set, batch_size=cfg.batch_size, shuffle=True, labels=with_identities, teacher=True,
+                                       **common)
+            val_stream = None
+            if val_set is not None:
+                per_rank = val_set.num_samples // ctx.world
+                val_stream = ShardStream(val_set, batch_size=max(1, min(cfg.batch_size, per_rank)), shuffle=False, labels=False,
+                                         teacher=True, **common)
+            lr, scheduler_on = cfg.lr_distill, False
+        elif phase == "classify":
             task: nn.Module = ClassifyTask(model)
             train_stream = ShardStream(shard_set, batch_size=cfg.batch_size, shuffle=True, **common)
             val_stream = None
@@ -321,6 +369,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         optimizer = torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience) if scheduler_on else None
+        if phase == "distill":  # stepped every step
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * train_stream.steps)
         start_epoch, start_step = 0, 0
         if resume is not None and resume["phase"] == phase:
             model.load_state_dict(resume["model"])
@@ -341,7 +391,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 save_checkpoint(ckpt_path, {
                     "config": asdict(cfg), "arch": arch, "in_channels": probe.channels, "phase": phase,
                     "epoch": epoch, "step_in_epoch": step_in_epoch, "step": step,
-                    "model": model.state_dict(), "head": task.head.state_dict() if phase == "arcface" else None,
+                    "model": model.state_dict(), "head": task.head.state_dict() if task.head is not None else None,
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler else None,
                     "rng": rng_state(aug_gen), "n_train_identities": n_train, "config_changes": history,
                 })
@@ -355,31 +405,35 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             bar = tqdm(total=train_stream.steps, initial=start_step, desc=f"{phase} {epoch + 1}/{epochs}",
                        disable=not (ctx.main and cfg.progress), leave=False)
             task.train()
-            sums = torch.zeros(3, device=ctx.device)  # loss sum, correct, count since last log
+            sums: dict[str, torch.Tensor] = {}  # batch sums since the last log: loss, count and the task's own
             tick = time.time()
-            for step_in_epoch, (x, y) in enumerate(loader, start=start_step):
+            for step_in_epoch, (x, y, t) in enumerate(loader, start=start_step):
                 x = prepare_train(x.to(ctx.device, non_blocking=True), train_stream.kind, cfg.augment, aug_gen)
-                y = y.to(ctx.device, non_blocking=True)
+                y, t = y.to(ctx.device, non_blocking=True), t.to(ctx.device, non_blocking=True)
                 if ctx.device.type == "cuda" and cfg.amp:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with autocast(ctx, cfg):
-                    loss, logits = runner(x, y)
+                    loss, batch_sums = runner(x, y, t)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if phase == "distill":
+                    scheduler.step()
                 step, steps_total = step + 1, steps_total + 1
-                sums += torch.stack([loss.detach() * len(y), (logits.argmax(1) == y).sum(), torch.tensor(len(y), device=ctx.device)]).float()
+                for name, value in {"loss": loss.detach() * len(y), "count": torch.tensor(float(len(y)), device=ctx.device),
+                                    **batch_sums}.items():
+                    sums[name] = sums.get(name, 0.0) + value.float()
                 bar.update(1)
                 last_of_epoch = step_in_epoch + 1 == train_stream.steps
                 stopping = cfg.max_steps is not None and step >= cfg.max_steps
                 if step % cfg.log_every == 0 or last_of_epoch or stopping:
-                    loss_sum, correct, count = ctx.all_sum(sums.tolist())
+                    totals = dict(zip(sums, ctx.all_sum([float(v) for v in sums.values()])))
+                    means = {name: totals[name] / totals["count"] for name in totals if name != "count"}
                     elapsed = time.time() - tick
-                    log.write({"phase": phase, "split": "train", "epoch": epoch, "step": step, "loss": loss_sum / count,
-                               "acc": correct / count, "lr": optimizer.param_groups[0]["lr"],
-                               "samples_per_s": count / max(elapsed, 1e-9)})
-                    bar.set_postfix(loss=f"{loss_sum / count:.3f}", acc=f"{correct / count:.3f}")
-                    sums.zero_()
+                    log.write({"phase": phase, "split": "train", "epoch": epoch, "step": step, **means,
+                               "lr": optimizer.param_groups[0]["lr"], "samples_per_s": totals["count"] / max(elapsed, 1e-9)})
+                    bar.set_postfix({name: f"{v:.3f}" for name, v in means.items()})
+                    sums = {}
                     tick = time.time()
                 if stopping:
                     checkpoint(epoch, step_in_epoch + 1)
@@ -389,19 +443,23 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             start_step = 0
             if val_stream is not None:
                 metrics = (evaluate_classify(task, val_stream, ctx, cfg) if phase == "classify"
+                           else evaluate_distill(task, val_stream, ctx, cfg) if phase == "distill"
                            else evaluate_arcface(task, val_stream, n_val, ctx, cfg))
                 log.write({"phase": phase, "split": "val", "epoch": epoch, "step": step, **metrics,
                            "lr": optimizer.param_groups[0]["lr"]})
-                if scheduler is not None:
+                if scheduler_on:
                     scheduler.step(metrics["loss"])
             checkpoint(epoch + 1, 0)
 
     # ---- export -------------------------------------------------------------------------------
-    exported = "arcface" in phases
+    exported = "arcface" in phases or distill
     if exported and ctx.main:
-        info = embedding_info(model, arch, untrained=False, train_shards=describe(shard_set),
-                              recipe={"phases": list(phases), "epochs": {p: (cfg.classify_epochs if p == "classify" else cfg.arcface_epochs) or RECIPE_EPOCHS[arch][p] for p in phases},
-                                      "seed": cfg.seed, "batch_size": cfg.batch_size * ctx.world})
+        recipe = {"phases": list(phases), "epochs": {p: phase_epochs(cfg, arch, p) for p in phases}, "seed": cfg.seed,
+                  "batch_size": cfg.batch_size * ctx.world}
+        if distill:
+            recipe.update(teacher=shard_set.meta.get("teacher"), identity_weight=cfg.identity_weight if labelled else 0.0,
+                          lr=cfg.lr_distill, schedule="cosine")
+        info = embedding_info(model, arch, untrained=False, train_shards=describe(shard_set), recipe=recipe)
         save_embedding_model(out / "model.pt", model, info)
     return finish(cfg, ctx, log, model, arch, shard_set, step, steps_total, started, stopped=False, exported=exported)
 
@@ -424,7 +482,7 @@ def finish(cfg: TrainConfig, ctx: Context, log: MetricsLog, model: FaceResNet, a
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
         if cfg.progress:
             lines = [f"cdfv-train: {arch} on {shard_set.name}, {step} steps ({steps_run} this run) in {summary['seconds']} s"]
-            lines += [f"  {k}: loss {v['loss']:.4f} acc {v['acc']:.3f}" for k, v in log.last.items()]
+            lines += [f"  {k}: " + " ".join(f"{m} {v[m]:.4f}" for m in ("loss", "acc", "cos") if m in v) for k, v in log.last.items()]
             lines.append(f"  damaged samples skipped: {damaged['damaged_samples_lost']}"
                          + (f" (listed in {out / 'damaged.tsv'})" if damaged["damaged"] else ""))
             lines.append(f"  model: {summary['model']}" if exported else f"  checkpoint: {summary['checkpoint']}")
