@@ -64,6 +64,13 @@ class CodecSpec:
         return ZOO[self.name]
 
     @property
+    def config(self) -> tuple[int, ...]:
+        """The architecture's (N, M) or (N,) at this quality, as CompressAI's zoo builds it."""
+        from compressai.zoo.image import cfgs
+
+        return tuple(cfgs[self.name][self.quality])
+
+    @property
     def latent_channels(self) -> int:
         """M, the channels of y. CompressAI's zoo configs are (N, M) for bmshj2018 and mbt2018 and (N,)
         with M = N for cheng2020, so M is the last entry either way (README: Supported codecs)."""
@@ -102,12 +109,16 @@ def _file_id(path: Path) -> str:
     return f"file:{path.name}:sha256-{digest}"
 
 
-def _read_weights(path: Path, spec: CodecSpec) -> dict[str, torch.Tensor]:
-    """Reads a CompressAI checkpoint, a bare state_dict, or a save_codec file; checks its codec."""
+def _read_weights(path: Path, spec: CodecSpec, any_quality: bool = False) -> dict[str, torch.Tensor]:
+    """Reads a CompressAI checkpoint, a bare state_dict, or a save_codec file; checks its codec
+    (with any_quality, a codec of another quality of the same architecture passes: a start for
+    training that quality)."""
     obj = load_torch_file(path, "PyTorch weights file")
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         saved = (obj["name"], obj["quality"])
-        if saved != (spec.name, spec.quality):
+        same_shape = any_quality and saved[0] == spec.name and saved[1] in spec.entry.qualities and \
+            CodecSpec(saved[0], saved[1]).config == spec.config
+        if saved != (spec.name, spec.quality) and not same_shape:
             raise ValueError(f"--weights {path}: holds {saved[0]} q{saved[1]}, asked for {spec.name} q{spec.quality}")
         return obj["state_dict"]
     if isinstance(obj, dict) and "state_dict" in obj:
@@ -123,6 +134,7 @@ def load_codec(
     untrained: bool = False,
     download: bool = False,
     seed: int = 0,
+    any_quality: bool = False,
 ) -> tuple[nn.Module, str]:
     """Returns (codec in eval mode with entropy tables built, weights id).
 
@@ -132,7 +144,7 @@ def load_codec(
     if weights is not None and untrained:
         raise ValueError("--weights and --untrained exclude each other")
     if weights is not None:
-        model, weights_id = _build(spec, _read_weights(Path(weights), spec)), _file_id(Path(weights))
+        model, weights_id = _build(spec, _read_weights(Path(weights), spec, any_quality)), _file_id(Path(weights))
         if model.M != spec.latent_channels:  # latents of another width would reach models built for M
             raise ValueError(f"--weights {weights}: a codec with M = {model.M} latent channels, "
                              f"but {spec.name} q{spec.quality} has M = {spec.latent_channels}")

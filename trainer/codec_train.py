@@ -84,7 +84,7 @@ def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
         raise ShardSetError(f"{shard_set.directory}: codec training needs image shards, {shard_set.name!r} holds {shard_set.kind}s")
     codec_spec = CodecSpec(cfg.codec, cfg.quality, cfg.metric)
     model, weights_id = load_codec(codec_spec, weights=Path(cfg.weights) if cfg.weights else None,
-                                   untrained=cfg.untrained, seed=cfg.seed)
+                                   untrained=cfg.untrained, seed=cfg.seed, any_quality=True)
     model.to(ctx.device).train()
     criterion = RateDistortionLoss(lmbda=LAMBDAS[cfg.metric][cfg.quality - 1],
                                    metric="mse" if cfg.metric == "mse" else "ms-ssim")
@@ -126,6 +126,8 @@ def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
         start_epoch, start_step, step, weights_id = state["epoch"], state["step_in_epoch"], state["step"], state["start_weights"]
     log = MetricsLog(out / "codec-metrics.jsonl", ctx.main, step if cfg.resume else None)
     for epoch in range(start_epoch, cfg.epochs):
+        if cfg.max_steps is not None and step >= cfg.max_steps:  # resumed at the end: nothing left to run
+            break
         stream.set_epoch(epoch, start_step)
         bar = tqdm(total=stream.steps, initial=start_step, desc=f"codec {epoch + 1}/{cfg.epochs}",
                    disable=not (ctx.main and cfg.progress), leave=False)
@@ -135,6 +137,9 @@ def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
             if cfg.patch is not None:
                 x = random_patches(x, cfg.patch, rng)
             losses = criterion(runner(x), x)
+            if not torch.isfinite(losses["loss"]):  # stop before a diverged codec is saved or checkpointed
+                raise ValueError(f"codec training diverged at step {step + 1} (loss {losses['loss'].item()}); "
+                                 f"start again with a lower --lr (now {cfg.lr:g})")
             optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()
             torch.nn.utils.clip_grad_norm_(main_params, cfg.clip_grad)
