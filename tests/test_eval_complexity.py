@@ -240,7 +240,7 @@ def test_latent_models_match_their_quality() -> None:
         latent_qualities(info, "m.pt", (6,), "bmshj2018-hyperprior")
 
 
-def test_cheng2020_decoded_anchor_counts_and_steps() -> None:
+def test_cheng2020_decoded_anchor_counts_and_steps(one_thread) -> None:
     """cheng2020's g_s opens with a residual block, not a convolution: M comes from the codec spec."""
     spec = CodecSpec("cheng2020-anchor", 1)
     rows = {r["mode"]: r for r in thesis_solutions_macs((1,), spec.name)}
@@ -250,6 +250,16 @@ def test_cheng2020_decoded_anchor_counts_and_steps() -> None:
     step = pair_step("decoded", untrained_embedder("resnet50", torch.device("cpu"), width=4), 1, synthesis_transform(spec),
                      latent_channels=spec.latent_channels)
     assert step().shape == (1,)
+
+
+@pytest.fixture
+def one_thread():
+    """Timed steps on one torch thread: their values are not asserted, and two OpenMP threads on a
+    shared 2-core machine spin-wait for each other (5-20x slower when other jobs run)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -264,7 +274,7 @@ def run_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"folder": folder, "image": folder / "image.pt", "latent": folder / "latent.pt"}
 
 
-def test_complexity_command_with_a_runs_models(run_models: dict[str, Path], tmp_path: Path) -> None:
+def test_complexity_command_with_a_runs_models(run_models: dict[str, Path], tmp_path: Path, one_thread) -> None:
     out = tmp_path / "table7.csv"
     result = CliRunner().invoke(main, [
         "complexity", "--qualities", "1", "--image-model", str(run_models["image"]), "--compressed", str(run_models["latent"]),
@@ -289,7 +299,7 @@ def test_complexity_command_with_a_runs_models(run_models: dict[str, Path], tmp_
     assert image.info["model_id"] in result.output and "| ms_per_batch |" in result.output
 
 
-def test_complexity_command_times_dlib(run_models: dict[str, Path], tmp_path: Path) -> None:
+def test_complexity_command_times_dlib(run_models: dict[str, Path], tmp_path: Path, one_thread) -> None:
     """dlib on both faces of each pair, and on the decoded probe (g_s's output as an 8-bit picture)."""
     out = tmp_path / "table7.csv"
     result = CliRunner().invoke(main, [
