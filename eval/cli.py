@@ -162,37 +162,45 @@ def report(score_files: tuple[Path, ...], out: Path, bootstrap: int, seed: int, 
 
 
 @main.command()
-@click.option("--qualities", default="1,3,6,8", show_default=True, help="bmshj2018-hyperprior qualities")
+@click.option("--qualities", default="1,3,6,8", show_default=True, help="codec qualities")
+@click.option("--codec", default="bmshj2018-hyperprior", show_default=True, help="learned codec (CompressAI zoo name)")
+@click.option("--image-model", metavar="dlib|FILE.onnx|MODEL.pt",
+              help="face model of the original and decoded anchors (default: untrained ResNet50, thesis size for the "
+                   "MACs, --width for the time)")
+@click.option("--compressed", "compressed_models", multiple=True, metavar="MODEL.pt",
+              help="latent model (repeatable), reported at each quality whose M it takes, narrowed to the codec quality "
+                   "of its training latents when its info records them (default: untrained cResNet39 per quality)")
+@click.option("--codec-weights", metavar="PATTERN",
+              help="codec weights per quality for the decoded anchor's g_s, {quality} in the name, e.g. codec-q{quality}.pt "
+                   "(default: the untrained architecture: the same MACs and time)")
 @click.option("--time/--no-time", "timed", default=False, show_default=True, help="also measure ms per batch and per pair")
 @click.option("--device", default=default_device, show_default="cuda if present, else cpu")
-@click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16", "fp16"]), default="fp32", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="for model.pt models; dlib and ONNX run in fp32")
 @click.option("--batch-pairs", default=64, show_default=True, help="pairs per timed batch (thesis: 64)")
 @click.option("--repeats", default=50, show_default=True, help="timed batches (thesis: 50)")
 @click.option("--warmup", default=5, show_default=True, help="untimed batches first")
-@click.option("--width", default=64, show_default=True, help="model width for timing (64 = thesis models)")
+@click.option("--width", default=64, show_default=True, help="width of the default untrained models for timing (64 = thesis models)")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="also write the table as CSV")
-def complexity(qualities: str, timed: bool, device: str, precision: str, batch_pairs: int, repeats: int,
+def complexity(qualities: str, codec: str, image_model: str | None, compressed_models: tuple[str, ...],
+               codec_weights: str | None, timed: bool, device: str, precision: str, batch_pairs: int, repeats: int,
                warmup: int, width: int, out: Path | None) -> None:
     """Table 7: GMAC and kMAC/px after entropy decoding per solution, counted as Table 7 does
-    (transposed convolutions at output resolution) and as performed, optionally timed."""
-    from .complexity import thesis_solutions_macs, time_solutions
+    (transposed convolutions at output resolution) and as performed, optionally timed; for the
+    thesis-size untrained models or the models of a run."""
+    import torch
 
-    qs = tuple(int(q) for q in qualities.split(","))
-    rows = thesis_solutions_macs(qs)
-    if timed:
-        times = {t["solution"]: t for t in time_solutions(device, qs, batch_pairs, repeats, warmup, width, precision)}
-        for row in rows:
-            row.update({k: v for k, v in times[row["solution"]].items() if k not in row})
-    columns = [c for c in ("solution", "gmac_table7", "gmac_true", "kmac_per_px_table7", "kmac_per_px_true",
-                           "ms_per_batch", "ms_per_batch_std", "ms_per_pair") if c in rows[0]]
-    click.echo("| " + " | ".join(columns) + " |")
-    click.echo("|" + "---|" * len(columns))
-    for row in rows:
-        click.echo("| " + " | ".join(f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in columns) + " |")
-    click.echo("table7: transposed convolutions charged at their output resolution, as thesis Table 7 (inflates g_s 4x); "
-               "true: at their input resolution, the multiplications done")
-    if timed:
-        click.echo(f"device {device}, {precision}, width {width}, {batch_pairs} pairs/batch, {repeats} repeats after {warmup} warm-up")
+    from .complexity import TimingPlan, complexity_report, markdown_table
+
+    try:
+        qs = tuple(int(q) for q in qualities.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{qualities!r}: expected comma-separated integers", param_hint="--qualities") from None
+    plan = TimingPlan(torch.device(device), batch_pairs, repeats, warmup) if timed else None
+    rows, notes = complexity_report(qs, codec, image_model, compressed_models, codec_weights, plan, width, precision)
+    click.echo(markdown_table(rows))
+    for note in notes:
+        click.echo(note)
     if out is not None:
         with open(out, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))

@@ -1,33 +1,46 @@
-"""Complexity per solution as thesis 6.4.1 / Table 7 defines it.
+"""Complexity per solution as thesis 6.4.1 / Table 7 defines it, for the thesis-size untrained
+architectures or for the actual models of a run.
 
 Operations: MACs of one face's path after entropy decoding, counted by cdfv.trainer.macs.count_macs
 (Conv2d, Linear and ConvTranspose2d; GDN/IGDN, pooling, norms and activations free, as the JPEG AI
 counting tool the thesis used does):
-- original anchor: ResNet50 on 3x224x224;
+- original anchor: the image model on one face (ResNet50 on 3x224x224; dlib's descriptor network on
+  its 150x150 chip, counted on a replica checked against the .dat, eval/dlib_arch.py, its 5-point
+  landmark fit and chip extraction not counted; an ONNX model's Conv/Gemm/MatMul nodes on its crop,
+  the landmark warp not counted);
 - decoded anchor: the codec's synthesis transform g_s on the full (M, 16, 16) latent grid (-> 256x256)
-  plus ResNet50 on the 224x224 face;
+  plus the image model on the 224x224 face;
 - compressed domain: the latent model on (M, 14, 14).
 Two counts per solution, differing only in g_s's transposed convolutions: `table7` charges them at
 their OUTPUT resolution, as Table 7 does (bmshj2018 q1: g_s 9.65 GMAC, 13.5 with ResNet50, Table 7's
 13.55); `true` charges them at their input resolution, the multiplications actually done (a quarter:
 g_s 2.41, 6.3 with ResNet50). Ratios between solutions should use `true`; `table7` is for comparing
-with the thesis. Counting IGDN (a 1x1 N->N mix per pixel) would add 0.35 GMAC at q1. The embedding
-model is counted as exported (with its 2048-d embedding FC). kMAC/px divides by 224*224 pixels.
+with the thesis. Counting IGDN (a 1x1 N->N mix per pixel) would add 0.35 GMAC at q1. g_s is counted
+from its architecture, which trained weights do not change (load_codec builds the same one). The
+embedding model is counted as exported (with its 2048-d embedding FC). kMAC/px divides by the
+224*224 pixels of the stored face, whatever crop the model cuts from it.
 
 Time: ms per batch of 64 pairs (128 faces) for the whole verification of the batch, with input
 preparation as the thesis includes it, from stored inputs on the host:
-- original: both faces 8-bit -> float on the device -> ResNet50;
-- decoded: probe y_hat -> g_s -> clamp, 8-bit rounding, 16 px border removed -> ResNet50; the
+- original: both faces 8-bit -> the image model (a model.pt: float on the device; dlib: landmark
+  fit, chip and descriptor on the CPU; ONNX: warp and normalisation on the host, the network on its
+  provider);
+- decoded: probe y_hat -> g_s -> clamp, 8-bit rounding, 16 px border removed -> the image model (a
+  model.pt takes the decoded face on the device, dlib and ONNX as an 8-bit host picture); the
   reference face as in the original anchor;
 - compressed: both y_hat grids centre-cropped 16 -> 14 -> float on the device -> latent model;
 then the 64 cosine scores. Alignment is excluded everywhere: this project aligns before encoding.
+Timed faces are random pictures with thesis-alignment metadata (ArcFace template landmarks): every
+model does the same work whatever the pixels are.
 """
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -37,10 +50,13 @@ from cdfv.pipeline.codecs import CodecSpec
 from cdfv.shards.spec import CODED_SIZE, FACE_PIXELS, FACE_SIZE
 from cdfv.trainer.macs import TransposedAt, count_macs
 
-from .facemodels import Embedder, prepare_images
+from .facemodels import ARCFACE_TEMPLATE, DlibFaceModel, Embedder, FaceModel, OnnxFaceModel
 
-LATENT_GRID = CODED_SIZE // 16  # 16x16 y_hat of a 256x256 picture (bmshj2018 downsamples x16)
+LATENT_GRID = CODED_SIZE // 16  # 16x16 y_hat of a 256x256 picture (the zoo's codecs downsample x16)
 BORDER = (CODED_SIZE - FACE_SIZE) // 2  # zero padding around the 224x224 face
+THESIS_QUALITIES = (1, 3, 6, 8)
+THESIS_CODEC = "bmshj2018-hyperprior"
+UNTRAINED_CODEC = "untrained:architecture"  # g_s with random weights: the MACs and time of trained ones
 
 
 def synthesis_transform(codec: CodecSpec) -> nn.Module:
@@ -58,15 +74,46 @@ def synthesis_macs(codec: CodecSpec, transposed_at: TransposedAt) -> int:
     return count_macs(synthesis_transform(codec).to("meta"), (codec.latent_channels, LATENT_GRID, LATENT_GRID), transposed_at)
 
 
-def model_macs(model: nn.Module, info: dict) -> int:
-    """MACs of one embedding model on one input of its kind."""
-    side = info["input_size"]
-    channels = 3 if info["input_kind"] == "image" else info["in_channels"]
-    return count_macs(model, (channels, side, side))
-
-
 def kmac_per_pixel(macs: int) -> float:
     return macs / FACE_PIXELS / 1e3
+
+
+def onnx_macs(path: Path, side: int) -> int:
+    """MACs of an ONNX face model on one side x side RGB crop: Conv (output elements x C_in/groups
+    x kh x kw), Gemm and MatMul (output elements x the inner dimension), shapes from ONNX shape
+    inference with a batch of 1; other nodes are free, as in count_macs."""
+    import onnx
+
+    model = onnx.load(str(path))
+    weights = {t.name: list(t.dims) for t in model.graph.initializer}
+    data = next(i for i in model.graph.input if i.name not in weights)
+    for dim, value in zip(data.type.tensor_type.shape.dim, (1, 3, side, side)):
+        dim.dim_value = value  # replaces a symbolic batch (or side) so every shape becomes a number
+    graph = onnx.shape_inference.infer_shapes(model).graph
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in (*graph.value_info, *graph.output, *graph.input)}
+    shapes.update(weights)
+    macs = 0
+    for node in graph.node:
+        if node.op_type not in ("Conv", "Gemm", "MatMul"):
+            continue
+        out, a, b = (shapes.get(name) for name in (node.output[0], node.input[0], node.input[1]))
+        if not out or not a or not b or 0 in out:
+            raise ValueError(f"{path}: the shapes of {node.op_type} node {node.name!r} are not inferable; its MACs cannot be counted")
+        if node.op_type == "Conv":
+            inner = math.prod(b[1:])
+        elif node.op_type == "Gemm":
+            inner = a[0] if any(x.name == "transA" and x.i for x in node.attribute) else a[1]
+        else:
+            inner = a[-1]
+        macs += math.prod(out) * inner
+    return macs
+
+
+def timing_metas(n: int) -> list[dict[str, Any]]:
+    """The json of n thesis-aligned faces whose landmarks sit on the ArcFace template scaled to the
+    224x224 face: what dlib (align.method) and ONNX models (align.landmarks) read."""
+    landmarks = (ARCFACE_TEMPLATE * (FACE_SIZE / 112.0)).tolist()
+    return [{"key": f"timing-{i}", "align": {"method": "thesis", "landmarks": landmarks}} for i in range(n)]
 
 
 def decode_faces(synthesis: nn.Module, latents: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -82,29 +129,52 @@ def cosine_pairs(probe: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     return (probe * reference).sum(dim=1)
 
 
-def pair_step(
-    mode: str, embedder: Embedder, batch_pairs: int, synthesis: nn.Module | None = None, seed: int = 0
-) -> Callable[[], torch.Tensor]:
+def embed_stored(model: FaceModel, raw: np.ndarray, metas: Sequence[Mapping[str, Any]]) -> torch.Tensor:
+    """Embeddings of stored inputs, input preparation included: a model.pt's on its device, the
+    others' on the host."""
+    if isinstance(model, Embedder):
+        return model(raw)
+    return torch.from_numpy(model.embed(raw, metas))
+
+
+def embed_decoded(model: FaceModel, faces: torch.Tensor, metas: Sequence[Mapping[str, Any]]) -> torch.Tensor:
+    """Embeddings of decoded faces (N, 3, 224, 224, 8-bit values as float where g_s left them): a
+    model.pt takes them there; dlib and ONNX models take 8-bit host pictures, as stored."""
+    if isinstance(model, Embedder):
+        return model.embed_prepared(faces)
+    pictures = faces.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return torch.from_numpy(model.embed(pictures, metas))
+
+
+def pair_step(mode: str, model: FaceModel, batch_pairs: int, synthesis: nn.Module | None = None, seed: int = 0,
+              *, latent_channels: int | None = None) -> Callable[[], torch.Tensor]:
     """A closure that verifies one batch of pairs from host-side stored inputs (random content:
-    timing does not depend on it)."""
+    timing does not depend on it). `model` is the image model (original, decoded) or the latent
+    model.pt (compressed); decoded mode also takes the codec's g_s and its M (CodecSpec.latent_channels)."""
     rng = np.random.default_rng(seed)
-    device = embedder.device
-    m = embedder.info.get("in_channels") or 0
     if mode == "compressed":
-        grids = rng.integers(-8, 8, size=(2, batch_pairs, m, LATENT_GRID, LATENT_GRID), dtype=np.int16)
-        return lambda: cosine_pairs(embedder(grids[0]), embedder(grids[1]))
+        if not isinstance(model, Embedder) or model.kind != "latent":
+            raise ValueError(f"compressed mode needs a latent model.pt, not {model.info['model_id']} ({model.kind})")
+        shape = (2, batch_pairs, model.info["in_channels"], LATENT_GRID, LATENT_GRID)
+        grids = rng.integers(-8, 8, size=shape, dtype=np.int16)
+        return lambda: cosine_pairs(model(grids[0]), model(grids[1]))
+    if mode not in ("original", "decoded"):
+        raise ValueError(f"mode must be original, decoded or compressed, not {mode!r}")
+    if model.kind != "image":
+        raise ValueError(f"{mode} mode needs an image model, not {model.info['model_id']} ({model.kind})")
+    metas = timing_metas(batch_pairs)
     faces = rng.integers(0, 256, size=(2, batch_pairs, FACE_SIZE, FACE_SIZE, 3), dtype=np.uint8)
     if mode == "original":
-        return lambda: cosine_pairs(embedder(faces[0]), embedder(faces[1]))
-    if synthesis is None:
-        raise ValueError("decoded mode needs the codec's synthesis transform")
-    channels = synthesis[0].in_channels
-    y_hat = rng.integers(-8, 8, size=(batch_pairs, channels, LATENT_GRID, LATENT_GRID), dtype=np.int16)
+        return lambda: cosine_pairs(embed_stored(model, faces[0], metas), embed_stored(model, faces[1], metas))
+    if synthesis is None or latent_channels is None:
+        raise ValueError("decoded mode needs the codec's synthesis transform and its latent channels")
+    device = next(synthesis.parameters()).device
+    y_hat = rng.integers(-8, 8, size=(batch_pairs, latent_channels, LATENT_GRID, LATENT_GRID), dtype=np.int16)
 
     @torch.inference_mode()
     def step() -> torch.Tensor:
-        probe = embedder.embed_prepared(decode_faces(synthesis, y_hat, device))
-        return cosine_pairs(probe, embedder.embed_prepared(prepare_images(faces[1], device)))
+        probe = embed_decoded(model, decode_faces(synthesis, y_hat, device), metas)
+        return cosine_pairs(probe, embed_stored(model, faces[1], metas))
 
     return step
 
@@ -125,7 +195,7 @@ class Timing:
         return 1e3 * self.batch_pairs / self.ms_per_batch
 
 
-def time_step(step: Callable[[], torch.Tensor], device: torch.device, batch_pairs: int,
+def time_step(step: Callable[[], Any], device: torch.device, batch_pairs: int,
               repeats: int = 50, warmup: int = 5) -> Timing:
     """Mean and spread of `repeats` timed batches after `warmup` untimed ones; on CUDA each batch
     is closed by a synchronisation so the time covers the kernels, not their launch."""
@@ -143,35 +213,143 @@ def time_step(step: Callable[[], torch.Tensor], device: torch.device, batch_pair
     return Timing(statistics.fmean(times), spread, batch_pairs, repeats)
 
 
-THESIS_QUALITIES = (1, 3, 6, 8)
-THESIS_CODEC = "bmshj2018-hyperprior"
+# ---------------------------------------------------------------- the report's models and rows
 
 
-def thesis_solutions_macs(qualities: tuple[int, ...] = THESIS_QUALITIES, codec: str = THESIS_CODEC) -> list[dict]:
-    """Operations of Table 7's solutions with full-size (width 64) models: original anchor,
-    decoded anchor per quality (g_s + ResNet50) and cResNet39 per quality, each counted the
-    Table 7 way and as performed (module docstring). Models are built on the meta device:
-    counting needs shapes, not arithmetic."""
-    from cdfv.trainer.models import build_model
+@dataclass(frozen=True)
+class ReportModel:
+    """A face model of the report: named by `arch` and `model_id`, counted as `macs` per face (None:
+    not counted, `note` says why), timed as `model` (None: counted only)."""
+
+    arch: str
+    model_id: str
+    macs: int | None
+    model: FaceModel | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class ReportCodec:
+    """A codec quality of the report: its weights' id and the g_s that is timed (None: counted only)."""
+
+    spec: CodecSpec
+    weights_id: str = UNTRAINED_CODEC
+    synthesis: nn.Module | None = None
+
+
+@dataclass(frozen=True)
+class TimingPlan:
+    """Table 7's protocol: `repeats` batches of `batch_pairs` pairs after `warmup` untimed ones."""
+
+    device: torch.device
+    batch_pairs: int = 64
+    repeats: int = 50
+    warmup: int = 5
+
+
+def model_macs(model: nn.Module, channels: int, side: int) -> int:
+    """MACs of one embedding model on one channels x side x side input."""
+    return count_macs(model, (channels, side, side))
+
+
+def thesis_model(arch: str, in_channels: int | None = None, timed: FaceModel | None = None) -> ReportModel:
+    """A thesis-size (width 64) untrained architecture, counted on the meta device (counting needs
+    shapes, not arithmetic); `timed` is the model that stands for it in the time columns."""
+    from cdfv.trainer.models import INPUT_KIND, INPUT_SIZE, build_model
 
     with torch.device("meta"):
-        resnet = model_macs(build_model("resnet50"), {"input_kind": "image", "input_size": FACE_SIZE})
-    rows = [{"solution": "resnet50_original", "mode": "original", "quality": None, "macs_table7": resnet, "macs_true": resnet}]
-    for q in qualities:
-        spec = CodecSpec(codec, q)
-        rows.append({"solution": f"resnet50_{codec}_q{q}", "mode": "decoded", "quality": q,
-                     "macs_table7": synthesis_macs(spec, "output") + resnet, "macs_true": synthesis_macs(spec, "input") + resnet})
-    for q in qualities:
-        m = CodecSpec(codec, q).latent_channels
-        with torch.device("meta"):
-            latent_model = build_model("cresnet39", in_channels=m)
-        macs = model_macs(latent_model, {"input_kind": "latent", "input_size": 14, "in_channels": m})
-        rows.append({"solution": f"cresnet39_{codec}_q{q}", "mode": "compressed", "quality": q, "macs_table7": macs, "macs_true": macs})
-    for row in rows:
-        for count in ("table7", "true"):
-            row[f"gmac_{count}"] = row[f"macs_{count}"] / 1e9
-            row[f"kmac_per_px_{count}"] = kmac_per_pixel(row[f"macs_{count}"])
+        model = build_model(arch, in_channels=in_channels)
+    channels = 3 if INPUT_KIND[arch] == "image" else in_channels
+    return ReportModel(arch, f"untrained:{arch}", model_macs(model, channels, INPUT_SIZE[arch]), timed)
+
+
+def report_model(model: FaceModel) -> ReportModel:
+    """A loaded face model counted as it is (module docstring: what each kind's count covers)."""
+    info = model.info
+    if isinstance(model, Embedder):
+        channels = 3 if model.kind == "image" else info["in_channels"]
+        return ReportModel(info["arch"], info["model_id"], model_macs(model.model, channels, model.side), model)
+    if isinstance(model, DlibFaceModel):
+        from .dlib_arch import CHIP, descriptor_macs
+
+        return ReportModel(info["arch"], info["model_id"], descriptor_macs(Path(info["weights"][0])), model,
+                           f"dlib's descriptor network on its {CHIP}x{CHIP} chip (a torch replica checked against "
+                           f"the .dat); the 5-point landmark fit and the chip extraction are not counted")
+    if isinstance(model, OnnxFaceModel):
+        try:
+            macs = onnx_macs(Path(info["weights"][0]), model.side)
+        except ImportError:
+            return ReportModel(info["arch"], info["model_id"], None, model,
+                               "MACs not counted: reading the ONNX graph needs the onnx package (pip install onnx)")
+        return ReportModel(info["arch"], info["model_id"], macs, model,
+                           f"the ONNX graph's Conv/Gemm/MatMul nodes on its {model.side}x{model.side} crop; the landmark warp is not counted")
+    raise TypeError(f"no MAC count for {type(model).__name__}")
+
+
+def latent_qualities(info: Mapping[str, Any], name: str, qualities: Sequence[int], codec: str) -> list[int]:
+    """The report's qualities a latent model belongs to: those whose M is its input channels, narrowed
+    to the codec quality of its training latents when its info records them (train_shards.meta.codec)."""
+    m = info["in_channels"]
+    fits = [q for q in qualities if CodecSpec(codec, q).latent_channels == m]
+    trained_on = ((info.get("train_shards") or {}).get("meta") or {}).get("codec")
+    if trained_on:
+        label = f"{trained_on.get('name')} q{trained_on.get('quality')}"
+        if trained_on.get("name") != codec:
+            raise ValueError(f"{name}: trained on {label} latents; this report is for --codec {codec}")
+        if trained_on.get("quality") not in qualities:
+            raise ValueError(f"{name}: trained on {label} latents, a quality not among --qualities {','.join(map(str, qualities))}")
+        fits = [q for q in fits if q == trained_on["quality"]]
+    if not fits:
+        have = ", ".join(f"q{q} M={CodecSpec(codec, q).latent_channels}" for q in qualities)
+        raise ValueError(f"{name}: a latent model for M = {m} channels; no quality of the report fits ({codec}: {have})")
+    return fits
+
+
+def _row(solution: str, mode: str, quality: int | None, model_id: str, codec_weights: str | None,
+         macs_table7: int | None, macs_true: int | None) -> dict[str, Any]:
+    row = {"solution": solution, "mode": mode, "quality": quality, "model_id": model_id, "codec_weights": codec_weights,
+           "macs_table7": macs_table7, "macs_true": macs_true}
+    for count in ("table7", "true"):
+        macs = row[f"macs_{count}"]
+        row[f"gmac_{count}"] = None if macs is None else macs / 1e9
+        row[f"kmac_per_px_{count}"] = None if macs is None else kmac_per_pixel(macs)
+    return row
+
+
+def solutions(image: ReportModel, codecs: Sequence[ReportCodec], latents: Sequence[tuple[int, ReportModel]],
+              timing: TimingPlan | None = None) -> list[dict[str, Any]]:
+    """Table 7's rows: the original anchor, the decoded anchor per codec quality (g_s + the image
+    model), and each latent model at its quality; operations both ways (module docstring) and, with
+    `timing`, ms per batch and per pair of every row's verification step."""
+    rows, steps = [], []
+    rows.append(_row(f"{image.arch}_original", "original", None, image.model_id, None, image.macs, image.macs))
+    steps.append(lambda: pair_step("original", image.model, timing.batch_pairs))
+    for codec in codecs:
+        spec = codec.spec
+        total = {at: None if image.macs is None else synthesis_macs(spec, at) + image.macs for at in ("output", "input")}
+        rows.append(_row(f"{image.arch}_{spec.name}_q{spec.quality}", "decoded", spec.quality, image.model_id,
+                         codec.weights_id, total["output"], total["input"]))
+        steps.append(lambda codec=codec: pair_step("decoded", image.model, timing.batch_pairs, codec.synthesis,
+                                                   latent_channels=codec.spec.latent_channels))
+    names = {spec.quality: spec.name for spec in (c.spec for c in codecs)}
+    for quality, latent in latents:
+        rows.append(_row(f"{latent.arch}_{names[quality]}_q{quality}", "compressed", quality, latent.model_id, None,
+                         latent.macs, latent.macs))
+        steps.append(lambda latent=latent: pair_step("compressed", latent.model, timing.batch_pairs))
+    if timing is not None:
+        for row, make_step in zip(rows, steps):
+            t = time_step(make_step(), timing.device, timing.batch_pairs, timing.repeats, timing.warmup)
+            row.update({"ms_per_batch": t.ms_per_batch, "ms_per_batch_std": t.ms_per_batch_std, "ms_per_pair": t.ms_per_pair,
+                        "pairs_per_s": t.pairs_per_s, "batch_pairs": t.batch_pairs, "repeats": t.repeats})
     return rows
+
+
+def thesis_solutions_macs(qualities: tuple[int, ...] = THESIS_QUALITIES, codec: str = THESIS_CODEC) -> list[dict[str, Any]]:
+    """Operations of Table 7's solutions with full-size untrained models: ResNet50, g_s + ResNet50
+    and cResNet39 per quality."""
+    specs = [CodecSpec(codec, q) for q in qualities]
+    latents = [(s.quality, thesis_model("cresnet39", s.latent_channels)) for s in specs]
+    return solutions(thesis_model("resnet50"), [ReportCodec(s) for s in specs], latents)
 
 
 def untrained_embedder(arch: str, device: torch.device, in_channels: int | None = None, width: int = 64,
@@ -184,23 +362,79 @@ def untrained_embedder(arch: str, device: torch.device, in_channels: int | None 
     return Embedder(model, embedding_info(model, arch, untrained=True, train_shards=None), device, precision=precision)
 
 
-def time_solutions(device: str = "cpu", qualities: tuple[int, ...] = THESIS_QUALITIES, batch_pairs: int = 64,
-                   repeats: int = 50, warmup: int = 5, width: int = 64, precision: str = "fp32",
-                   codec: str = THESIS_CODEC) -> list[dict]:
-    """Table 7's time columns: the original anchor once, then per quality the decoded anchor and
-    cResNet39, each over `repeats` batches of `batch_pairs` pairs."""
-    dev = torch.device(device)
-    resnet = untrained_embedder("resnet50", dev, width=width, precision=precision)
-    rows = [("resnet50_original", "original", None, time_step(pair_step("original", resnet, batch_pairs), dev,
-                                                               batch_pairs, repeats, warmup))]
-    for q in qualities:
-        spec = CodecSpec(codec, q)
-        synthesis = synthesis_transform(spec).to(dev)
-        step = pair_step("decoded", resnet, batch_pairs, synthesis)
-        rows.append((f"resnet50_{codec}_q{q}", "decoded", q, time_step(step, dev, batch_pairs, repeats, warmup)))
-        latent = untrained_embedder("cresnet39", dev, spec.latent_channels, width, precision)
-        step = pair_step("compressed", latent, batch_pairs)
-        rows.append((f"cresnet39_{codec}_q{q}", "compressed", q, time_step(step, dev, batch_pairs, repeats, warmup)))
-    return [{"solution": s, "mode": m, "quality": q, "ms_per_batch": t.ms_per_batch, "ms_per_batch_std": t.ms_per_batch_std,
-             "ms_per_pair": t.ms_per_pair, "pairs_per_s": t.pairs_per_s, "batch_pairs": batch_pairs, "repeats": repeats}
-            for s, m, q, t in rows]
+def complexity_report(qualities: Sequence[int] = THESIS_QUALITIES, codec: str = THESIS_CODEC, image_model: str | None = None,
+                      compressed: Sequence[str | Path] = (), codec_weights: str | None = None,
+                      timing: TimingPlan | None = None, width: int = 64, precision: str = "fp32") -> tuple[list[dict], list[str]]:
+    """Table 7 for the models of a run, or the thesis-size untrained ones where none is given:
+    (rows, notes). `image_model` is dlib, FILE.onnx or an image model.pt (default: ResNet50);
+    `compressed` latent model.pt files, each reported at its qualities (latent_qualities; default:
+    cResNet39 per quality); `codec_weights` a weights file pattern with {quality} for the timed g_s
+    (default: the untrained architecture). `width` and `precision` build the timed untrained models."""
+    from cdfv.pipeline.codecs import load_codec
+
+    from .facemodels import load_face_model
+
+    specs = [CodecSpec(codec, q) for q in qualities]
+    device = timing.device if timing else torch.device("cpu")
+    codecs = []
+    for spec in specs:
+        if codec_weights is None:
+            codecs.append(ReportCodec(spec, synthesis=synthesis_transform(spec).to(device) if timing else None))
+            continue
+        path = Path(codec_weights.replace("{quality}", str(spec.quality)))
+        if not path.is_file():
+            raise FileNotFoundError(f"--codec-weights {path}: no such file (weights of {spec.label})")
+        model, weights_id = load_codec(spec, weights=path)
+        codecs.append(ReportCodec(spec, weights_id, model.g_s.to(device).eval() if timing else None))
+    if image_model is None:
+        timed = untrained_embedder("resnet50", device, width=width, precision=precision) if timing else None
+        image = thesis_model("resnet50", timed=timed)
+    else:
+        loaded = load_face_model(image_model, device, precision=precision)
+        if loaded.kind != "image":
+            raise ValueError(f"--image-model {image_model}: a latent model; the anchors need an image model")
+        image = report_model(loaded)
+    latents = []
+    if not compressed:
+        for spec in specs:
+            timed = untrained_embedder("cresnet39", device, spec.latent_channels, width, precision) if timing else None
+            latents.append((spec.quality, thesis_model("cresnet39", spec.latent_channels, timed)))
+    for path in compressed:
+        loaded = load_face_model(path, device, precision=precision)
+        if loaded.kind != "latent":
+            raise ValueError(f"--compressed {path}: an image model; --compressed takes latent models")
+        latent = report_model(loaded)
+        latents += [(q, latent) for q in latent_qualities(loaded.info, str(path), qualities, codec)]
+    try:
+        rows = solutions(image, codecs, latents, timing)
+    finally:
+        if isinstance(image.model, DlibFaceModel):
+            image.model.close()
+    notes = ["table7: transposed convolutions charged at their output resolution, as thesis Table 7 (inflates g_s 4x); "
+             "true: at their input resolution, the multiplications done; kMAC/px per pixel of the 224x224 face"]
+    notes += [f"{m.arch}: {m.note}" for m in {id(m): m for m in [image, *(lat for _, lat in latents)]}.values() if m.note]
+    if timing:
+        untrained = f", width {width} for the untrained models" if image_model is None or not compressed else ""
+        notes.append(f"device {timing.device}, {precision}{untrained}, {timing.batch_pairs} pairs/batch, "
+                     f"{timing.repeats} repeats after {timing.warmup} warm-up")
+        if isinstance(image.model, DlibFaceModel):
+            notes.append(f"dlib runs on the CPU, its batches split over {image.model.workers} worker processes")
+    return rows, notes
+
+
+TABLE_COLUMNS = ("solution", "gmac_table7", "gmac_true", "kmac_per_px_table7", "kmac_per_px_true", "ms_per_batch",
+                 "ms_per_batch_std", "ms_per_pair", "model_id", "codec_weights")
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The rows as a Markdown table; an operation count that could not be made reads n/c."""
+    columns = [c for c in TABLE_COLUMNS if c in rows[0]]
+
+    def cell(column: str, value: Any) -> str:
+        if value is None:
+            return "n/c" if column.startswith(("gmac", "kmac")) else ""
+        return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(c, row[c]) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)

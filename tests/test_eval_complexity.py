@@ -1,15 +1,27 @@
-"""Complexity: Table 7's operations column reproduced, the MACs actually done beside it, and the
-timed steps doing the real work."""
+"""Complexity: Table 7's operations column reproduced, the MACs actually done beside it, the timed
+steps doing the real work, and the same report for the models of a run (dlib, ONNX, model.pt,
+trained codec weights)."""
 from __future__ import annotations
+
+import csv
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 
+from cdfv.eval.cli import main
 from cdfv.eval.complexity import (
-    Timing, decode_faces, synthesis_transform, kmac_per_pixel, pair_step, thesis_solutions_macs, time_step, untrained_embedder,
+    Timing, decode_faces, kmac_per_pixel, latent_qualities, onnx_macs, pair_step, report_model,
+    synthesis_macs, synthesis_transform, thesis_solutions_macs, time_step, untrained_embedder,
 )
-from cdfv.pipeline.codecs import CodecSpec
+from cdfv.eval.dlib_arch import DlibResNet, add_zero_padded, check_replica, dat_layers, descriptor_macs, replica_layers
+from cdfv.eval.facemodels import dlib_model_files, load_face_model
+from cdfv.pipeline.codecs import CodecSpec, load_codec, save_codec
+from cdfv.trainer.export import export_untrained
+from cdfv.trainer.macs import count_macs
 
 TABLE7_GMAC = {
     "resnet50_original": 3.89,
@@ -90,7 +102,7 @@ def test_pair_steps_score_a_batch(mode: str) -> None:
     else:
         embedder = untrained_embedder("resnet50", device, width=8)
         synthesis = synthesis_transform(CodecSpec("bmshj2018-hyperprior", 1)) if mode == "decoded" else None
-    scores = pair_step(mode, embedder, 2, synthesis)()
+    scores = pair_step(mode, embedder, 2, synthesis, latent_channels=192)()
     assert scores.shape == (2,) and bool(((scores >= -1.0001) & (scores <= 1.0001)).all())
 
 
@@ -102,12 +114,7 @@ def test_time_step_counts_repeats() -> None:
     assert Timing(128.0, 0.0, 64, 50).pairs_per_s == pytest.approx(500.0)
 
 
-
 def _complexity(args: list[str]) -> tuple[str, dict[str, str]]:
-    from click.testing import CliRunner
-
-    from cdfv.eval.cli import main
-
     result = CliRunner().invoke(main, ["complexity", "--qualities", "1", *args])
     assert result.exit_code == 0, result.output
     rows = {line.split(" | ")[0].strip("| "): line for line in result.output.splitlines() if line.startswith("| ")}
@@ -127,3 +134,199 @@ def test_complexity_command() -> None:
 def test_complexity_command_timed() -> None:
     output, rows = _complexity(["--time", "--width", "8", "--repeats", "2", "--warmup", "1", "--batch-pairs", "2"])
     assert "ms_per_pair" in rows["solution"] and "2 repeats after 1 warm-up" in output
+
+
+# ---------------------------------------------------------------- dlib's descriptor
+
+
+def dlib_macs_by_hand() -> int:
+    """150x150 chip; con 32 7x7/2 without padding (dlib pads only at stride 1) -> 72; max pool 3x3/2
+    -> 35; per level (filters, blocks) two 3x3 cons a block, the first block of every level after
+    the first at stride 2 (unpadded) beside a 2x2/2 average pool, the larger side going on (8 -> 3
+    against 8 -> 4: 4); fc 256 -> 128."""
+    side = (150 - 7) // 2 + 1
+    macs, channels, side = side * side * 32 * 3 * 49, 32, (side - 3) // 2 + 1
+    for level, (filters, blocks) in enumerate(((32, 3), (64, 4), (128, 3), (256, 3), (256, 1))):
+        for block in range(blocks):
+            down = level > 0 and block == 0
+            conv_side = (side - 3) // 2 + 1 if down else side
+            macs += conv_side * conv_side * filters * 9 * (channels + filters)
+            side, channels = max(conv_side, (side - 2) // 2 + 1 if down else side), filters
+    return macs + 256 * 128
+
+
+def test_dlib_replica_is_the_network_in_the_dat_file() -> None:
+    """Every con (filters, input channels, k x k, stride, padding, bias), pool and the fc that dlib
+    serialised into dlib_face_recognition_resnet_model_v1.dat, in order, is the replica's."""
+    chip, layers = dat_layers(dlib_model_files()[0])
+    with torch.device("meta"):
+        replica = replica_layers(DlibResNet())
+    assert chip == 150 and layers == replica
+    cons = [layer for layer in layers if layer.kind == "con"]
+    assert len(cons) == 29 and (cons[0].filters, cons[0].inputs, cons[0].kernel, cons[0].stride) == (32, 3, (7, 7), (2, 2))
+    assert [c.filters for c in cons if c.stride == (2, 2)] == [32, 64, 128, 256, 256]
+    assert [layer.kind for layer in layers[-2:]] == ["avg_pool", "fc"] and layers[-1].bias is False
+
+
+def test_dlib_descriptor_macs() -> None:
+    macs = descriptor_macs(dlib_model_files()[0])
+    assert macs == dlib_macs_by_hand() == 270_854_144  # 0.27 GMAC per 150x150 chip
+
+
+def test_dlib_check_refuses_other_files(tmp_path: Path) -> None:
+    other = tmp_path / "other.dat"
+    other.write_bytes(b"\x01\x05hello" * 100)
+    with pytest.raises(ValueError, match=f"{other}: no input_rgb_image_sized layer"):
+        check_replica(other)
+    truncated = tmp_path / "truncated.dat"
+    truncated.write_bytes(dlib_model_files()[0].read_bytes()[:1_000_000])
+    with pytest.raises(ValueError, match=f"{truncated}: .*(layers|unreadable)"):
+        check_replica(truncated)
+
+
+def test_add_zero_padded_is_dlibs_add_prev() -> None:
+    a, b = torch.ones(1, 4, 3, 3), torch.full((1, 2, 4, 4), 2.0)
+    out = add_zero_padded(a, b)
+    assert out.shape == (1, 4, 4, 4)
+    assert bool((out[:, :2, :3, :3] == 3).all() and (out[:, 2:, :3, :3] == 1).all())
+    assert bool((out[:, :2, 3, :] == 2).all() and (out[:, 2:, 3, :] == 0).all())
+
+
+# ---------------------------------------------------------------- ONNX
+
+
+class TinyArcFace(torch.nn.Module):
+    """A grouped conv, a conv and two linear layers (one exported as Gemm, one as MatMul)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 6, 3, stride=2, padding=1, groups=3)
+        self.conv2 = torch.nn.Conv2d(6, 8, 4, stride=4)
+        self.fc1 = torch.nn.Linear(8 * 14 * 14, 32)
+        self.fc2 = torch.nn.Linear(32, 16, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.fc1(torch.relu(self.conv2(self.conv1(x))).flatten(1)))
+
+
+def test_onnx_macs_count_the_graph(tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    net, path = TinyArcFace().eval(), tmp_path / "tiny.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(net, (torch.zeros(1, 3, 112, 112),), str(path), dynamo=False, opset_version=17,
+                          input_names=["data"], dynamic_axes={"data": {0: "batch"}})
+    by_hand = 56 * 56 * 6 * 9 + 14 * 14 * 8 * 6 * 16 + 1568 * 32 + 32 * 16
+    assert onnx_macs(path, 112) == count_macs(net, (3, 112, 112)) == by_hand
+    model = report_model(load_face_model(path))
+    assert model.macs == by_hand and "112x112 crop" in model.note
+    scores = pair_step("original", model.model, 2)()  # timing metas carry the landmarks the warp needs
+    assert scores.shape == (2,) and bool((scores.abs() <= 1.0001).all())
+
+
+# ---------------------------------------------------------------- a run's models
+
+
+def test_latent_models_match_their_quality() -> None:
+    info = {"in_channels": 192, "train_shards": None}
+    assert latent_qualities(info, "m.pt", (1, 3, 6), "bmshj2018-hyperprior") == [1, 3]
+    trained = {**info, "train_shards": {"meta": {"codec": {"name": "bmshj2018-hyperprior", "quality": 3}}}}
+    assert latent_qualities(trained, "m.pt", (1, 3, 6), "bmshj2018-hyperprior") == [3]
+    with pytest.raises(ValueError, match="m.pt: trained on bmshj2018-hyperprior q3 latents, a quality not among --qualities 1,6"):
+        latent_qualities(trained, "m.pt", (1, 6), "bmshj2018-hyperprior")
+    with pytest.raises(ValueError, match="m.pt: trained on bmshj2018-hyperprior q3 latents; this report is for --codec mbt2018-mean"):
+        latent_qualities(trained, "m.pt", (3,), "mbt2018-mean")
+    with pytest.raises(ValueError, match=r"m.pt: a latent model for M = 192 channels; no quality .*q6 M=320"):
+        latent_qualities(info, "m.pt", (6,), "bmshj2018-hyperprior")
+
+
+def test_cheng2020_decoded_anchor_counts_and_steps(one_thread) -> None:
+    """cheng2020's g_s opens with a residual block, not a convolution: M comes from the codec spec."""
+    spec = CodecSpec("cheng2020-anchor", 1)
+    rows = {r["mode"]: r for r in thesis_solutions_macs((1,), spec.name)}
+    decoded = rows["decoded"]
+    assert decoded["macs_table7"] == decoded["macs_true"]  # sub-pixel convolutions: no transposed ones
+    assert decoded["macs_true"] - rows["original"]["macs_true"] == synthesis_macs(spec, "input") > 0
+    step = pair_step("decoded", untrained_embedder("resnet50", torch.device("cpu"), width=4), 1, synthesis_transform(spec),
+                     latent_channels=spec.latent_channels)
+    assert step().shape == (1,)
+
+
+@pytest.fixture
+def one_thread():
+    """Timed steps on one torch thread: their values are not asserted, and two OpenMP threads on a
+    shared 2-core machine spin-wait for each other (5-20x slower when other jobs run)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def run_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny ResNet50 and cResNet39 (width 4) as cdfv-train exports them, and an untrained
+    bmshj2018 q1 saved as a codec weights file."""
+    folder = tmp_path_factory.mktemp("run")
+    export_untrained(folder / "image.pt", "resnet50", width=4)
+    export_untrained(folder / "latent.pt", "cresnet39", in_channels=192, width=4)
+    spec = CodecSpec("bmshj2018-hyperprior", 1)
+    save_codec(folder / "codec-q1.pt", load_codec(spec, untrained=True)[0], spec)
+    return {"folder": folder, "image": folder / "image.pt", "latent": folder / "latent.pt"}
+
+
+def test_complexity_command_with_a_runs_models(run_models: dict[str, Path], tmp_path: Path, one_thread) -> None:
+    out = tmp_path / "table7.csv"
+    result = CliRunner().invoke(main, [
+        "complexity", "--qualities", "1", "--image-model", str(run_models["image"]), "--compressed", str(run_models["latent"]),
+        "--codec-weights", str(run_models["folder"] / "codec-q{quality}.pt"), "--time", "--device", "cpu",
+        "--repeats", "2", "--warmup", "1", "--batch-pairs", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    with open(out) as f:
+        rows = {r["mode"]: r for r in csv.DictReader(f)}
+    image, latent = load_face_model(run_models["image"]), load_face_model(run_models["latent"])
+    resnet, cresnet = report_model(image).macs, report_model(latent).macs
+    assert resnet == count_macs(image.model, (3, 224, 224)) and cresnet == count_macs(latent.model, (192, 14, 14))
+    g_s = {at: synthesis_macs(CodecSpec("bmshj2018-hyperprior", 1), at) for at in ("output", "input")}
+    assert int(rows["original"]["macs_true"]) == resnet
+    assert (int(rows["decoded"]["macs_table7"]), int(rows["decoded"]["macs_true"])) == (g_s["output"] + resnet, g_s["input"] + resnet)
+    assert int(rows["compressed"]["macs_true"]) == cresnet and rows["compressed"]["solution"] == "cresnet39_bmshj2018-hyperprior_q1"
+    assert rows["original"]["model_id"] == rows["decoded"]["model_id"] == image.info["model_id"]
+    assert rows["compressed"]["model_id"] == latent.info["model_id"]
+    assert rows["decoded"]["codec_weights"].startswith("file:codec-q1.pt:sha256-")
+    for row in rows.values():
+        assert float(row["ms_per_batch"]) > 0 and float(row["ms_per_pair"]) == pytest.approx(float(row["ms_per_batch"]) / 2)
+        assert float(row["kmac_per_px_true"]) == pytest.approx(int(row["macs_true"]) / (224 * 224 * 1e3))
+    assert image.info["model_id"] in result.output and "| ms_per_batch |" in result.output
+
+
+def test_complexity_command_times_dlib(run_models: dict[str, Path], tmp_path: Path, one_thread) -> None:
+    """dlib on both faces of each pair, and on the decoded probe (g_s's output as an 8-bit picture)."""
+    out = tmp_path / "table7.csv"
+    result = CliRunner().invoke(main, [
+        "complexity", "--qualities", "1", "--image-model", "dlib", "--compressed", str(run_models["latent"]), "--time",
+        "--device", "cpu", "--repeats", "2", "--warmup", "1", "--batch-pairs", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    with open(out) as f:
+        rows = {r["solution"]: r for r in csv.DictReader(f)}
+    assert list(rows) == ["dlib-resnet-v1_original", "dlib-resnet-v1_bmshj2018-hyperprior_q1", "cresnet39_bmshj2018-hyperprior_q1"]
+    dlib_id = load_face_model("dlib").info["model_id"]
+    g_s = synthesis_macs(CodecSpec("bmshj2018-hyperprior", 1), "input")
+    assert int(rows["dlib-resnet-v1_original"]["macs_true"]) == 270_854_144
+    assert int(rows["dlib-resnet-v1_bmshj2018-hyperprior_q1"]["macs_true"]) == 270_854_144 + g_s
+    for name in ("dlib-resnet-v1_original", "dlib-resnet-v1_bmshj2018-hyperprior_q1"):
+        row = rows[name]
+        assert row["model_id"] == dlib_id and float(row["ms_per_batch"]) > 0 and row["repeats"] == "2"
+        assert float(row["ms_per_pair"]) == pytest.approx(float(row["ms_per_batch"]) / 2)
+    assert "| dlib-resnet-v1_original | 0.271 | 0.271 | 5.398 | 5.398 |" in result.output
+    assert "dlib-resnet-v1: dlib's descriptor network on its 150x150 chip" in result.output
+    assert "the 5-point landmark fit and the chip extraction are not counted" in result.output
+
+
+def test_complexity_command_refuses_mismatched_models(run_models: dict[str, Path]) -> None:
+    runner = CliRunner()
+    result = runner.invoke(main, ["complexity", "--qualities", "6", "--compressed", str(run_models["latent"])])
+    assert result.exit_code != 0 and f"{run_models['latent']}: a latent model for M = 192 channels" in result.output
+    result = runner.invoke(main, ["complexity", "--qualities", "1", "--compressed", str(run_models["image"])])
+    assert result.exit_code != 0 and "an image model; --compressed takes latent models" in result.output
+    result = runner.invoke(main, ["complexity", "--qualities", "1", "--codec-weights", "absent-q{quality}.pt"])
+    assert result.exit_code != 0 and "--codec-weights absent-q1.pt: no such file" in result.output
