@@ -34,7 +34,8 @@ def main() -> None:
     latent = untrained_embedder("cresnet39", device, spec.latent_channels, args.width, args.precision)
     steps = {
         "original": pair_step("original", resnet, args.batch_pairs),
-        "decoded": pair_step("decoded", resnet, args.batch_pairs, synthesis_transform(spec).to(device)),
+        "decoded": pair_step("decoded", resnet, args.batch_pairs, synthesis_transform(spec).to(device),
+                             latent_channels=spec.latent_channels),
         "compressed": pair_step("compressed", latent, args.batch_pairs),
     }
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "

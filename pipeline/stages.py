@@ -21,7 +21,7 @@ from .detect import Detector, detect
 from .images import read_image
 from .ledger import check_index
 from .naming import FACES, set_name
-from .quality import ms_ssim_rgb, psnr
+from .quality import ms_ssim_batch, psnr
 from .runner import (
     ChunkResult,
     ParquetChunks,
@@ -104,7 +104,13 @@ def _rate(strings: list[bytes], coded_pixels: int, face_pixels: int = S.FACE_PIX
 
 
 def _quality(reference: np.ndarray, decoded: np.ndarray) -> dict[str, float]:
-    return {"psnr": psnr(reference, decoded), "ms_ssim": ms_ssim_rgb(reference, decoded)}
+    return _qualities([reference], [decoded])[0]
+
+
+def _qualities(references: list[np.ndarray], decoded: list[np.ndarray]) -> list[dict[str, float]]:
+    """PSNR and MS-SSIM of each decoded face against its original, MS-SSIM batched."""
+    scores = ms_ssim_batch(references, decoded)
+    return [{"psnr": psnr(r, d), "ms_ssim": m} for r, d, m in zip(references, decoded, scores)]
 
 
 def finish_set(o: RunOptions, name: str, kind: str, members: list[str], identities: list[str], meta: dict) -> dict:
@@ -433,13 +439,16 @@ def run_decode(source: shards.ShardSet, reference: shards.ShardSet, codec: Codec
             if not decoded:
                 continue
             faces = [unpad_face(p) for p in codec.engine.reconstruct(np.stack([y for _, y in decoded]))]
+            kept = []
             for (s, _), face in zip(decoded, faces):
-                if s["__key__"] not in originals:
+                if s["__key__"] in originals:
+                    kept.append((s, face))
+                else:
                     rejects.append(Reject(s["__key__"], s[S.META]["source"], "decode",
                                           f"original face missing from {reference.name} (absent or damaged there)"))
-                    continue
-                meta = {**s[S.META], "devices": {**s[S.META]["devices"], "decode": codec.engine.device_type},
-                        "quality": _quality(originals[s["__key__"]], face)}
+            qualities = _qualities([originals[s["__key__"]] for s, _ in kept], [face for _, face in kept]) if kept else []
+            for (s, face), quality in zip(kept, qualities):
+                meta = {**s[S.META], "devices": {**s[S.META]["devices"], "decode": codec.engine.device_type}, "quality": quality}
                 samples.append({"__key__": s["__key__"], S.IMAGE: face, **carried(s), S.META: meta})
         return ChunkResult({name: samples}, rejects, Counter(decoded=len(samples)))
 
@@ -586,7 +595,8 @@ def _code_faces(codec: Codec, batch: list[Face], so: StreamOptions, names: dict[
     decoded = []
     if "decoded" in so.outputs or so.with_png:
         pictures = codec.engine.reconstruct(np.stack([y for y, _ in latents]))
-        decoded = [(face := unpad_face(picture), _quality(f.face, face)) for f, picture in zip(batch, pictures)]
+        faces = [unpad_face(picture) for picture in pictures]
+        decoded = list(zip(faces, _qualities([f.face for f in batch], faces)))
     if "latents" in so.outputs:
         for i, (f, m, e, (y, source)) in enumerate(zip(batch, metas, encoded, latents)):
             crop, box = crop_latent(y, so.latent_size)
@@ -838,17 +848,20 @@ def run_anchor(source: shards.ShardSet, codec: Any, value: float, o: RunOptions,
 
     def process(chunk: list[tuple[str, int]]) -> ChunkResult:
         samples, rejects, nbytes = [], [], 0
-        for s in _samples(chunk, _reads(source, S.IMAGE, S.META), o, "anchor", rejects):
-            coded = attempt("anchor", s["__key__"], s[S.META]["source"], lambda s=s: codec.code(s[S.IMAGE], value), rejects)
-            if coded is None:
+        for batch in _batches(_samples(chunk, _reads(source, S.IMAGE, S.META), o, "anchor", rejects), o.batch_size):
+            coded = [(s, c) for s in batch
+                     if (c := attempt("anchor", s["__key__"], s[S.META]["source"], lambda s=s: codec.code(s[S.IMAGE], value), rejects))]
+            if not coded:
                 continue
-            h, w = coded.decoded.shape[:2]
-            rate = {"bytes": coded.payload_bytes, "container_bytes": coded.container_bytes, "face_pixels": h * w,
-                    "coded_pixels": h * w, "bpp": coded.bpp, "bpp_coded": coded.bpp}
-            meta = {**s[S.META], "codec": codec_meta, "rate": rate, "quality": _quality(s[S.IMAGE], coded.decoded),
-                    "input": {"set": source.name, "shard": s["__shard__"]}}
-            samples.append({"__key__": s["__key__"], S.IMAGE: coded.decoded, **carried(s), S.META: meta})
-            nbytes += coded.payload_bytes
+            qualities = _qualities([s[S.IMAGE] for s, _ in coded], [c.decoded for _, c in coded])
+            for (s, c), quality in zip(coded, qualities):
+                h, w = c.decoded.shape[:2]
+                rate = {"bytes": c.payload_bytes, "container_bytes": c.container_bytes, "face_pixels": h * w,
+                        "coded_pixels": h * w, "bpp": c.bpp, "bpp_coded": c.bpp}
+                meta = {**s[S.META], "codec": codec_meta, "rate": rate, "quality": quality,
+                        "input": {"set": source.name, "shard": s["__shard__"]}}
+                samples.append({"__key__": s["__key__"], S.IMAGE: c.decoded, **carried(s), S.META: meta})
+                nbytes += c.payload_bytes
         return ChunkResult({name: samples}, rejects, Counter(coded=len(samples), bytes=nbytes))
 
     options = _options(o, input=_input_identity(source), codec=codec_meta)
