@@ -5,6 +5,7 @@ domain models side by side; scores to Parquet, metrics with confidence intervals
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import sys
 from pathlib import Path
@@ -12,7 +13,11 @@ from typing import Any
 
 import click
 
+from cdfv.logs import log_to_stderr
+
 from .scores import POLICIES
+
+log = logging.getLogger(__name__)
 
 BOOTSTRAP_HELP = "bootstrap replicates for the confidence intervals (0: none)"
 BD_ANCHOR_HELP = ("plot line every other line's Bjontegaard deltas are measured against, e.g. "
@@ -69,6 +74,7 @@ def main() -> None:
     cdfv-eval report results/scores/*.parquet --out report/
     cdfv-eval complexity --time --device cuda
     """
+    log_to_stderr()
 
 
 @main.command()
@@ -112,7 +118,7 @@ def run(pairs_path: Path, faces: str | None, image_model: str | None, onnx_chann
     check_writable(out / "scores")
     check_writable(out / "report")
     pairs = read_pairs(pairs_path)
-    click.echo(f"{pairs_path}: {len(pairs)} pairs, {sum(p.label for p in pairs)} same-person")
+    log.info("%s: %d pairs, %d same-person", pairs_path, len(pairs), sum(p.label for p in pairs))
     jobs = []  # (mode, model spec, probe set, reference set)
     if (decoded_sets or faces or image_model) and (faces is None or image_model is None):
         raise click.UsageError("the original and decoded anchors need both --faces (references) and --image-model")
@@ -138,8 +144,8 @@ def run(pairs_path: Path, faces: str | None, image_model: str | None, onnx_chann
         path = out / "scores" / f"{meta['run']}.parquet"
         write_scores(path, table, meta)
         written.append(path)
-        click.echo(f"{meta['run']}: {meta['pairs']} pairs, {meta['missing_pairs']} missing ({missing}), "
-                   f"{meta['embedded_images']} images embedded -> {path}")
+        log.info("%s: %d pairs, %d missing (%s), %d images embedded -> %s", meta["run"], meta["pairs"], meta["missing_pairs"],
+                 missing, meta["embedded_images"], path)
     files = write_report(written, out / "report", bootstrap, bd_anchor=bd_anchor)
     click.echo((out / "report" / "metrics.md").read_text())
     click.echo(f"report: {', '.join(str(f) for f in files)}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import click
 import torch
 
 from cdfv import shards
+from cdfv.logs import log_to_stderr
 from cdfv.shards import atomic_write_bytes
 from cdfv.shards import spec as S
 
@@ -30,6 +32,7 @@ from .runner import RunStats, StrictFailure
 from .ledger import ResumeMismatch, check_index
 from .sources import DATASETS, Dataset, SourceError, open_dataset
 
+log = logging.getLogger(__name__)
 USER_ERRORS = (SourceError, shards.ShardSetError, WeightsUnavailable, StrictFailure, ResumeMismatch, FileNotFoundError,
                ValueError, RuntimeError)
 
@@ -231,15 +234,16 @@ def report(stats: RunStats, o: stages.RunOptions, out: Path, **extra: Any) -> No
         summary["mean_bpp"] = per_codec
     click.echo(json.dumps(summary, indent=1))
     for r in stats.rejects[:10]:
-        click.echo(f"rejected {r.source} [{r.stage}]: {r.reason}", err=True)
+        log.warning("rejected %s [%s]: %s", r.source, r.stage, r.reason)
     if stats.rejects:
-        click.echo(f"{len(stats.rejects)} input(s) rejected this run; all are listed in rejects-*.parquet under {out}", err=True)
+        log.warning("%d input(s) rejected this run; all are listed in rejects-*.parquet under %s", len(stats.rejects), out)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 def main() -> None:
     """Materialise LFW / VGGFace2 / folder datasets as WebDataset shards of aligned faces,
     bitstreams, entropy-decoded latents and decoded faces (format: shards/README.md)."""
+    log_to_stderr()
 
 
 @main.command()
@@ -399,8 +403,8 @@ def anchor(o, codec_name, value, target_bpp, match_sets, quality, match_codec, m
             parameter, sample_bpp = match_rate(codec, sample, target)
             match = {"target_bpp": target, "matched_set": v if kind == "match" else None, "sample": len(sample),
                      "sample_mean_bpp": sample_bpp}
-            click.echo(f"{codec_name}: {codec.parameter}={parameter:g} gives {sample_bpp:.4f} bpp on {len(sample)} faces "
-                       f"(target {target:.4f})", err=True)
+            log.info("%s: %s=%g gives %.4f bpp on %d faces (target %.4f)", codec_name, codec.parameter, parameter, sample_bpp,
+                     len(sample), target)
         out = name or f"decoded-{codec_name}-{codec.parameter}{parameter:g}"
         stats = stages.run_anchor(source, codec, parameter, o, out, match)
         extra = {"parameter": {codec.parameter: parameter}}

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import click
 
+from cdfv.logs import log_to_stderr
+
 from .demodata import make_demo_dataset
 
 DATA_NOTE = (
@@ -63,6 +65,7 @@ def main(out: Path, fresh: bool) -> None:
 
     from .cli import main as prep
 
+    log_to_stderr()
     if fresh and out.exists():
         shutil.rmtree(out)
     start = time.perf_counter()

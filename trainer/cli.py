@@ -1,11 +1,13 @@
 """cdfv-train: the command line over cdfv.trainer.train, cdfv.trainer.codec_train and cdfv.trainer.export."""
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
 import click
 
+from cdfv.logs import log_to_stderr
 from cdfv.shards import DAMAGE_POLICIES, ShardSetError
 
 from .augment import AugmentConfig
@@ -57,7 +59,9 @@ from .models import ARCHS
 @click.option("--metric", type=click.Choice(["mse", "ms-ssim"]), default="mse", help="--task codec.")
 @click.option("--codec-weights", help="--task codec: start from this file (a pattern with {quality} for several).")
 @click.option("--untrained-codec", is_flag=True, help="--task codec: start from random weights instead of the zoo's.")
-@click.option("--quiet", is_flag=True, help="No progress bar or summary.")
+@click.option("--tensorboard/--no-tensorboard", default=None, show_default="on when the tensorboard package is installed",
+              help="TensorBoard event files in <out>/tensorboard (codec: <out>/tensorboard-codec) beside the JSON-lines metrics.")
+@click.option("--quiet", is_flag=True, help="No progress bar or summary (only warnings and errors on stderr).")
 def main(**o) -> None:
     """Train cResNet39 on latent shards or ResNet50 on image shards (thesis recipe), or a codec.
 
@@ -68,6 +72,7 @@ def main(**o) -> None:
     cdfv-train --shards faces --task codec --quality 3  # fine-tune bmshj2018 q3, writes codec.pt
     cdfv-train --untrained --arch cresnet39 --in-channels 192 --out runs/demo
     """
+    log_to_stderr(logging.WARNING if o["quiet"] else logging.INFO)
     try:
         run(o)
     except (ShardSetError, ValueError, FileNotFoundError) as e:
@@ -106,7 +111,7 @@ def run(o: dict) -> None:
             cfg = CodecTrainConfig(shards=o["shards"], out=(o["out"] or f"{out}-codec-q{{quality}}").format(quality=q),
                                    codec=o["codec"], quality=q, metric=o["metric"], weights=weights, untrained=o["untrained_codec"],
                                    root=o["root"], seed=o["seed"], workers=o["workers"], device=o["device"], patch=o["patch"],
-                                   max_steps=o["max_steps"], progress=not o["quiet"], resume=o["resume"],
+                                   max_steps=o["max_steps"], progress=not o["quiet"], tensorboard=o["tensorboard"], resume=o["resume"],
                                    allow_change=allow_change(o), damaged=o["damaged"])
             for key, value in (("epochs", o["epochs"]), ("batch_size", o["batch_size"]), ("lr", o["lr"])):
                 if value is not None:
@@ -121,6 +126,7 @@ def run(o: dict) -> None:
                       identity_weight=o["identity_weight"], init=o["init"], width=o["width"],
                       embedding_dim=o["embedding_dim"], seed=o["seed"], workers=o["workers"], device=o["device"],
                       amp=not o["no_amp"], max_steps=o["max_steps"], resume=o["resume"], progress=not o["quiet"],
+                      tensorboard=o["tensorboard"],
                       augment=AugmentConfig(), allow_change=allow_change(o), damaged=o["damaged"])
     if o["batch_size"] is not None:
         cfg.batch_size = o["batch_size"]

@@ -7,6 +7,7 @@ result is saved with cdfv.pipeline.codecs.save_codec, so `cdfv-prep encode --wei
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +22,9 @@ from cdfv.shards import ShardSetError, open_shard_set, spec
 
 from .checkpoint import check_resume_config, load_checkpoint, restore_rng, rng_state, save_checkpoint
 from .data import ShardStream, make_loader
-from .train import Context, MetricsLog, setup_context, start_run_directory
+from .train import Context, MetricsLog, setup_context, start_run_directory, tensorboard_dir, tensorboard_note
+
+logger = logging.getLogger(__name__)
 
 # CompressAI's zoo lambdas per quality (https://interdigitalinc.github.io/CompressAI/zoo.html)
 LAMBDAS = {
@@ -53,7 +56,8 @@ class CodecTrainConfig:
     device: str = "auto"
     max_steps: int | None = None
     log_every: int = 10
-    progress: bool = True
+    progress: bool = True  # tqdm progress bar (the closing summary is a log message: logging decides)
+    tensorboard: bool | None = None  # event files in <out>/tensorboard-codec; None: when the tensorboard package is installed
     resume: bool = False  # continue from <out>/codec-checkpoint.pt
     allow_change: tuple[str, ...] = ()  # options a --resume may change
     damaged: str = "error"  # damaged shards: error stops, skip reads past them
@@ -79,6 +83,7 @@ def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
     from compressai.losses import RateDistortionLoss
 
     ctx: Context = setup_context(cfg.device)
+    board = tensorboard_dir(cfg.tensorboard, Path(cfg.out) / "tensorboard-codec")
     shard_set = open_shard_set(cfg.shards, cfg.root)
     if shard_set.kind != "image":
         raise ShardSetError(f"{shard_set.directory}: codec training needs image shards, {shard_set.name!r} holds {shard_set.kind}s")
@@ -124,7 +129,7 @@ def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
         aux_optimizer.load_state_dict(state["aux_optimizer"])
         restore_rng(state["rng"], rng)
         start_epoch, start_step, step, weights_id = state["epoch"], state["step_in_epoch"], state["step"], state["start_weights"]
-    log = MetricsLog(out / "codec-metrics.jsonl", ctx.main, step if cfg.resume else None)
+    log = MetricsLog(out / "codec-metrics.jsonl", ctx.main, step if cfg.resume else None, board)
     for epoch in range(start_epoch, cfg.epochs):
         if cfg.max_steps is not None and step >= cfg.max_steps:  # resumed at the end: nothing left to run
             break
@@ -165,13 +170,16 @@ def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
         start_step = 0
         if cfg.max_steps is not None and step >= cfg.max_steps:
             break
+    log.close()
     path = out / "codec.pt"
     if ctx.main:
         save_codec(path, model.cpu(), codec_spec)
     summary = {"codec": codec_spec.label, "start_weights": weights_id, "steps": step, "checkpoint": str(ckpt_path),
-               "seconds": round(time.time() - started, 1), "saved": str(path), "history": history}
-    if ctx.main and cfg.progress:
-        print(f"cdfv-train codec: {codec_spec.label} from {weights_id}, {step} steps in {summary['seconds']} s, "
-              f"loss {history[0]['loss']:.4f} -> {history[-1]['loss']:.4f}; saved {path}" if history else
-              f"cdfv-train codec: {codec_spec.label} already trained to step {step}; saved {path}", flush=True)
+               "seconds": round(time.time() - started, 1), "saved": str(path), "history": history,
+               "tensorboard": str(log.board.log_dir) if log.board is not None else None}
+    if ctx.main:
+        done = (f"{step} steps in {summary['seconds']} s, loss {history[0]['loss']:.4f} -> {history[-1]['loss']:.4f}"
+                if history else f"already trained to step {step}")
+        logger.info(f"cdfv-train codec: {codec_spec.label} from {weights_id}, {done}; saved {path}\n"
+                    f"  tensorboard: {tensorboard_note(summary['tensorboard'], cfg.tensorboard)}")
     return summary

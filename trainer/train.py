@@ -17,7 +17,9 @@ needed: a folder of faces with a teacher's embeddings is a training set.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
+import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -51,6 +53,7 @@ from .models import INPUT_KIND, FaceResNet, build_model, replace_head
 from .tasks import ArcFaceTask, ClassifyTask, DistillTask
 from .vggface2_weights import load_vggface2_weights
 
+logger = logging.getLogger(__name__)
 T = TypeVar("T")
 PHASES = {"both": ("classify", "arcface"), "classify": ("classify",), "arcface": ("arcface",), "distill": ("distill",)}
 RESUME_KEYS = ("config", "arch", "in_channels", "phase", "epoch", "step_in_epoch", "step", "model", "head", "optimizer",
@@ -98,7 +101,8 @@ class TrainConfig:
     resume: bool = False
     allow_change: tuple[str, ...] = ()  # options a --resume may change (the rest must match the checkpoint's)
     damaged: str = "error"  # damaged shards: error stops, skip reads past them (damaged samples are always skipped)
-    progress: bool = True
+    progress: bool = True  # tqdm progress bar (the closing summary is a log message: logging decides)
+    tensorboard: bool | None = None  # event files in <out>/tensorboard; None: when the tensorboard package is installed
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -157,26 +161,63 @@ def check_inputs(arch: str, probe: InputProbe, shard_set: ShardSet, aug: Augment
         raise ShardSetError(f"{shard_set.directory}: images are {probe.size}px with {probe.channels} channels, need RGB >= {aug.crop}px")
 
 
-class MetricsLog:
-    """JSON-lines metrics (rank 0 only) and the latest values for the closing summary. A new run
-    starts the file afresh; a resumed one keeps the records up to its checkpoint's step, so a run
-    killed after its last checkpoint leaves no records twice."""
+def tensorboard_dir(wanted: bool | None, directory: Path) -> Path | None:
+    """Where TensorBoard event files go, or None: on when asked, and by default when the
+    tensorboard package is installed (an optional extra)."""
+    installed = importlib.util.find_spec("tensorboard") is not None
+    if wanted and not installed:
+        raise ValueError("--tensorboard: the tensorboard package is not installed (pip install 'cdfv[tensorboard]')")
+    return directory if (installed if wanted is None else wanted) else None
 
-    def __init__(self, path: Path, enabled: bool, resume_step: int | None = None) -> None:
+
+def tensorboard_note(directory: str | None, wanted: bool | None) -> str:
+    """The closing summary's word on TensorBoard: where its files are, or why there are none."""
+    if directory is not None:
+        return directory
+    return "off" if wanted is False else "off (pip install 'cdfv[tensorboard]' to have event files)"
+
+
+class MetricsLog:
+    """JSON-lines metrics (rank 0 only), the same records as TensorBoard scalars when `board` names
+    a directory (tags phase/split/name, e.g. classify/train/loss, at the global step), and the
+    latest values for the closing summary. A new run starts both afresh; a resumed one keeps the
+    records up to its checkpoint's step (TensorBoard hides later ones: purge_step), so a run killed
+    after its last checkpoint leaves no records twice."""
+
+    NOT_SCALARS = ("phase", "split", "epoch", "step")
+
+    def __init__(self, path: Path, enabled: bool, resume_step: int | None = None, board: Path | None = None) -> None:
         self.path = path
         self.enabled = enabled
         self.last: dict[str, dict[str, Any]] = {}
+        self.board = None
         if enabled:
             kept = []
             if resume_step is not None and path.exists():
                 kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= resume_step]
             atomic_write_bytes(path, "".join(f"{line}\n" for line in kept).encode())
+            if board is not None:
+                from torch.utils.tensorboard import SummaryWriter
+
+                if resume_step is None:
+                    for old in board.glob("events.out.tfevents.*"):
+                        old.unlink()
+                self.board = SummaryWriter(str(board), purge_step=None if resume_step is None else resume_step + 1)
 
     def write(self, record: dict[str, Any]) -> None:
         self.last[f"{record['phase']}/{record['split']}"] = record
         if self.enabled:
             with open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")
+        if self.board is not None:
+            for name, value in record.items():
+                if name not in self.NOT_SCALARS and isinstance(value, (int, float)):
+                    self.board.add_scalar(f"{record['phase']}/{record['split']}/{name}", value, record["step"])
+
+    def close(self) -> None:
+        """Writes out the TensorBoard events still queued."""
+        if self.board is not None:
+            self.board.close()
 
 
 def load_init(model: FaceResNet, path: str) -> None:
@@ -279,6 +320,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     ctx = setup_context(cfg.device)
     out = Path(cfg.out)
     ckpt_path = out / "checkpoint.pt"
+    board = tensorboard_dir(cfg.tensorboard, out / "tensorboard")
     if ctx.main:
         start_run_directory(out, ckpt_path, cfg.resume)
     shard_set = open_shard_set(cfg.shards, cfg.root)
@@ -316,7 +358,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if ctx.device.type == "cuda" and cfg.amp:
         model.to(memory_format=torch.channels_last)
     aug_gen = torch.Generator().manual_seed(cfg.seed)
-    log = MetricsLog(out / "metrics.jsonl", ctx.main, resume["step"] if resume else None)
+    log = MetricsLog(out / "metrics.jsonl", ctx.main, resume["step"] if resume else None, board)
     started, steps_total = time.time(), 0
     history = history if resume is not None else []
     damage_log = out / "damaged.tsv"
@@ -466,8 +508,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
 def finish(cfg: TrainConfig, ctx: Context, log: MetricsLog, model: FaceResNet, arch: str, shard_set: ShardSet,
            step: int, steps_run: int, started: float, *, stopped: bool, exported: bool) -> dict[str, Any]:
-    """The closing summary: printed and written to out/summary.json by rank 0."""
+    """The closing summary: logged and written to out/summary.json by rank 0."""
     out = Path(cfg.out)
+    log.close()
     if ctx.world > 1:
         torch_dist.barrier()  # every rank's damage log lines are written
     damaged = damage_summary(out / "damaged.tsv")
@@ -477,14 +520,15 @@ def finish(cfg: TrainConfig, ctx: Context, log: MetricsLog, model: FaceResNet, a
         "skipped_samples": damaged["damaged_samples_lost"], "damaged": damaged["damaged"],
         "checkpoint": str(out / "checkpoint.pt"), "model": str(out / "model.pt") if exported else None,
         "world": ctx.world, "device": str(ctx.device), "last": log.last,
+        "tensorboard": str(log.board.log_dir) if log.board is not None else None,
     }
     if ctx.main:
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
-        if cfg.progress:
-            lines = [f"cdfv-train: {arch} on {shard_set.name}, {step} steps ({steps_run} this run) in {summary['seconds']} s"]
-            lines += [f"  {k}: " + " ".join(f"{m} {v[m]:.4f}" for m in ("loss", "acc", "cos") if m in v) for k, v in log.last.items()]
-            lines.append(f"  damaged samples skipped: {damaged['damaged_samples_lost']}"
-                         + (f" (listed in {out / 'damaged.tsv'})" if damaged["damaged"] else ""))
-            lines.append(f"  model: {summary['model']}" if exported else f"  checkpoint: {summary['checkpoint']}")
-            print("\n".join(lines), flush=True)
+        lines = [f"cdfv-train: {arch} on {shard_set.name}, {step} steps ({steps_run} this run) in {summary['seconds']} s"]
+        lines += [f"  {k}: " + " ".join(f"{m} {v[m]:.4f}" for m in ("loss", "acc", "cos") if m in v) for k, v in log.last.items()]
+        lines.append(f"  damaged samples skipped: {damaged['damaged_samples_lost']}"
+                     + (f" (listed in {out / 'damaged.tsv'})" if damaged["damaged"] else ""))
+        lines.append(f"  model: {summary['model']}" if exported else f"  checkpoint: {summary['checkpoint']}")
+        lines.append(f"  tensorboard: {tensorboard_note(summary['tensorboard'], cfg.tensorboard)}")
+        logger.info("\n".join(lines))
     return summary
