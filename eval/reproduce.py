@@ -51,6 +51,7 @@ class Preset:
     resnet_epochs: tuple[int, int]  # classify, arcface
     resnet_batch: int
     workers: int
+    timing: tuple[int, int, int]  # Table 7's timing: pairs per batch, timed batches, warm-up batches (thesis: 64, 50, -)
     cuts: tuple[str, ...]  # what is cut against the thesis, in words
 
 
@@ -60,7 +61,7 @@ PRESETS = {
         codec_steps={1: 400, 3: 200, 6: 300, 8: 150}, codec_init={1: None, 3: 1, 6: None, 8: 6},
         codec_patch=128, codec_batch=8, codec_lr=3e-4,
         student_width=16, student_epochs=6, student_batch=32,
-        resnet_width=8, resnet_epochs=(4, 2), resnet_batch=32, workers=1,
+        resnet_width=8, resnet_epochs=(4, 2), resnet_batch=32, workers=1, timing=(16, 5, 1),
         cuts=(
             "training faces: at most 4 CelebA photos per identity (about 1,200 of 6,300), 2 views each (the face and one "
             "thesis augmentation), instead of VGGFace2's 3.1M",
@@ -69,13 +70,14 @@ PRESETS = {
             "pretrained weights (trained for days)",
             "cResNet39 students at width 16 (the thesis: 64), 6 epochs of distillation",
             "ResNet50 at width 8 (the thesis: 64), 4 + 2 epochs (the thesis: 10 + 5)",
+            "Table 7 timed on 5 batches of 16 pairs after 1 warm-up batch (the thesis: 50 batches of 64 pairs)",
         )),
     "gpu": Preset(
         "gpu", per_identity=None, identities=None, views=4,
         codec_steps={1: 20000, 3: 10000, 6: 20000, 8: 10000}, codec_init={1: None, 3: 1, 6: None, 8: 6},
         codec_patch=256, codec_batch=16, codec_lr=1e-4,
         student_width=64, student_epochs=10, student_batch=64,
-        resnet_width=64, resnet_epochs=(10, 5), resnet_batch=64, workers=8,
+        resnet_width=64, resnet_epochs=(10, 5), resnet_batch=64, workers=8, timing=(64, 50, 5),
         cuts=(
             "training faces: all 6,300 CelebA photos, 4 views each, instead of VGGFace2's 3.1M",
             "codecs: bmshj2018-hyperprior trained here for 20,000 steps (q1, q6) and fine-tuned for 10,000 (q3, q8), "
@@ -86,7 +88,7 @@ PRESETS = {
         codec_steps={1: 20, 3: 10, 6: 20, 8: 10}, codec_init={1: None, 3: 1, 6: None, 8: 6},
         codec_patch=128, codec_batch=4, codec_lr=3e-4,
         student_width=4, student_epochs=1, student_batch=8,
-        resnet_width=4, resnet_epochs=(1, 1), resnet_batch=8, workers=0,
+        resnet_width=4, resnet_epochs=(1, 1), resnet_batch=8, workers=0, timing=(2, 2, 1),
         cuts=("a smoke test of the command on 48 faces: no result",)),
 }
 
@@ -288,7 +290,8 @@ def reproduce(layout: Layout, preset: Preset, qualities: tuple[int, ...], device
         "--out", layout.report]))
     steps.run("table7", lambda: steps.command(evaluate, "cdfv-eval", [
         "complexity", "--qualities", quality_list, "--image-model", DLIB, "--codec-weights", weights,
-        *sum((["--compressed", layout.student(q)] for q in qualities), []), "--time", *dev, "--repeats", 10, "--warmup", 2,
+        *sum((["--compressed", layout.student(q)] for q in qualities), []), "--time", *dev,
+        "--batch-pairs", preset.timing[0], "--repeats", preset.timing[1], "--warmup", preset.timing[2],
         "--out", layout.report / "table7.csv"]))
     steps.run("summary", lambda: write_summary(layout, preset, qualities, steps))
 
@@ -346,6 +349,15 @@ def main(data: Path, pairs: Path | None, images: Path | None, preset: str, quali
     if unknown:
         raise click.UsageError(f"--qualities {qualities}: the {preset} preset trains codecs for {sorted(chosen.codec_steps)}")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "preset.json").write_text(json.dumps({**asdict(chosen), "qualities": qs, "device": device, "data": str(data),
-                                                 "pairs": str(layout.pairs), "images": str(layout.images)}, indent=1, default=str))
+    record = json.loads(json.dumps({**asdict(chosen), "qualities": qs, "device": device, "data": str(data),
+                                    "pairs": str(layout.pairs), "images": str(layout.images)}, default=str))
+    earlier = out / "preset.json"
+    if earlier.exists():
+        before = json.loads(earlier.read_text())
+        differs = sorted(k for k in record.keys() | before.keys() if record.get(k) != before.get(k))
+        if differs:
+            raise click.UsageError(f"{out} holds a run with other settings ({', '.join(differs)} differ, see {earlier}): "
+                                   "give another --out, or the same settings to resume it")
+    else:
+        earlier.write_text(json.dumps(record, indent=1))
     reproduce(layout, chosen, qs, device)
