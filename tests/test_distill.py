@@ -1,0 +1,135 @@
+"""Distillation on real faces, through the commands a user runs: views of CelebA faces, dlib's
+embedding of each view as teacher, the views coded by a codec (real bitstreams), and a cResNet39
+student trained on the latents to reproduce the teacher.
+
+The codec is bmshj2018-hyperprior q1 with random weights whose analysis output is scaled x40 and
+saved as a weights file (random weights give |y| < 0.5, latents of zeros and nothing to learn): its
+latents are a random but fixed, information-keeping code of the face, which is what the student
+needs to be tested on; no trained codec can be had here.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cdfv.eval.facemodels import load_face_model
+from cdfv.eval.metrics import point_metrics
+from cdfv.pipeline.cli import main as prep
+from cdfv.pipeline.codecs import CodecSpec, load_codec, save_codec
+from cdfv.pipeline.coding import CodecEngine, crop_latent, pad_face
+from cdfv.shards import open_shard_set
+from cdfv.trainer.augment import AugmentConfig, ImageDraw, apply_images
+from cdfv.trainer.train import TrainConfig, train
+
+SPEC = CodecSpec("bmshj2018-hyperprior", 1)
+LATENT_GAIN = 40.0
+
+
+def prep_ok(*args: object) -> dict:
+    result = CliRunner().invoke(prep, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout[result.stdout.index("{"):])
+
+
+@pytest.fixture(scope="module")
+def scaled_codec(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    codec, _ = load_codec(SPEC, untrained=True)
+    with torch.no_grad():
+        last = codec.g_a[-1]
+        last.weight.mul_(LATENT_GAIN)
+        last.bias.mul_(LATENT_GAIN)
+    path = tmp_path_factory.mktemp("codec") / "codec-q1.pt"
+    save_codec(path, codec, SPEC)
+    return path
+
+
+def link_photos(people: list[Path], photos: slice, to: Path) -> Path:
+    for person in people:
+        (to / person.name).mkdir(parents=True)
+        for photo in sorted(person.glob("*.jpg"))[photos]:
+            (to / person.name / photo.name).symlink_to(photo)
+    return to
+
+
+@pytest.fixture(scope="module")
+def distill_root(celeba_root: Path, scaled_codec: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """train/: 8 CelebA identities x 12 photos, detected and aligned -> 2 views each -> dlib teacher
+    -> q1 latents; heldout/: q1 latents of 4 other photos of each identity, never trained on."""
+    root = tmp_path_factory.mktemp("distill")
+    people = sorted(d for d in celeba_root.iterdir() if d.is_dir() and len(list(d.glob("*.jpg"))) >= 16)[:8]
+    train_root, held_root = root / "train", root / "heldout"
+    prep_ok("run", "--dataset", "folder", "--root", link_photos(people, slice(0, 12), root / "photos-train"),
+            "--outputs", "faces", "--off-centre", "largest", "--out", train_root)
+    prep_ok("views", "--input", "faces", "--views", "2", "--name", "views", "--out", train_root)
+    prep_ok("teacher", "--model", "dlib", "--input", "views", "--name", "views-dlib", "--out", train_root)
+    prep_ok("run", "--input", "views-dlib", "--quality", "1", "--weights", scaled_codec, "--outputs", "latents",
+            "--verify", "0", "--out", train_root)
+    prep_ok("run", "--dataset", "folder", "--root", link_photos(people, slice(12, 16), root / "photos-heldout"),
+            "--quality", "1", "--weights", scaled_codec, "--outputs", "latents", "--off-centre", "largest", "--verify", "0",
+            "--out", held_root)
+    return root
+
+
+def test_views_latents_are_the_entropy_decoded_latents_of_the_augmented_faces(distill_root: Path, scaled_codec: Path) -> None:
+    views = {s["__key__"]: s for s in open_shard_set("views-dlib", distill_root / "train").samples()}
+    faces = {s["__key__"]: s for s in open_shard_set("faces", distill_root / "train").samples()}
+    latents = {s["__key__"]: s for s in open_shard_set("latents-q1", distill_root / "train").samples()}
+    assert set(latents) == set(views) and len(views) == 2 * len(faces)
+    engine = CodecEngine(SPEC, load_codec(SPEC, weights=scaled_codec)[0], torch.device("cpu"))
+    augmented = [k for k in sorted(views) if views[k]["json"]["view"]["augmented"]][:6]
+    for key in augmented:
+        view = views[key]["json"]["view"]
+        top, left, crop = view["crop"]
+        draw = ImageDraw(torch.tensor([top]), torch.tensor([left]), torch.tensor([view["gray"]]))
+        face = torch.from_numpy(faces[view["of"]]["png"]).permute(2, 0, 1)[None]
+        remade = apply_images(face, AugmentConfig(crop=crop), draw).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
+        np.testing.assert_array_equal(views[key]["png"], remade)  # the trainer's augmentation of the face
+        [encoded] = engine.encode([pad_face(remade)])
+        y_hat = engine.entropy_decode([(encoded.strings, encoded.shape)])[0]
+        np.testing.assert_array_equal(latents[key]["latent.npy"], crop_latent(y_hat)[0])
+        assert np.abs(latents[key]["latent.npy"]).max() > 0
+    unaugmented = next(k for k in views if not views[k]["json"]["view"]["augmented"])
+    np.testing.assert_array_equal(views[unaugmented]["png"], faces[views[unaugmented]["json"]["view"]["of"]]["png"])
+
+
+def test_teacher_embeddings_are_dlibs_and_carried_into_the_latents(distill_root: Path) -> None:
+    views = open_shard_set("views-dlib", distill_root / "train")
+    assert views.meta["teacher"]["model_id"].startswith("dlib-resnet-v1:sha256-")
+    samples = list(views.samples())[:4]
+    expected = load_face_model("dlib").embed(np.stack([s["png"] for s in samples]), [s["json"] for s in samples])
+    carried = {s["__key__"]: s["teacher.npy"] for s in open_shard_set("latents-q1", distill_root / "train").samples()}
+    for s, e in zip(samples, expected):
+        assert s["teacher.npy"].shape == (128,)
+        np.testing.assert_allclose(s["teacher.npy"], e, atol=1e-5)
+        np.testing.assert_array_equal(carried[s["__key__"]], s["teacher.npy"])
+
+
+def held_out_auc(model_path: Path, root: Path) -> float:
+    samples = list(open_shard_set("latents-q1", root / "heldout").samples())
+    model = load_face_model(model_path)
+    e = model.embed(np.stack([s["latent.npy"] for s in samples]), [s["json"] for s in samples])
+    labels = np.array([s["cls"] for s in samples])
+    i, j = np.triu_indices(len(samples), k=1)
+    return point_metrics((labels[i] == labels[j]).astype(int), np.sum(e[i] * e[j], axis=1))["auc"]
+
+
+def test_distillation_lowers_its_loss_and_its_student_beats_chance_on_held_out_faces(distill_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "student"
+    summary = train(TrainConfig(shards="latents-q1", root=str(distill_root / "train"), out=str(out), phase="distill",
+                                distill_epochs=8, identity_weight=0.0, width=8, batch_size=16, workers=0, progress=False,
+                                log_every=1))
+    losses = [r["loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+              if r["phase"] == "distill" and r["split"] == "train"]
+    per_epoch = np.array_split(np.array(losses), 8)
+    assert per_epoch[-1].mean() < 0.8 * per_epoch[0].mean()
+    info = load_face_model(summary["model"]).info
+    assert info["arch"] == "cresnet39" and info["embedding_dim"] == 128
+    # 8 identities x 4 photos that training never saw: 48 genuine of 496 pairs
+    auc = held_out_auc(Path(summary["model"]), distill_root)
+    print(f"held-out AUC {auc:.3f}")
+    assert auc > 0.6
