@@ -60,6 +60,20 @@ def goal_rows(metrics: list[dict[str, Any]], table7: list[dict[str, Any]], quali
     return rows
 
 
+PRESET_FIELDS = (("CelebA photos per identity", "per_identity"), ("views per face", "views"),
+                 ("codec training steps per quality", "codec_steps"), ("codec training crop", "codec_patch"),
+                 ("codec batch", "codec_batch"), ("student width", "student_width"), ("student epochs", "student_epochs"),
+                 ("ResNet50 width", "resnet_width"), ("ResNet50 epochs (classify, ArcFace)", "resnet_epochs"))
+
+
+def preset_changes(preset: "Preset", other: "Preset") -> list[str]:
+    """The settings another preset changes, as 'what: this -> other' (None reads as 'all' / 'whole face')."""
+    def show(field: str, value: Any) -> str:
+        return ("all" if field == "per_identity" else "whole 256x256 face") if value is None else str(value)
+    return [f"{label} {show(f, getattr(preset, f))} -> {show(f, getattr(other, f))}"
+            for label, f in PRESET_FIELDS if getattr(preset, f) != getattr(other, f)]
+
+
 def write_reproduction_summary(layout: "Layout", preset: "Preset", qualities: tuple[int, ...], steps: "Steps") -> Path:
     report = layout.report
     metrics = json.loads((report / "metrics.json").read_text())
@@ -117,13 +131,19 @@ def write_reproduction_summary(layout: "Layout", preset: "Preset", qualities: tu
     lines += ["", "### The goal: distilled compressed-domain model against the dlib decoded anchor", "",
               f"At the rate of q1 and q3, TAR@FAR=1e-2 within {GOAL_TAR_GAP} of the dlib decoded anchor at no more than "
               f"1/{GOAL_SPEEDUP:g} of its time per pair (times from Table 7, this machine).", ""]
+    goals = goal_rows(metrics, table7, qualities)
     lines += _table(["rate", "student TAR@1e-2", "dlib decoded TAR@1e-2", "gap", "accuracy goal", "student ms/pair",
-                     "dlib decoded ms/pair", "speed-up", "speed goal"], goal_rows(metrics, table7, qualities))
+                     "dlib decoded ms/pair", "speed-up", "speed goal"], goals)
+    if preset.name != "gpu" and any("missed" in str(v) for row in goals for v in row):
+        from .reproduce import PRESETS
+        lines += ["", "The goal is missed with this preset's cuts. What the `gpu` preset changes: "
+                  + "; ".join(preset_changes(preset, PRESETS["gpu"])) + "."]
     if table7:
         columns = [c for c in ("solution", "gmac_table7", "gmac_true", "kmac_per_px_table7", "ms_per_pair", "model_id") if c in table7[0]]
         lines += ["", "## Table 7: complexity and time per pair", "",
                   "`gmac_table7` charges transposed convolutions at their output resolution as the thesis's Table 7 does; "
-                  "`gmac_true` counts the multiplications done. Times on this machine, batches of 64 pairs.", ""]
+                  f"`gmac_true` counts the multiplications done. Times on this machine, {preset.timing[1]} batches of "
+                  f"{preset.timing[0]} pairs after {preset.timing[2]} warm-up batch(es).", ""]
         lines += _table(columns, [[r[c] for c in columns] for r in table7])
     lines += ["", "## Figures", "",
               "- ![metrics against rate](metrics_vs_bpp.png) (thesis Figure 45)",
