@@ -29,6 +29,7 @@ from cdfv.pipeline.naming import set_name
 CODEC = "bmshj2018-hyperprior"
 ANCHORS = ("jpeg", "jpeg2000", "hevc-intra")
 DLIB = "dlib"
+BD_ANCHOR = "dlib-resnet-v1 decoded bmshj2018-hyperprior-mse"  # the report's line of dlib on the learned codec's decoded faces
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,18 @@ def resuming(checkpoint: Path) -> list[str]:
     return ["--resume"] if checkpoint.exists() else []
 
 
+def check_inputs(layout: Layout) -> None:
+    """Stop before any work, in one line, when the pairs file cannot be read or the image root is missing."""
+    from cdfv.eval.protocol import ProtocolError, read_pairs
+
+    try:
+        read_pairs(layout.pairs)
+    except ProtocolError as e:
+        raise click.ClickException(str(e)) from None
+    if not layout.images.is_dir():
+        raise click.ClickException(f"{layout.images}: no such folder of LFW images (--images, default DATA/lfw/deepfunneled)")
+
+
 def link_folders(layout: Layout, preset: Preset) -> dict[str, Any]:
     """Folders of links the cdfv commands read: CelebA identities (capped per preset) for the
     face models, the same faces and the natural images for the codecs, and the LFW images the
@@ -287,7 +300,7 @@ def reproduce(layout: Layout, preset: Preset, qualities: tuple[int, ...], device
         "--out", results / "resnet50"]))
     steps.run("report", lambda: steps.command(evaluate, "cdfv-eval", [
         "report", *sorted((results / "dlib" / "scores").glob("*.parquet")), *sorted((results / "resnet50" / "scores").glob("*.parquet")),
-        "--out", layout.report]))
+        "--bd-anchor", BD_ANCHOR, "--out", layout.report]))
     steps.run("table7", lambda: steps.command(evaluate, "cdfv-eval", [
         "complexity", "--qualities", quality_list, "--image-model", DLIB, "--codec-weights", weights,
         *sum((["--compressed", layout.student(q)] for q in qualities), []), "--time", *dev,
@@ -344,10 +357,14 @@ def main(data: Path, pairs: Path | None, images: Path | None, preset: str, quali
         device = "cuda" if torch.cuda.is_available() else "cpu"
     layout = Layout(data, pairs or data / "lfw" / "meta" / "pairsDevTest.txt", images or data / "lfw" / "deepfunneled", out)
     chosen = PRESETS[preset]
-    qs = tuple(int(q) for q in qualities.split(","))
+    try:
+        qs = tuple(int(q) for q in qualities.split(","))
+    except ValueError:
+        raise click.UsageError(f"--qualities {qualities}: give comma-separated integers, e.g. 1,3,6,8") from None
     unknown = [q for q in qs if q not in chosen.codec_steps]
     if unknown:
         raise click.UsageError(f"--qualities {qualities}: the {preset} preset trains codecs for {sorted(chosen.codec_steps)}")
+    check_inputs(layout)
     out.mkdir(parents=True, exist_ok=True)
     record = json.loads(json.dumps({**asdict(chosen), "qualities": qs, "device": device, "data": str(data),
                                     "pairs": str(layout.pairs), "images": str(layout.images)}, default=str))

@@ -6,10 +6,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from cdfv.eval.reproduce import PRESETS, main
 from cdfv.eval.summary import goal_rows, preset_changes
+
+
+def lfw_layout(data: Path) -> Path:
+    """data/lfw laid out as the command expects, with a one-genuine, one-impostor View 1 pairs file."""
+    (data / "lfw" / "meta").mkdir(parents=True)
+    (data / "lfw" / "deepfunneled").mkdir()
+    (data / "lfw" / "meta" / "pairsDevTest.txt").write_text("1\nAnn\t1\t2\nAnn\t1\tBob\t1\n")
+    return data
 
 
 def test_a_rerun_with_other_settings_is_refused_naming_what_differs(tmp_path: Path) -> None:
@@ -17,7 +26,8 @@ def test_a_rerun_with_other_settings_is_refused_naming_what_differs(tmp_path: Pa
     out.mkdir()
     before = {"name": "smoke", "student_width": 4}
     (out / "preset.json").write_text(json.dumps(before))
-    result = CliRunner().invoke(main, ["--data", str(tmp_path), "--preset", "cpu", "--device", "cpu", "--out", str(out)])
+    data = lfw_layout(tmp_path / "data")
+    result = CliRunner().invoke(main, ["--data", str(data), "--preset", "cpu", "--device", "cpu", "--out", str(out)])
     assert result.exit_code == 2
     assert "holds a run with other settings" in result.output and "student_width" in result.output
     assert json.loads((out / "preset.json").read_text()) == before  # the earlier run's record is kept
@@ -30,10 +40,30 @@ def test_qualities_without_a_codec_in_the_preset_are_refused(tmp_path: Path) -> 
 
 
 def test_a_data_folder_without_celeba_identities_stops_in_one_line(tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, ["--data", str(tmp_path), "--preset", "smoke", "--device", "cpu", "--out", str(tmp_path / "out")])
+    data = lfw_layout(tmp_path / "data")
+    result = CliRunner().invoke(main, ["--data", str(data), "--preset", "smoke", "--device", "cpu", "--out", str(tmp_path / "out")])
     assert result.exit_code == 1
-    assert f"{tmp_path / 'celeba-subset'}: no such folder of CelebA identities" in result.output
+    assert f"{data / 'celeba-subset'}: no such folder of CelebA identities" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize("case, args, message", [
+    ("no lfw folder", [], "pairsDevTest.txt:0: cannot read"),
+    ("unreadable pairs", ["--pairs", "garbage.txt"], "garbage.txt:1: header"),
+    ("missing image root", ["--images", "nowhere"], "nowhere: no such folder of LFW images"),
+    ("qualities not integers", ["--qualities", "a,b"], "--qualities a,b: give comma-separated integers"),
+])
+def test_bad_pairs_images_or_qualities_stop_before_any_work_in_one_line(tmp_path: Path, case: str, args: list[str], message: str) -> None:
+    (tmp_path / "garbage.txt").write_text("garbage line here\n")
+    args = [str(tmp_path / a) if a in ("garbage.txt", "nowhere") else a for a in args]
+    data = tmp_path / "data"
+    data.mkdir() if case == "no lfw folder" else lfw_layout(data)
+    result = CliRunner().invoke(main, ["--data", str(data), "--preset", "smoke", "--device", "cpu",
+                                       "--out", str(tmp_path / "out"), *args])
+    assert result.exit_code in (1, 2), case
+    assert message in result.output and "Traceback" not in result.output, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert not (tmp_path / "out").exists()
 
 
 def metric(mode: str, q: int, tar: float, arch: str) -> dict:
