@@ -23,13 +23,14 @@ from typing import Any, Callable
 
 import click
 
+from cdfv.eval.facemodels import DLIB_ARCH
 from cdfv.pipeline.codecs import CodecSpec
 from cdfv.pipeline.naming import set_name
 
 CODEC = "bmshj2018-hyperprior"
 ANCHORS = ("jpeg", "jpeg2000", "hevc-intra")
 DLIB = "dlib"
-BD_ANCHOR = "dlib-resnet-v1 decoded bmshj2018-hyperprior-mse"  # the report's line of dlib on the learned codec's decoded faces
+BD_ANCHOR = f"{DLIB_ARCH} decoded {CODEC}-mse"  # the report's line (model, mode, codec) of dlib on the learned codec's decoded faces
 
 
 @dataclass(frozen=True)

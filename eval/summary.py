@@ -10,6 +10,8 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .facemodels import DLIB_ARCH
+
 if TYPE_CHECKING:
     from .reproduce import Layout, Preset, Steps
 
@@ -46,7 +48,7 @@ def goal_rows(metrics: list[dict[str, Any]], table7: list[dict[str, Any]], quali
         if q not in qualities:
             continue
         student = next((m for m in metrics if m["mode"] == "compressed" and m.get("quality") == q), None)
-        anchor = next((m for m in metrics if m["mode"] == "decoded" and m.get("arch") == "dlib-resnet-v1"
+        anchor = next((m for m in metrics if m["mode"] == "decoded" and m.get("arch") == DLIB_ARCH
                        and m.get("quality") == q and str(m.get("codec", "")).startswith("bmshj2018")), None)
         t_student = next((float(r["ms_per_pair"]) for r in table7 if r.get("mode") == "compressed" and str(r.get("quality")) in (str(q), f"{q}.0")), None)
         t_anchor = next((float(r["ms_per_pair"]) for r in table7 if r.get("mode") == "decoded" and str(r.get("quality")) in (str(q), f"{q}.0")), None)
