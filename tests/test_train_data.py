@@ -99,3 +99,22 @@ def test_bad_inputs_fail_before_training(tmp_path) -> None:
     (tmp_path / "lat" / "lat-p000of001-000000.tar").write_bytes(b"\0" * 10)
     with pytest.raises(ShardSetError, match=r"lat-p000of001-000000.tar: is 10 bytes, its index entry says \d+"):
         train(TrainConfig(shards="lat", **cfg))
+
+
+@pytest.mark.parametrize("workers", [0, 2, 4])
+@pytest.mark.parametrize("world", [1, 2])
+def test_every_sample_once_per_epoch_across_workers_and_ranks(tmp_path, workers: int, world: int) -> None:
+    s = open_shard_set(latent_set(tmp_path, "lat", [25] * 8))  # 200 samples
+    for epoch in (0, 1):
+        seen: list[int] = []
+        for rank in range(world):
+            stream = ShardStream(s, batch_size=5, seed=7, shuffle=True, shuffle_buffer=10, rank=rank, world=world)
+            stream.set_epoch(epoch)
+            seen += ids(stream, workers=workers)
+        assert sorted(seen) == list(range(200))
+
+
+def test_uneven_shares_still_read_each_sample_at_most_once(tmp_path) -> None:
+    s = open_shard_set(latent_set(tmp_path, "lat", [10, 3, 9, 4, 7]))  # 33 samples, uneven shards
+    seen = [i for rank in range(2) for i in ids(ShardStream(s, batch_size=4, seed=1, shuffle=True, rank=rank, world=2), workers=3)]
+    assert len(seen) == 32 and len(set(seen)) == 32  # 33 // 2 // 4 = 4 batches of 4 per rank

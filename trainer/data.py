@@ -1,11 +1,13 @@
 """Streaming samples from WebDataset shards: deterministic per-epoch shuffling, rank/worker split.
 
-As timm's reader_wds does, the shard order and a sample buffer are shuffled from (seed, epoch),
-and the index's per-shard counts (not the data) decide how much each reader takes: every rank
-yields exactly the same number of samples per epoch, so no DDP rank starves or waits forever.
-A reader that reaches the end of its shards wraps around onto the next ones in the epoch's order
-instead of stopping early; a sample whose member cannot be decoded is skipped, counted, and
-replaced by the next one.
+Every reader (each DataLoader worker of each torchrun rank) shuffles the shard order from (seed,
+epoch) alone, so all of them see one and the same order, and takes its own contiguous, disjoint
+share of the samples in it, sized from the index's per-shard counts (not the data): one epoch reads
+every sample exactly once (the remainder that fills no batch on every rank is left out, a different
+one each epoch), and every rank yields the same number of batches, so no DDP rank starves or waits
+forever. A reader's samples then pass through a shuffle buffer of its own. A sample whose member
+cannot be decoded is skipped, counted, and replaced by the next one of the order after the
+reader's share.
 """
 from __future__ import annotations
 
@@ -60,10 +62,10 @@ class ShardStream(IterableDataset):
     """Decoded (input, label, teacher embedding) triples from a shard set, for one rank of
     `world`: the label is -1 and the embedding empty where `labels` / `teacher` are off.
 
-    `samples_per_rank` is fixed up front; the stream is cut into `steps` batches of
-    `batch_size`, and reader r of a rank's workers produces batches r, r + workers, ... (the
-    DataLoader's own round-robin order), so resuming at a step only needs each reader to skip
-    its share.
+    The stream is cut into `steps` batches of `batch_size` per rank, and reader r of a rank's
+    workers produces batches r, r + workers, ... (the DataLoader's own round-robin order) from
+    its own share of the epoch's samples, so resuming at a step only needs each reader to skip
+    the batches of its share already taken.
     `keep` maps source labels to training labels (-1 drops the sample) for identity splits.
     A damaged shard stops the run (policy `error`) or is skipped; a damaged sample is skipped. Each
     one is logged once per reader and, with `damage_log`, appended to that file by name."""
@@ -98,6 +100,7 @@ class ShardStream(IterableDataset):
         self.shuffle_buffer = shuffle_buffer if shuffle else 0
         self.keep = keep
         counts = counts if counts is not None else [s.samples for s in self.shards]
+        self.counts = counts
         self.usable = [i for i, c in enumerate(counts) if c > 0]
         total = sum(counts)
         self.steps = total // world // batch_size
@@ -131,18 +134,25 @@ class ShardStream(IterableDataset):
             return torch.from_numpy(np.asarray(value, dtype=np.float32)), label, teacher
         return torch.from_numpy(np.ascontiguousarray(value.transpose(2, 0, 1))), label, teacher
 
-    def _read(self, shards: Iterator[int], barren_limit: int) -> Iterator[tuple[torch.Tensor, int, torch.Tensor]]:
-        """Decoded samples of the given shards in order."""
+    def _read(self, spans: Iterator[tuple[int, int, int | None]], barren_limit: int) -> Iterator[tuple[torch.Tensor, int, torch.Tensor]]:
+        """Decoded samples of the given shards in order: of shard `index`, its usable samples
+        `lo` to `hi` (None: to its end)."""
         damage = Damage(self.damage_policy)
         reported: set[str] = set()
         barren = 0  # consecutive shards that gave nothing: all-damaged data must not loop forever
-        for index in shards:
+        for index, lo, hi in spans:
             produced = False
+            position = 0
             for sample in read_shard(self.shards[index], self.reads, damage=damage):
                 item = self._item(sample)
-                if item is not None:
+                if item is None:
+                    continue
+                if position >= lo:
                     produced = True
                     yield item
+                position += 1
+                if hi is not None and position >= hi:
+                    break
             for lost in damage.lost:
                 if str(lost) not in reported:
                     reported.add(str(lost))
@@ -173,16 +183,32 @@ class ShardStream(IterableDataset):
         while buffer:
             yield buffer.pop(rng.randrange(len(buffer)) if self.shuffle else 0)
 
-    def _samples(self, slot: int, slots: int, rng: random.Random) -> Iterator[tuple[torch.Tensor, int, torch.Tensor]]:
-        """Endless shuffled samples for one reader: all of its own shards of the epoch's order
-        first, then the whole order again from its own place (wrapping onto other readers'
-        shards) only if it still needs more."""
+    def _range(self, reader: int, workers: int) -> tuple[int, int]:
+        """This reader's contiguous share [begin, end) of the epoch's sample order: ranks take
+        consecutive blocks of `steps` batches, a rank's readers consecutive runs of their batches."""
+        before = sum(self._worker_batches(r, workers, self.steps) for r in range(reader))
+        begin = (self.rank * self.steps + before) * self.batch_size
+        return begin, begin + self._worker_batches(reader, workers, self.steps) * self.batch_size
+
+    def _samples(self, begin: int, end: int, rng: random.Random) -> Iterator[tuple[torch.Tensor, int, torch.Tensor]]:
+        """Endless shuffled samples for one reader: samples begin..end-1 of the epoch's shard
+        order (the same order in every reader and rank, so the readers' shares are disjoint and
+        together cover the epoch), then, only if damage left it short, the order again from
+        where its share ended."""
         order = list(self.usable)
         if self.shuffle:
-            rng.shuffle(order)
-        start = slot % len(order)
-        own = self._read(iter(order[slot::slots]), len(order))
-        wrap = self._read(itertools.cycle(order[start:] + order[:start]), len(order))
+            random.Random(f"{self.seed}-{self.epoch}").shuffle(order)
+        spans: list[tuple[int, int, int | None]] = []
+        position, after = 0, 0
+        for at, index in enumerate(order):
+            count = self.counts[index]
+            if position < end and position + count > begin:
+                spans.append((index, max(0, begin - position), min(count, end - position)))
+                after = at + 1
+            position += count
+        own = self._read(iter(spans), len(order))
+        rest = order[after:] + order[:after]
+        wrap = self._read(((index, 0, None) for index in itertools.cycle(rest)), len(order))
         return itertools.chain(self._shuffled(own, rng), self._shuffled(wrap, rng))
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, int, torch.Tensor]]:
@@ -191,12 +217,12 @@ class ShardStream(IterableDataset):
         # the DataLoader asks its worker 0 first; resuming at step s, batch s belongs to reader
         # s % workers, so worker i plays reader (i + s) % workers and the order is unchanged
         reader = (worker + self.start_step) % workers
-        slot, slots = self.rank * workers + reader, self.world * workers
-        rng = random.Random(f"{self.seed}-{self.epoch}-{slot}")
-        target = self._worker_batches(reader, workers, self.steps) * self.batch_size
+        slot = self.rank * workers + reader
+        rng = random.Random(f"{self.seed}-{self.epoch}-{slot}")  # this reader's shuffle buffer only
+        begin, end = self._range(reader, workers)
         skip = self._worker_batches(reader, workers, self.start_step) * self.batch_size
-        stream = self._samples(slot, slots, rng)
-        for produced in range(target):
+        stream = self._samples(begin, end, rng)
+        for produced in range(end - begin):
             item = next(stream)
             if produced >= skip:
                 yield item
