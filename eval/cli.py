@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from cdfv.logs import log_to_stderr
+from cdfv.outlock import LOCK_NAME, output_lock
 
 from .scores import POLICIES
 
@@ -101,11 +102,14 @@ def main() -> None:
 @click.option("--batch-size", default=128, show_default=True, help="images or latents per forward pass")
 @click.option("--bootstrap", default=1000, show_default=True, help=BOOTSTRAP_HELP)
 @click.option("--bd-anchor", metavar="LINE", help=BD_ANCHOR_HELP)
+@click.option("--damaged", type=click.Choice(["error", "skip"]), default="error", show_default=True,
+              help="a damaged or missing shard stops the run, or (skip) is read past: its intact samples are kept and the "
+                   "pairs it loses are missing, with the reason, under the --missing policy")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("results"), show_default=True,
               help="writes scores/<run>.parquet and report/ (metrics.csv/.md/.json, bd.csv/.json, rd-<codec>.json, plots)")
 def run(pairs_path: Path, faces: str | None, image_model: str | None, onnx_channels: str, decoded_sets: tuple[str, ...],
         compressed_runs: tuple[str, ...], no_original: bool, root: Path | None, missing: str, flip: bool,
-        device: str, precision: str, batch_size: int, bootstrap: int, bd_anchor: str | None, out: Path) -> None:
+        device: str, precision: str, batch_size: int, bootstrap: int, bd_anchor: str | None, damaged: str, out: Path) -> None:
     """Scores every pair for each solution given, then writes the side-by-side report."""
     from cdfv.shards import open_shard_set
 
@@ -115,6 +119,7 @@ def run(pairs_path: Path, faces: str | None, image_model: str | None, onnx_chann
     from .report import write_report
     from .scores import write_scores
 
+    click.get_current_context().with_resource(output_lock(out))  # held until the command ends
     check_writable(out / "scores")
     check_writable(out / "report")
     pairs = read_pairs(pairs_path)
@@ -132,13 +137,13 @@ def run(pairs_path: Path, faces: str | None, image_model: str | None, onnx_chann
         jobs.append(("compressed", model_path, set_name, set_name))
     if not jobs:
         raise click.UsageError("nothing to evaluate: give --faces with --image-model, --decoded or --compressed")
-    cache = EmbeddingCache()
+    cache = EmbeddingCache(damage_policy=damaged)
     models: dict[str, FaceModel] = {}
     written = []
     for mode, model_spec, probe_name, reference_name in jobs:
         if model_spec not in models:
             models[model_spec] = load_face_model(model_spec, device, flip=flip, precision=precision, onnx_channels=onnx_channels)
-        probe_set, reference_set = open_shard_set(probe_name, root), open_shard_set(reference_name, root)
+        probe_set, reference_set = (open_shard_set(name, root, damage=damaged) for name in (probe_name, reference_name))
         table, meta = evaluate(pairs, mode, models[model_spec], probe_set, reference_set, missing, batch_size, cache)
         meta["pairs_file"] = str(pairs_path)
         path = out / "scores" / f"{meta['run']}.parquet"
@@ -162,6 +167,8 @@ def report(score_files: tuple[Path, ...], out: Path, bootstrap: int, seed: int, 
     plots across scores files."""
     from .report import write_report
 
+    out.parent.mkdir(parents=True, exist_ok=True)
+    click.get_current_context().with_resource(output_lock(out.parent, f"{LOCK_NAME}-{out.name}"))
     files = write_report(list(score_files), out, bootstrap, seed, bd_anchor)
     click.echo((out / "metrics.md").read_text())
     click.echo(f"report: {', '.join(str(f) for f in files)}")

@@ -66,5 +66,10 @@ def embed_keys(embedder: FaceModel, shard_set: ShardSet, keys: set[str], batch_s
             flush()
     if pending:
         flush()
-    result.damaged = {x.key: f"damaged sample in {x.shard}: {x.problem}" for x in damage.lost[seen:] if x.key in keys}
+    lost = damage.lost[seen:]
+    result.damaged = {x.key: f"damaged sample in {x.shard}: {x.problem}" for x in lost if x.key in keys}
+    skipped = "; ".join(f"{x.shard}: {x.problem}" for x in lost if x.key is None)
+    if skipped:  # which keys a damaged shard held is unknown: every key not read may have been in it
+        for key in keys - result.embeddings.keys() - result.damaged.keys():
+            result.damaged[key] = f"not read; damaged shard(s) of {shard_set.name!r} skipped: {skipped}"
     return result

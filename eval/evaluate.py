@@ -7,7 +7,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from cdfv.shards import ShardSet
+from cdfv.shards import Damage, ShardSet
 
 from .embed import EmbeddedSet, embed_keys
 from .facemodels import FaceModel
@@ -34,13 +34,15 @@ class EmbeddingCache:
     references for the original anchor and every decoded anchor are embedded once."""
 
     sets: dict[tuple[str, str], _Cached] = field(default_factory=dict)
+    damage_policy: str = "error"  # a damaged shard stops the run, or (skip) its pairs are missing with the reason
 
     def get(self, embedder: FaceModel, shard_set: ShardSet, keys: set[str], batch_size: int) -> EmbeddedSet:
         slot = (embedder.info["model_id"], str(shard_set.directory.resolve()))
         cached = self.sets.get(slot)
         if cached is None or not keys <= cached.requested:
             wanted = keys | (cached.requested if cached else set())
-            cached = self.sets[slot] = _Cached(wanted, embed_keys(embedder, shard_set, wanted, batch_size))
+            embedded = embed_keys(embedder, shard_set, wanted, batch_size, Damage(self.damage_policy))
+            cached = self.sets[slot] = _Cached(wanted, embedded)
         return cached.embedded
 
 

@@ -29,7 +29,7 @@ from .detect import OFF_CENTRE
 from .naming import FACES, set_name
 from .rangecoding import CoderPool
 from .runner import RunStats, StrictFailure
-from .ledger import ResumeMismatch, check_index
+from .ledger import ResumeMismatch, check_index, check_parts
 from .sources import DATASETS, Dataset, SourceError, open_dataset
 
 log = logging.getLogger(__name__)
@@ -283,8 +283,8 @@ def align(layout, data_root, list_file, o, detections, no_detect, method, no_fac
     report(stats, o, o.out / name, images=len(dataset.items), **skipped_files(dataset, o.out / name))
 
 
-def _input(out: Path, name: str) -> shards.ShardSet:
-    return shards.open_shard_set(name, root=out)
+def _input(o: stages.RunOptions, name: str) -> shards.ShardSet:
+    return shards.open_shard_set(name, root=o.out, damage=o.damage.policy)
 
 
 @main.command()
@@ -296,7 +296,7 @@ def _input(out: Path, name: str) -> shards.ShardSet:
 def encode(o, cc, input_name, name) -> None:
     """Encode faces (zero-padded to 256x256) into real bitstreams -> bitstream shard set."""
     for c in each_codec(cc):
-        source = _input(o.out, input_name or FACES)
+        source = _input(o, input_name or FACES)
         out = output_name(name, set_name("encoded", c.spec), cc, c.spec.quality)
         report(stages.run_encode(source, c, o, out), o, o.out / out)
 
@@ -310,7 +310,7 @@ def encode(o, cc, input_name, name) -> None:
 def entropy_decode(o, cc, input_name, name) -> None:
     """Entropy-decode bitstreams to y_hat (M x 16 x 16) -> latent shard set."""
     for c in each_codec(cc):
-        source = _input(o.out, output_name(input_name, set_name("encoded", c.spec), cc, c.spec.quality))
+        source = _input(o, output_name(input_name, set_name("encoded", c.spec), cc, c.spec.quality))
         out = output_name(name, set_name("latents-full", c.spec), cc, c.spec.quality)
         report(stages.run_entropy_decode(source, c, o, out), o, o.out / out)
 
@@ -330,7 +330,7 @@ def crop_latent(o, codec, quality, metric, input_name, name, size, full) -> None
     """Centre-crop latents (16x16 -> 14x14: the padding's border) -> latent shard set."""
     cc = CodecOptions(codec, quality, metric, None, False, 0, False, "cpu", 0)
     for spec in cc.specs():
-        source = _input(o.out, output_name(input_name, set_name("latents-full", spec), cc, spec.quality))
+        source = _input(o, output_name(input_name, set_name("latents-full", spec), cc, spec.quality))
         out = output_name(name, set_name("latents", spec), cc, spec.quality)
         report(stages.run_crop_latent(source, o, out, None if full else size), o, o.out / out)
 
@@ -345,8 +345,8 @@ def crop_latent(o, codec, quality, metric, input_name, name, size, full) -> None
 def decode(o, cc, input_name, reference, name) -> None:
     """Fully decode bitstreams to 224x224 faces with PSNR and MS-SSIM -> image shard set."""
     for c in each_codec(cc):
-        source = _input(o.out, output_name(input_name, set_name("encoded", c.spec), cc, c.spec.quality))
-        ref = _input(o.out, reference or source.meta.get("input_set", FACES))
+        source = _input(o, output_name(input_name, set_name("encoded", c.spec), cc, c.spec.quality))
+        ref = _input(o, reference or source.meta.get("input_set", FACES))
         out = output_name(name, set_name("decoded", c.spec), cc, c.spec.quality)
         report(stages.run_decode(source, ref, c, o, out), o, o.out / out)
 
@@ -359,7 +359,7 @@ def decode(o, cc, input_name, reference, name) -> None:
 @user_errors
 def shard(o, input_name, name, members) -> None:
     """Repack a shard set into shards of --chunk-size samples, keeping chosen members."""
-    source = _input(o.out, input_name)
+    source = _input(o, input_name)
     keep = members.split(",") if members else list(source.members)
     report(stages.run_shard(source, o, name, keep), o, o.out / name)
 
@@ -392,13 +392,13 @@ def anchor(o, codec_name, value, target_bpp, match_sets, quality, match_codec, m
     if name is not None and len(given) > 1:
         raise click.UsageError("--name names one set; several anchors take their default names")
     codec = get_codec(codec_name)
-    source = _input(o.out, input_name or FACES)
+    source = _input(o, input_name or FACES)
     for kind, v in given:
         match = None
         if kind == "value":
             parameter = float(v)
         else:
-            target = float(v) if kind == "target" else stages.mean_rate(_input(o.out, v))
+            target = float(v) if kind == "target" else stages.mean_rate(_input(o, v))
             sample = stages.sample_faces(source, match_sample)
             parameter, sample_bpp = match_rate(codec, sample, target)
             match = {"target_bpp": target, "matched_set": v if kind == "match" else None, "sample": len(sample),
@@ -423,6 +423,7 @@ def index(directory: Path) -> None:
     if not (directory / S.INDEX_NAME).exists():
         raise click.ClickException(f"{directory}: no index.json to take kind, members and identities from; copy one part's in")
     current = shards.open_shard_set(directory, allow_empty=True).index
+    check_parts(directory, current["name"])
     new = shards.write_index(directory, current["name"], current["kind"], current["members"], current["identities"], current["meta"])
     check_index(directory, new)
     click.echo(f"{directory}: {len(new['shards'])} shards, {new['num_samples']} samples")
@@ -466,7 +467,7 @@ def run(layout, data_root, list_file, input_name, o, cc, outputs, no_detect, met
                               not no_fast_path, verify, order)
     if {"latents", "decoded"} & set(so.outputs) and not cc.qualities:
         raise click.UsageError("latents and decoded outputs need --quality")
-    source = _input(o.out, input_name) if input_name else open_dataset(layout, data_root, list_file)
+    source = _input(o, input_name) if input_name else open_dataset(layout, data_root, list_file)
     detector = RetinaFaceOnnx(detector_model) if so.detect else None
     with contextlib.ExitStack() as stack:
         codecs = [stack.enter_context(open_codec(cc, q)) for q in cc.qualities]
@@ -485,7 +486,7 @@ def run(layout, data_root, list_file, input_name, o, cc, outputs, no_detect, met
 def views(o, input_name, count, name, seed) -> None:
     """Materialise thesis-augmented views of each face (resize 256, random crop 224, grayscale p=0.2)
     as an image set, so latents and a teacher's targets are made once for the same views."""
-    source = _input(o.out, input_name or FACES)
+    source = _input(o, input_name or FACES)
     out = name or f"{source.name}-views{count}"
     report(stages.run_views(source, o, out, count, seed), o, o.out / out)
 
@@ -507,6 +508,6 @@ def teacher(o, model_spec, onnx_channels, input_name, name, device) -> None:
     model = load_face_model(model_spec, dev, onnx_channels=onnx_channels)
     if model.kind != "image":
         raise click.UsageError(f"--model {model_spec}: a teacher embeds faces; this model takes {model.kind}s")
-    source = _input(o.out, input_name or FACES)
+    source = _input(o, input_name or FACES)
     out = name or f"{source.name}-{model.info['arch']}"
     report(stages.run_teacher(source, model, o, out), o, o.out / out)

@@ -14,9 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from cdfv.outlock import LOCK_NAME, output_lock
 from cdfv.shards import atomic_write_bytes
 
 RECORD = re.compile(r"^run-p(\d{3})of(\d{3})\.json$")
@@ -87,16 +89,17 @@ class Ledger:
             parts.append(f"{len(added)} input(s) not in the earlier run's finished chunks (first {added[0]!r})")
         return "; ".join(parts)
 
-    def begin(self, stage: str, options: dict[str, Any], chunks: list[list[str]]) -> None:
-        """Checks (or, for a new directory, writes) the run record for this part."""
+    def check(self, stage: str, options: dict[str, Any], chunks: list[list[str]]) -> dict[str, Any] | None:
+        """Checks this part's run against the directory's records: None when it resumes its own
+        record, else the record to write (see begin_runs); refuses a run made differently."""
         record = {"stage": stage, "options": _normalised(options), "chunks": len(chunks),
                   "inputs": sum(len(c) for c in chunks), "digest": _digest(chunks)}
         where = self.directory
         if self.record_path.exists():
             old = json.loads(self.record_path.read_text())
             if old == record:
-                return
-            changes = describe_changes({"stage": old.get("stage"), **old.get("options", {})}, {"stage": stage, **record["options"]})
+                return None
+            changes = _record_changes(old, record)
             if old.get("digest") != record["digest"] and not changes:
                 changes = [f"inputs or their split into chunks changed: {self._input_changes(chunks)}"]
             raise ResumeMismatch(
@@ -107,11 +110,13 @@ class Ledger:
             raise ResumeMismatch(f"{where} holds output of part {self.part}/{self.parts} (e.g. {leftovers[0]}) but no "
                                  f"record of the run that made it; use another --out/--name, or delete {where} to start again")
         for other in sorted(where.glob("run-p*of*.json")):
-            theirs = json.loads(other.read_text())
-            changes = describe_changes({"stage": theirs.get("stage"), **theirs.get("options", {})}, {"stage": stage, **record["options"]})
+            changes = _record_changes(json.loads(other.read_text()), record)
             if changes:
                 raise ResumeMismatch(f"{where}: another part ({other.name}) was made differently: {'; '.join(changes)}; "
                                      f"parts of one set must share their options")
+        return record
+
+    def write_record(self, record: dict[str, Any]) -> None:
         atomic_write_bytes(self.record_path, json.dumps(record, indent=1).encode())
 
     def finished(self, chunk: int, inputs: list[str]) -> bool:
@@ -125,9 +130,10 @@ class Ledger:
                                  f"delete {self.directory} to start again")
         return True
 
-    def commit(self, chunk: int, inputs: list[str], written: int, rejected: int) -> None:
-        """Marks the chunk finished: called after every output and reject file of it is written."""
-        record = {"chunk": chunk, "inputs": inputs, "written": written, "rejected": rejected}
+    def commit(self, chunk: int, inputs: list[str], written: int, rejected: int, content: str | None = None) -> None:
+        """Marks the chunk finished: called after every output and reject file of it is written;
+        `content` is the written shard's digest, which the index must later find again."""
+        record = {"chunk": chunk, "inputs": inputs, "written": written, "rejected": rejected, "content": content}
         atomic_write_bytes(self.done_path(chunk), json.dumps(record).encode())
 
     def written(self) -> dict[int, int]:
@@ -139,14 +145,60 @@ class Ledger:
         return out
 
 
+def begin_runs(ledgers: dict[str, Ledger], stage: str, options: dict[str, dict[str, Any]], chunks: list[list[str]]) -> None:
+    """Checks every output's run record before writing any, so a refused run leaves no record
+    behind that would block the corrected command; runs starting at once take turns (directories
+    locked in sorted order, so two runs cannot wait on each other)."""
+    with ExitStack() as held:
+        for directory in sorted({ledger.directory for ledger in ledgers.values()}):
+            held.enter_context(output_lock(directory, f"{LOCK_NAME}-ledger", wait=True))
+        records = {name: ledger.check(stage, options[name], chunks) for name, ledger in ledgers.items()}
+        for name, record in records.items():
+            if record is not None:
+                ledgers[name].write_record(record)
+
+
 def check_index(directory: Path, index: dict[str, Any]) -> None:
-    """Refuses an index whose per-shard counts differ from what the ledger says each chunk wrote
-    (a shard changed or replaced after its chunk was finished)."""
-    counts = {e["url"]: e["samples"] for e in index["shards"]}
+    """Refuses an index whose shards are not what the ledger says each chunk wrote: another count
+    or content (a shard changed or replaced after its chunk was finished)."""
+    entries = {e["url"]: e for e in index["shards"]}
     for path in sorted(Path(directory).glob("done-p*of*-*.json")):
         tag_chunk = path.stem[len("done-"):]
         shard = f"{index['name']}-{tag_chunk}.tar"
-        written = json.loads(path.read_text())["written"]
-        if shard in counts and counts[shard] != written:
-            raise ResumeMismatch(f"{directory / shard}: holds {counts[shard]} samples, but its chunk wrote {written} "
+        done = json.loads(path.read_text())
+        entry = entries.get(shard)
+        if entry is None:
+            continue
+        if entry["samples"] != done["written"]:
+            raise ResumeMismatch(f"{directory / shard}: holds {entry['samples']} samples, but its chunk wrote {done['written']} "
                                  f"({path.name}); re-run the stage into a fresh directory")
+        if done.get("content") and entry.get("table") != done["content"]:
+            raise ResumeMismatch(f"{directory / shard}: is not the shard its chunk wrote (content digest {entry.get('table')}, "
+                                 f"{path.name} says {done['content']}): a shard of another run?; re-run the stage into a fresh directory")
+
+
+def check_parts(directory: Path, name: str) -> None:
+    """Refuses to merge parts of a set that were not made alike: every part whose shards are present
+    needs its run record, and the records must agree on the stage and every option (codec weights,
+    alignment, chunking, input set...); the message names the parts and what differs."""
+    directory = Path(directory)
+    tags = sorted({p.name[len(name) + 1:].rsplit("-", 1)[0] for p in directory.glob(f"{name}-p*of*-*.tar")})
+    records = {tag: directory / f"run-{tag}.json" for tag in tags}
+    if not any(path.is_file() for path in records.values()):
+        return  # a set written without a ledger (a library writer): nothing to compare
+    missing = [tag for tag, path in records.items() if not path.is_file()]
+    if missing:
+        raise ResumeMismatch(f"{directory}: shards of part {missing[0]} have no run record ({records[missing[0]].name}); "
+                             f"copy each part's run-*.json and done-*.json files along with its shards")
+    loaded = {tag: json.loads(path.read_text()) for tag, path in records.items()}
+    first, *others = loaded
+    for tag in others:
+        changes = _record_changes(loaded[first], loaded[tag])
+        if changes:
+            raise ResumeMismatch(f"{directory}: part {tag} was made differently from part {first}: {'; '.join(changes)}; "
+                                 f"parts of one set must share their options, so they are not merged")
+
+
+def _record_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What differs between two run records' stage and options."""
+    return describe_changes({"stage": old.get("stage"), **old.get("options", {})}, {"stage": new.get("stage"), **new.get("options", {})})

@@ -8,6 +8,7 @@ and a restart with other inputs, chunking or options is refused rather than mixe
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +18,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from cdfv.outlock import LOCK_NAME, output_lock
 from cdfv.shards import atomic_write_bytes
 
-from .ledger import Ledger
+from .ledger import Ledger, begin_runs
 
 T = TypeVar("T")
 
@@ -48,7 +50,9 @@ class ChunkSink(Protocol):
 
     def written(self, chunk: int) -> bool: ...
 
-    def write(self, chunk: int, rows: list[dict[str, Any]]) -> None: ...
+    def write(self, chunk: int, rows: list[dict[str, Any]]) -> str | None:
+        """Writes the chunk; returns what identifies its content (a shard's digest), if anything."""
+        ...
 
 
 class ParquetChunks:
@@ -141,12 +145,21 @@ def run_chunks(
     """Runs `process` over every chunk not yet finished. Each output directory gets the chunk's
     rejects, then its outputs, then the ledger's record that the chunk is done; each sink's
     `options` and each chunk's inputs (`inputs_of`) must match what an earlier run recorded there
-    (pipeline.ledger)."""
+    (pipeline.ledger). A second run of the same part into one of the sets is refused while this
+    one runs."""
+    with ExitStack() as held:  # one writer per part of each output set (cdfv.outlock)
+        for sink in sinks.values():
+            held.enter_context(output_lock(sink.directory, f"{LOCK_NAME}-p{part:03d}of{parts:03d}"))
+        return _run_chunks(stage, chunks, process, sinks, options, inputs_of, part, parts, strict, count)
+
+
+def _run_chunks(stage: str, chunks: list[list[T]], process: Callable[[list[T]], ChunkResult], sinks: dict[str, ChunkSink],
+                options: dict[str, dict[str, Any]], inputs_of: Callable[[list[T]], list[str]], part: int, parts: int,
+                strict: bool, count: Callable[[list[T]], int]) -> RunStats:
     ledgers = {name: Ledger(sink.directory, part, parts) for name, sink in sinks.items()}
     reject_files = {name: ParquetChunks(sink.directory, "rejects", part, parts, REJECT_SCHEMA) for name, sink in sinks.items()}
     inputs = [inputs_of(chunk) for chunk in chunks]
-    for name, ledger in ledgers.items():
-        ledger.begin(stage, options[name], inputs)
+    begin_runs(ledgers, stage, options, inputs)
     stats = RunStats(stage)
     start = time.perf_counter()
     total = sum(count(c) for c in chunks)
@@ -166,8 +179,8 @@ def run_chunks(
             for name, sink in sinks.items():
                 reject_files[name].write(c, rows)
                 outputs = result.outputs.get(name, [])
-                sink.write(c, outputs)
-                ledgers[name].commit(c, inputs[c], len(outputs), len(rows))
+                content = sink.write(c, outputs)
+                ledgers[name].commit(c, inputs[c], len(outputs), len(rows), content)
                 stats.written[name] += len(outputs)
             stats.inputs += n
             stats.rejects.extend(result.rejects)

@@ -11,6 +11,7 @@ the `skip` policy left out, counted and listed (`Damage`).
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -73,7 +74,7 @@ class Damage:
         """A damaged shard: raise (policy error) or record the `samples` it loses (policy skip)."""
         if self.policy == "error":
             raise DamagedShard(f"{path}: {problem} (--damaged skip reads past damaged shards, counting what is lost)")
-        log.warning("skipping damaged shard %s: %s", path, problem)
+        log.warning("damaged shard %s: %s (%d samples lost; read past under --damaged skip)", path, problem, samples)
         self.lost.append(Lost(str(path), None, problem, samples))
 
     def sample(self, path: Path, key: str, problem: str, index: int | None = None) -> None:
@@ -96,6 +97,7 @@ class Shard:
     samples: int
     size: int | None  # bytes; None in version-1 indexes
     verified: bool  # samples carry CHECKSUMS (format version 2)
+    table: str | None = None  # digest of its CHECKSUMS table, which the index binds it by (version 3)
 
     @property
     def name(self) -> str:
@@ -139,7 +141,16 @@ class ShardSet:
     @property
     def shards(self) -> list[Shard]:
         verified = self.index["version"] >= 2
-        return [Shard(self.directory / e["url"], e["samples"], e.get("bytes"), verified) for e in self.index["shards"]]
+        return [Shard(self.directory / e["url"], e["samples"], e.get("bytes"), verified, e.get("table")) for e in self.index["shards"]]
+
+    @property
+    def identity(self) -> str:
+        """What the set holds, as a digest: its name, kind, members and every shard's name, count,
+        size and content digest, so two indexes over the same shards agree (whenever they were
+        built) and a set with any shard replaced does not."""
+        described = [self.name, self.kind, sorted(self.members),
+                     [[e["url"], e["samples"], e.get("bytes"), e.get("table")] for e in self.index["shards"]]]
+        return hashlib.sha256(json.dumps(described, separators=(",", ":")).encode()).hexdigest()[:16]
 
     def samples(self, members: Collection[str] | None = None, decode: bool = True, damage: Damage | None = None) -> Iterator[dict[str, Any]]:
         """Every sample of the set in index order (see read_shard)."""
@@ -160,8 +171,11 @@ def resolve(name_or_path: str | os.PathLike, root: str | os.PathLike | None = No
     raise ShardSetError(f"no shard set {str(name_or_path)!r}: none of [{tried}] exists (set --root or ${ENV_ROOT})")
 
 
-def open_shard_set(name_or_path: str | os.PathLike, root: str | os.PathLike | None = None, allow_empty: bool = False) -> ShardSet:
-    """Opens and validates a shard set; errors name the index file and the problem."""
+def open_shard_set(name_or_path: str | os.PathLike, root: str | os.PathLike | None = None, allow_empty: bool = False,
+                   damage: str = "error") -> ShardSet:
+    """Opens and validates a shard set; errors name the index file and the problem. A listed shard
+    that is missing refuses the set, or under damage policy `skip` is left for the reads to count
+    as lost."""
     directory = resolve(name_or_path, root)
     path = directory / spec.INDEX_NAME
     try:
@@ -182,11 +196,17 @@ def open_shard_set(name_or_path: str | os.PathLike, root: str | os.PathLike | No
     if counted != fields[-1]:
         raise ShardSetError(f"{path}: num_samples {fields[-1]} differs from the {counted} its shard entries add up to")
     missing = [url for url, _ in entries if not (directory / url).is_file()]
+    if missing and damage != "skip":
+        raise ShardSetError(f"{path}: {len(missing)} listed shard(s) missing, first {missing[0]} "
+                            f"(--damaged skip reads the rest, counting what is lost)")
     if missing:
-        raise ShardSetError(f"{path}: {len(missing)} listed shard(s) missing, first {missing[0]}")
+        log.warning("%s: %d listed shard(s) missing (first %s); reading the rest under --damaged skip", path, len(missing), missing[0])
     if index["version"] == 1:
         log.warning("%s: format version 1 carries no per-sample checksums; its samples are read unverified "
                     "(`cdfv-prep shard` rewrites it as version %d)", path, spec.VERSION)
+    elif index["version"] == 2:
+        log.warning("%s: format version 2 does not bind shards to the index, so a shard of another run put in one's "
+                    "place goes unnoticed (`cdfv-prep index %s` rebuilds it as version %d)", path, directory, spec.VERSION)
     if index["num_samples"] == 0 and not allow_empty:
         raise ShardSetError(f"{path}: shard set {index['name']!r} holds no samples")
     return ShardSet(directory, index)
@@ -213,11 +233,28 @@ def digest(data: bytes) -> str:
     return xxhash.xxh3_64_hexdigest(data)
 
 
-def _group(tar: tarfile.TarFile, where: Path, damage: Damage) -> list[tuple[str, dict[str, tarfile.TarInfo]]]:
-    """The shard's samples as (key, {ext: header}) from its headers alone, in order; a meta
-    member (__name__, as WebDataset calls them: the checksum table) is its own group."""
+def _headers(tar: tarfile.TarFile) -> tuple[list[tarfile.TarInfo], str | None]:
+    """The members tarfile can list, and why the listing stopped early (None: it reached the end);
+    a shard cut short ends in an error after its last whole header, and what came before stays
+    usable."""
+    infos: list[tarfile.TarInfo] = []
+    while True:
+        try:
+            info = tar.next()
+        except tarfile.ReadError as e:
+            return infos, str(e)
+        if info is None:
+            return infos, None
+        infos.append(info)
+
+
+def _group(tar: tarfile.TarFile, where: Path, damage: Damage) -> tuple[list[tuple[str, dict[str, tarfile.TarInfo]]], str | None]:
+    """The shard's samples as (key, {ext: header}) from its headers alone, in order, and why the
+    listing stopped early (see _headers); a meta member (__name__, as WebDataset calls them: the
+    checksum table) is its own group."""
     groups: list[tuple[str, dict[str, tarfile.TarInfo]]] = []
-    for info in tar.getmembers():
+    infos, stopped = _headers(tar)
+    for info in infos:
         if not info.isfile():
             continue
         if info.name.startswith("__") and info.name.endswith("__"):
@@ -231,14 +268,14 @@ def _group(tar: tarfile.TarFile, where: Path, damage: Damage) -> list[tuple[str,
         if ext in groups[-1][1]:
             damage.shard(where, f"sample {key}: member {ext} appears twice", 0)
         groups[-1][1][ext] = info
-    return groups
+    return groups, stopped
 
 
 def _scan(tar: tarfile.TarFile, shard: Shard, damage: Damage) -> tuple[list[tuple[str, dict[str, tarfile.TarInfo]]], dict]:
     """The shard's samples from its headers, checked against the index, and its checksum table: a
     damaged header ends tarfile's listing silently, which shows here as bytes after the last member
     that are not the closing zero blocks, or as fewer samples than indexed."""
-    found = _group(tar, shard.path, damage)
+    found, stopped = _group(tar, shard.path, damage)
     meta = dict(g for g in found if g[0].startswith("__"))
     groups = [g for g in found if not g[0].startswith("__")]
     if shard.verified:
@@ -246,15 +283,23 @@ def _scan(tar: tarfile.TarFile, shard: Shard, damage: Damage) -> tuple[list[tupl
             damage.shard(shard.path, f"has no {spec.CHECKSUMS} table (its first member)", shard.samples)
             return [], {}
         try:
-            table = json.loads(_member(tar.fileobj, meta[spec.CHECKSUMS][""]))
+            raw = _member(tar.fileobj, meta[spec.CHECKSUMS][""])
+            table = json.loads(raw)
             if not isinstance(table, dict):
                 raise ValueError("not a mapping")
         except (ValueError, DamagedShard) as e:
             damage.shard(shard.path, f"its {spec.CHECKSUMS} table is damaged ({e})", shard.samples)
             return [], {}
+        if shard.table is not None and digest(raw) != shard.table:
+            damage.shard(shard.path, f"is not the shard its index lists: its content digest is {digest(raw)}, the index "
+                         f"entry says {shard.table} (a shard of another run put in its place?)", shard.samples)
+            return [], {}
     else:
         table = {}
-    if not _zeros_from(tar.fileobj, tar.offset):
+    if stopped is not None:
+        damage.shard(shard.path, f"its tar listing stops at byte {tar.offset} ({stopped}): only {len(groups)} of its "
+                     f"{shard.samples} indexed samples are listed", max(0, shard.samples - len(groups)))
+    elif not _zeros_from(tar.fileobj, tar.offset):
         damage.shard(shard.path, f"damaged tar header at byte {tar.offset}: only {len(groups)} of its {shard.samples} "
                      f"indexed samples are readable", shard.samples - len(groups))
     elif len(groups) > shard.samples:  # not the shard the index was built from: none of it is trusted
@@ -266,18 +311,24 @@ def _scan(tar: tarfile.TarFile, shard: Shard, damage: Damage) -> tuple[list[tupl
     return groups, table
 
 
-def count_samples(path: Path) -> int:
-    """Samples in a shard from its headers (for building its index entry); a shard whose headers
-    do not reach the end of the file is damaged and refused, never counted short."""
+def scan_shard(path: Path) -> tuple[int, str | None]:
+    """A shard's sample count from its headers and the digest of its checksum table (None where it
+    has none), for its index entry; a shard whose headers do not reach the end of the file is
+    damaged and refused, never counted short."""
     try:
         with tarfile.open(path, mode="r:") as tar:
-            groups = [g for g in _group(tar, path, Damage("error")) if not g[0].startswith("__")]
+            found, stopped = _group(tar, path, Damage("error"))
+            groups = [g for g in found if not g[0].startswith("__")]
+            if stopped is not None:
+                raise tarfile.ReadError(stopped)
             if not _zeros_from(tar.fileobj, tar.offset):
                 raise DamagedShard(f"{path}: damaged tar header at byte {tar.offset} (after {len(groups)} samples); "
                                    f"rewrite this shard (re-run the stage that made it) before indexing")
+            table = dict(g for g in found if g[0].startswith("__")).get(spec.CHECKSUMS)
+            content = digest(_member(tar.fileobj, table[""])) if table else None
     except (tarfile.TarError, OSError, EOFError) as e:
         raise DamagedShard(f"{path}: not a readable tar ({e})") from e
-    return len(groups)
+    return len(groups), content
 
 
 def _zeros_from(f: io.BufferedIOBase, offset: int) -> bool:
@@ -301,14 +352,18 @@ def read_shard(shard: Shard, members: Collection[str] | None = None, decode: boo
     except OSError as e:
         damage.shard(shard.path, f"cannot be read ({e.strerror})", shard.samples)
         return
+    resized = None  # under `skip` a shard of the wrong size is read on: its samples' checksums say which are intact
     if shard.size is not None and size != shard.size:
-        damage.shard(shard.path, f"is {size} bytes, its index entry says {shard.size} (truncated or replaced)", shard.samples)
-        return
+        resized = f"is {size} bytes, its index entry says {shard.size} (truncated, extended or replaced)"
+        if damage.policy == "error" or not shard.verified:
+            damage.shard(shard.path, resized, shard.samples)
+            return
+    recorded, kept = len(damage.lost), 0
     with open(shard.path, "rb") as f:
         try:
             groups, table = _scan(tarfile.open(fileobj=f, mode="r:"), shard, damage)
         except (tarfile.TarError, OSError, EOFError) as e:
-            damage.shard(shard.path, f"not a readable tar ({e})", shard.samples)
+            damage.shard(shard.path, f"not a readable tar ({e})", shard.samples - sum(x.samples for x in damage.lost[recorded:]))
             return
         for index, (key, infos) in enumerate(groups):
             try:
@@ -316,7 +371,10 @@ def read_shard(shard: Shard, members: Collection[str] | None = None, decode: boo
             except (DamagedShard, tarfile.TarError, OSError, EOFError) as e:
                 damage.sample(shard.path, key, str(e), index)
                 continue
+            kept += 1
             yield {"__key__": key, "__shard__": shard.name, "__index__": index, **sample}
+    if resized is not None:  # what the checks above did not already count
+        damage.shard(shard.path, resized, max(0, shard.samples - kept - sum(x.samples for x in damage.lost[recorded:])))
 
 
 def _member(f: io.BufferedReader, info: tarfile.TarInfo) -> bytes:

@@ -9,8 +9,8 @@ import re
 import struct
 
 FORMAT = "cdfv-shards"
-VERSION = 2  # 2: shards carry CHECKSUMS, index entries their shard's size in bytes
-READABLE_VERSIONS = (1, 2)  # version 1 sets read without per-sample verification
+VERSION = 3  # 2: shards carry CHECKSUMS, index entries their shard's size; 3: entries bind each shard's content and run
+READABLE_VERSIONS = (1, 2, 3)  # version 1 sets read without per-sample verification, 1 and 2 without the binding
 INDEX_NAME = "index.json"
 
 # Members of one sample (WebDataset extensions; the key is everything before the first dot).

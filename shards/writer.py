@@ -5,6 +5,7 @@ killed run leaves only complete shards and a re-run skips them: nothing is dupli
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -16,7 +17,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from . import spec
-from .reader import count_samples, digest
+from .reader import digest, scan_shard
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -53,12 +54,13 @@ def encode_member(ext: str, value: Any) -> bytes:
     raise ValueError(f"cannot serialise member .{ext} of type {type(value).__name__}")
 
 
-def tar_bytes(samples: Iterable[dict[str, Any]]) -> tuple[bytes, int]:
+def tar_bytes(samples: Iterable[dict[str, Any]]) -> tuple[bytes, int, str]:
     """Builds an uncompressed POSIX tar of samples ({'__key__': k, ext: value}) in memory.
 
     Members are written key by key in a fixed order with a fixed mtime, so the same samples give
     byte-identical shards on any machine. The first member is the shard's CHECKSUMS table (the
-    digest of every member of every sample), which every cdfv reader verifies."""
+    digest of every member of every sample), which every cdfv reader verifies; its own digest,
+    returned third, identifies the shard's content (the index binds the shard by it)."""
     encoded = []
     for sample in samples:  # "__shard__" etc. are a reader's metadata, not members
         encoded.append((sample["__key__"], {ext: encode_member(ext, v) for ext, v in sample.items() if not ext.startswith("__")}))
@@ -70,7 +72,7 @@ def tar_bytes(samples: Iterable[dict[str, Any]]) -> tuple[bytes, int]:
         for key, members in encoded:
             for ext, data in sorted(members.items()):
                 _add(tar, f"{key}.{ext}", data)
-    return buf.getvalue(), len(encoded)
+    return buf.getvalue(), len(encoded), digest(table)
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -99,13 +101,12 @@ class ShardSetWriter:
     def written(self, chunk: int) -> bool:
         return self.shard_path(chunk).exists()
 
-    def write(self, chunk: int, samples: list[dict[str, Any]]) -> Path:
+    def write(self, chunk: int, samples: list[dict[str, Any]]) -> str:
         """Writes chunk's samples as one shard (an empty chunk still leaves an empty shard, which
-        marks it done). Returns the shard's path."""
-        data, _ = tar_bytes(samples)
-        path = self.shard_path(chunk)
-        atomic_write_bytes(path, data)
-        return path
+        marks it done). Returns the shard's content digest (see tar_bytes)."""
+        data, _, content = tar_bytes(samples)
+        atomic_write_bytes(self.shard_path(chunk), data)
+        return content
 
 
 def write_index(
@@ -117,7 +118,9 @@ def write_index(
     meta: dict[str, Any],
 ) -> dict[str, Any]:
     """(Re)builds index.json from the shards on disk, all parts together, so parts written on
-    different machines merge by copying them into one directory and running this again."""
+    different machines merge by copying them into one directory and running this again. Each
+    entry binds its shard by the digest of its checksum table (`table`, which every read checks)
+    and names the run that wrote it (`run`: the digest of its part's run record, None without one)."""
     if kind not in spec.KINDS:
         raise ValueError(f"kind must be one of {spec.KINDS}, got {kind!r}")
     directory = Path(directory)
@@ -125,7 +128,12 @@ def write_index(
     totals = {p.name[len(name) :].split("-")[1].split("of")[1] for p in shards}
     if len(totals) > 1:
         raise ValueError(f"{directory}: shards of {name!r} come from runs split {sorted(totals)} ways; use one split")
-    entries = [{"url": p.name, "samples": count_samples(p), "bytes": p.stat().st_size} for p in shards]
+    entries = []
+    for p in shards:
+        samples, table = scan_shard(p)
+        record = directory / f"run-{p.name[len(name) + 1:].rsplit('-', 1)[0]}.json"
+        run = hashlib.sha256(record.read_bytes()).hexdigest()[:16] if record.is_file() else None
+        entries.append({"url": p.name, "samples": samples, "bytes": p.stat().st_size, "table": table, "run": run})
     index = {
         "format": spec.FORMAT,
         "version": spec.VERSION,

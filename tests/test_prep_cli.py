@@ -236,9 +236,15 @@ def test_parts_written_apart_merge_with_index(lfw6, tmp_path):
         s = invoke_ok("run", "--dataset", "lfw", "--root", lfw6, "--out", out, *CHUNK, *CODEC_ARGS, "--part", f"{i}/2")
         assert s["inputs"] == 3
     merged = machine[0] / "latents-q1"
-    for tar in (machine[1] / "latents-q1").glob("*.tar"):
+    tars = list((machine[1] / "latents-q1").glob("*.tar"))
+    for tar in tars:
         shutil.copy(tar, merged)
     assert shards.open_shard_set(merged).num_samples == 3  # not merged until the index is rebuilt
+    result = invoke("index", merged)  # the shards alone: their run records are missing
+    assert result.exit_code == 1 and "shards of part p001of002 have no run record (run-p001of002.json)" in result.output
+    for path in (machine[1] / "latents-q1").iterdir():  # the whole directory, as the README says
+        if path.name != "index.json":
+            shutil.copy(path, merged)
     result = invoke("index", merged)
     assert result.exit_code == 0, result.output
     ss = shards.open_shard_set(merged)
@@ -304,3 +310,18 @@ def test_anchor_needs_exactly_one_way_to_set_the_rate(chain):
     assert result.exit_code != 0 and "exactly one of --value, --target-bpp, --match" in result.output
     result = invoke("anchor", "--out", out, "--codec", "jpeg", "--target-bpp", "0.01")
     assert result.exit_code != 0 and "jpeg" in result.output
+
+
+def test_index_refuses_parts_made_with_other_weights(lfw6, tmp_path):
+    machine = {i: tmp_path / f"machine{i}" for i in range(2)}
+    for i, out in machine.items():
+        invoke_ok("run", "--dataset", "lfw", "--root", lfw6, "--out", out, *CHUNK, *CODEC_ARGS, "--seed", str(i), "--part", f"{i}/2")
+    merged = machine[0] / "latents-q1"
+    for path in (machine[1] / "latents-q1").iterdir():
+        if path.name != "index.json":
+            shutil.copy(path, merged)
+    before = (merged / "index.json").read_bytes()
+    result = invoke("index", merged)
+    assert result.exit_code == 1 and "part p001of002 was made differently from part p000of002" in result.output
+    assert "untrained:seed0" in result.output and "untrained:seed1" in result.output
+    assert (merged / "index.json").read_bytes() == before  # nothing merged

@@ -105,7 +105,7 @@ def test_index_lists_every_shard_and_sample(tmp_path):
     index = write_set(tmp_path, [3, 2, 0])
     on_disk = json.loads((tmp_path / "index.json").read_text())
     assert on_disk == index
-    assert (index["format"], index["version"], index["kind"]) == ("cdfv-shards", 2, "latent")
+    assert (index["format"], index["version"], index["kind"]) == ("cdfv-shards", 3, "latent")
     assert index["num_samples"] == 5
     assert [(e["url"], e["samples"]) for e in index["shards"]] == [
         ("toy-p000of001-000000.tar", 3), ("toy-p000of001-000001.tar", 2), ("toy-p000of001-000002.tar", 0)]
@@ -143,7 +143,7 @@ def test_open_resolves_a_name_under_the_root(tmp_path, monkeypatch):
     "edit, message",
     [
         ({"format": "something-else"}, "not a cdfv-shards index"),
-        ({"version": 99}, r"format version 99, this cdfv reads \(1, 2\)"),
+        ({"version": 99}, r"format version 99, this cdfv reads \(1, 2, 3\)"),
     ],
 )
 def test_open_refuses_foreign_or_other_version_index(tmp_path, edit, message):

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from cdfv.safe_load import load_torch_file
+from cdfv.shards import ShardSet
 from cdfv.shards.writer import atomic_write_bytes
 
 FORMAT = "cdfv-train-checkpoint"
@@ -67,9 +68,16 @@ def load_checkpoint(path: Path, required: Iterable[str] = ()) -> dict[str, Any]:
     return state
 
 
+def data_identity(*sets: ShardSet | None) -> str:
+    """The shard sets a run reads, by name and content digest (`ShardSet.identity`): a resume
+    compares it with the checkpoint's, so a set rebuilt or replaced under the same path is caught."""
+    return ", ".join(f"{s.name}@{s.identity}" for s in sets if s is not None)
+
+
 def check_resume_config(path: Path, saved: dict[str, Any], now: dict[str, Any], allowed: Iterable[str]) -> dict[str, list]:
     """Refuses to resume with options that change the run, unless named in `allowed`; returns
-    the allowed changes {option: [saved, now]} for the record."""
+    the allowed changes {option: [saved, now]} for the record. `now` and `saved` carry the run's
+    `data` (data_identity) beside its options, so another shard set is refused like another option."""
     allowed = set(allowed)
     unknown = allowed - set(now)
     if unknown:

@@ -20,9 +20,9 @@ from tqdm import tqdm
 from cdfv.pipeline.codecs import CodecSpec, load_codec, save_codec
 from cdfv.shards import ShardSetError, open_shard_set, spec
 
-from .checkpoint import check_resume_config, load_checkpoint, restore_rng, rng_state, save_checkpoint
+from .checkpoint import check_resume_config, data_identity, load_checkpoint, restore_rng, rng_state, save_checkpoint
 from .data import ShardStream, make_loader
-from .train import Context, MetricsLog, setup_context, start_run_directory, tensorboard_dir, tensorboard_note
+from .train import Context, MetricsLog, rank_zero_lock, setup_context, start_run_directory, tensorboard_dir, tensorboard_note
 
 logger = logging.getLogger(__name__)
 
@@ -79,12 +79,18 @@ def random_patches(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Te
 
 
 def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
-    """Runs the codec training; returns a summary with the first and last logged losses."""
+    """Runs the codec training while holding the output directory; returns a summary with the
+    first and last logged losses."""
+    with rank_zero_lock(Path(cfg.out)):
+        return _train_codec(cfg)
+
+
+def _train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
     from compressai.losses import RateDistortionLoss
 
     ctx: Context = setup_context(cfg.device)
     board = tensorboard_dir(cfg.tensorboard, Path(cfg.out) / "tensorboard-codec")
-    shard_set = open_shard_set(cfg.shards, cfg.root)
+    shard_set = open_shard_set(cfg.shards, cfg.root, damage=cfg.damaged)
     if shard_set.kind != "image":
         raise ShardSetError(f"{shard_set.directory}: codec training needs image shards, {shard_set.name!r} holds {shard_set.kind}s")
     codec_spec = CodecSpec(cfg.codec, cfg.quality, cfg.metric)
@@ -113,7 +119,8 @@ def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
             save_checkpoint(ckpt_path, {"task": "codec", "codec": codec_spec.label, "model": model.state_dict(),
                                         "optimizer": optimizer.state_dict(), "aux_optimizer": aux_optimizer.state_dict(),
                                         "epoch": epoch, "step_in_epoch": step_in_epoch, "step": step,
-                                        "rng": rng_state(rng), "config": asdict(cfg), "start_weights": weights_id})
+                                        "rng": rng_state(rng), "config": asdict(cfg), "start_weights": weights_id,
+                                        "data": data_identity(shard_set)})
 
     history, step, started = [], 0, time.time()
     start_epoch, start_step = 0, 0
@@ -123,7 +130,8 @@ def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
                                             "step", "rng", "config", "start_weights"))
         if state["task"] != "codec" or state["codec"] != codec_spec.label:
             raise ValueError(f"--resume {ckpt_path}: checkpoint is for {state['codec']}, not {codec_spec.label}")
-        check_resume_config(ckpt_path, state["config"], asdict(cfg), cfg.allow_change)
+        check_resume_config(ckpt_path, {**state["config"], "data": state.get("data")},
+                            {**asdict(cfg), "data": data_identity(shard_set)}, cfg.allow_change)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         aux_optimizer.load_state_dict(state["aux_optimizer"])

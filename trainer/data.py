@@ -274,7 +274,7 @@ def kept_counts(labels: list[list[int]], keep: np.ndarray) -> list[int]:
 def describe(shard_set: ShardSet) -> dict[str, Any]:
     """The shard set's name and meta, as recorded in checkpoints and exported models."""
     return {"name": shard_set.name, "directory": str(shard_set.directory), "kind": shard_set.kind,
-            "num_samples": shard_set.num_samples, "meta": shard_set.meta}
+            "num_samples": shard_set.num_samples, "identity": shard_set.identity, "meta": shard_set.meta}
 
 
 def damage_summary(path: Path) -> dict[str, Any]:

@@ -24,7 +24,8 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from contextlib import nullcontext
+from typing import Any, Callable, ContextManager, TypeVar
 
 import torch
 import torch.distributed as torch_dist
@@ -32,11 +33,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from cdfv.outlock import output_lock
 from cdfv.shards import Damage, ShardSet, ShardSetError, atomic_write_bytes, open_shard_set, spec
 
 from .arcface import ArcFace
 from .augment import AugmentConfig, prepare_eval, prepare_train
-from .checkpoint import check_resume_config, load_checkpoint, restore_rng, rng_state, save_checkpoint
+from .checkpoint import check_resume_config, data_identity, load_checkpoint, restore_rng, rng_state, save_checkpoint
 from .data import (
     InputProbe,
     ShardStream,
@@ -314,8 +316,20 @@ def autocast(ctx: Context, cfg: TrainConfig) -> torch.autocast:
     return torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=cfg.amp and ctx.device.type == "cuda")
 
 
+def rank_zero_lock(out: Path) -> ContextManager[None]:
+    """The output directory's lock (cdfv.outlock), taken by rank 0 of a torchrun job, the one rank
+    that writes there; other ranks wait on rank 0 at their first barrier."""
+    return output_lock(out) if int(os.environ.get("RANK", "0")) == 0 else nullcontext()
+
+
 def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Runs the configured phases; returns the closing summary (also out/summary.json)."""
+    """Runs the configured phases while holding the output directory; returns the closing summary
+    (also out/summary.json)."""
+    with rank_zero_lock(Path(cfg.out)):
+        return _train(cfg)
+
+
+def _train(cfg: TrainConfig) -> dict[str, Any]:
     # ---- setup ----------------------------------------------------------------------------
     ctx = setup_context(cfg.device)
     out = Path(cfg.out)
@@ -323,11 +337,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     board = tensorboard_dir(cfg.tensorboard, out / "tensorboard")
     if ctx.main:
         start_run_directory(out, ckpt_path, cfg.resume)
-    shard_set = open_shard_set(cfg.shards, cfg.root)
+    shard_set = open_shard_set(cfg.shards, cfg.root, damage=cfg.damaged)
     probe = probe_input(shard_set, cfg.damaged)
     arch = resolve_arch(cfg.arch, probe)
     check_inputs(arch, probe, shard_set, cfg.augment)
-    val_set = open_shard_set(cfg.val_shards, cfg.root) if cfg.val_shards else None
+    val_set = open_shard_set(cfg.val_shards, cfg.root, damage=cfg.damaged) if cfg.val_shards else None
     if val_set is not None:
         val_probe = probe_input(val_set, cfg.damaged)
         check_inputs(arch, val_probe, val_set, cfg.augment)
@@ -337,7 +351,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if resume is not None:
         if (resume["arch"], resume["in_channels"]) != (arch, probe.channels):
             raise ValueError(f"--resume {ckpt_path}: checkpoint is {resume['arch']} on M={resume['in_channels']}, data/arch give {arch} on M={probe.channels}")
-        changes = check_resume_config(ckpt_path, resume["config"], asdict(cfg), cfg.allow_change)
+        changes = check_resume_config(ckpt_path, {**resume["config"], "data": resume.get("data")},
+                                      {**asdict(cfg), "data": data_identity(shard_set, val_set)}, cfg.allow_change)
         history = resume.get("config_changes", []) + ([{"step": resume["step"], "changed": changes}] if changes else [])
     distill = cfg.phase == "distill"
     labelled = bool(shard_set.identities) and spec.LABEL in shard_set.members
@@ -436,6 +451,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                     "model": model.state_dict(), "head": task.head.state_dict() if task.head is not None else None,
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler else None,
                     "rng": rng_state(aug_gen), "n_train_identities": n_train, "config_changes": history,
+                    "data": data_identity(shard_set, val_set),
                 })
             if ctx.world > 1:
                 torch_dist.barrier()
@@ -523,7 +539,7 @@ def finish(cfg: TrainConfig, ctx: Context, log: MetricsLog, model: FaceResNet, a
         "tensorboard": str(log.board.log_dir) if log.board is not None else None,
     }
     if ctx.main:
-        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=1).encode())
         lines = [f"cdfv-train: {arch} on {shard_set.name}, {step} steps ({steps_run} this run) in {summary['seconds']} s"]
         lines += [f"  {k}: " + " ".join(f"{m} {v[m]:.4f}" for m in ("loss", "acc", "cos") if m in v) for k, v in log.last.items()]
         lines.append(f"  damaged samples skipped: {damaged['damaged_samples_lost']}"
