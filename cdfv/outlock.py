@@ -30,9 +30,10 @@ class OutputBusy(ValueError):
 
 
 @contextmanager
-def output_lock(directory: Path, name: str = LOCK_NAME, wait: bool = False) -> Iterator[None]:
-    """Holds `directory/name` exclusively (creating the directory); raises OutputBusy naming the
-    holder if another process has it, or with `wait` waits for it (for short critical sections)."""
+def output_lock(directory: Path, name: str = LOCK_NAME, wait: bool = False) -> Iterator[bool]:
+    """Holds `directory/name` exclusively (creating the directory), yielding True; raises
+    OutputBusy naming the holder if another process has it, or with `wait` waits for it (for
+    short critical sections)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
@@ -49,6 +50,6 @@ def output_lock(directory: Path, name: str = LOCK_NAME, wait: bool = False) -> I
         note = f"{Path(sys.argv[0]).name} pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
         os.ftruncate(fd, 0)
         os.pwrite(fd, note.encode(), 0)
-        yield
+        yield True
     finally:
         os.close(fd)  # closing the descriptor releases the lock

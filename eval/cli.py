@@ -111,7 +111,7 @@ def run(pairs_path: Path, faces: str | None, image_model: str | None, onnx_chann
         compressed_runs: tuple[str, ...], no_original: bool, root: Path | None, missing: str, flip: bool,
         device: str, precision: str, batch_size: int, bootstrap: int, bd_anchor: str | None, damaged: str, out: Path) -> None:
     """Scores every pair for each solution given, then writes the side-by-side report."""
-    from cdfv.shards import open_shard_set
+    from cdfv.shards import open_shard_set, remove_stale_temporaries
 
     from .evaluate import EmbeddingCache, evaluate
     from .facemodels import FaceModel, load_face_model
@@ -122,6 +122,7 @@ def run(pairs_path: Path, faces: str | None, image_model: str | None, onnx_chann
     click.get_current_context().with_resource(output_lock(out))  # held until the command ends
     check_writable(out / "scores")
     check_writable(out / "report")
+    remove_stale_temporaries(out / "scores")
     pairs = read_pairs(pairs_path)
     log.info("%s: %d pairs, %d same-person", pairs_path, len(pairs), sum(p.label for p in pairs))
     jobs = []  # (mode, model spec, probe set, reference set)

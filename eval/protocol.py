@@ -86,10 +86,23 @@ def _parse_lfw(path: Path, lines: list[str]) -> list[Pair]:
                             + (" (first extra line)" if extra else " (file ends here)"))
     pairs = []
     for i, text in enumerate(body):
-        line = i + 2
         fold = i // (2 * per_half) if len(header) == 2 else NO_FOLD
         same = i % (2 * per_half) < per_half
-        pairs.append(_lfw_pair(path, line, text.strip(), same, fold, i))
+        pairs.append(_lfw_pair(path, i + 2, text.strip(), same, fold, i))
+    return _distinct(path, pairs, [i + 2 for i in range(len(pairs))])
+
+
+def _distinct(path: Path, pairs: list[Pair], lines: list[int]) -> list[Pair]:
+    """Refuses an image paired with itself (a genuine pair that scores 1 whatever the model) and a
+    pair given twice, in either order (it would count twice in every metric), naming the lines."""
+    seen: dict[frozenset[str], int] = {}
+    for pair, line in zip(pairs, lines):
+        if pair.probe == pair.reference:
+            raise ProtocolError(path, line, f"pairs image {pair.probe!r} with itself")
+        key = frozenset((pair.probe, pair.reference))
+        if key in seen:
+            raise ProtocolError(path, line, f"repeats the pair of line {seen[key]} ({pair.probe}, {pair.reference})")
+        seen[key] = line
     return pairs
 
 
@@ -103,7 +116,7 @@ def _parse_csv(path: Path, lines: list[str]) -> list[Pair]:
     header = [h.strip() for h in next(rows)]
     if tuple(header[:3]) != CSV_COLUMNS or header[3:] not in ([], ["fold"]):
         raise ProtocolError(path, 1, f"CSV header must be probe,reference,label[,fold], got {','.join(header)}")
-    pairs = []
+    pairs, lines = [], []
     for line, row in enumerate(rows, start=2):
         if not any(cell.strip() for cell in row):
             continue
@@ -123,16 +136,17 @@ def _parse_csv(path: Path, lines: list[str]) -> list[Pair]:
             if fold < 0:
                 raise ProtocolError(path, line, f"fold {fold} must be 0 or more")
         pairs.append(Pair(len(pairs), fold, probe, reference, _LABELS[label.lower()]))
+        lines.append(line)
     if not pairs:
         raise ProtocolError(path, 1, "CSV holds no pairs")
-    return pairs
+    return _distinct(path, pairs, lines)
 
 
 def read_pairs(path: str | Path) -> list[Pair]:
     """Reads a pair file, recognising its kind by its first line (a CSV header starts 'probe,')."""
     path = Path(path)
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # a spreadsheet's CSV may open with a byte-order mark
     except OSError as e:
         raise ProtocolError(path, 0, f"cannot read: {e.strerror or e}") from e
     except UnicodeDecodeError as e:

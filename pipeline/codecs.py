@@ -40,8 +40,9 @@ ZOO: dict[str, ZooEntry] = {
 }
 
 
-class WeightsUnavailable(RuntimeError):
-    """The requested pretrained weights are not on this machine."""
+class WeightsUnavailable(ValueError):
+    """The requested pretrained weights are not on this machine: a user's input to supply, so every
+    command reports it as it does its other bad inputs (the message says how)."""
 
 
 @dataclass(frozen=True)
@@ -135,12 +136,15 @@ def load_codec(
     download: bool = False,
     seed: int = 0,
     any_quality: bool = False,
+    flags: tuple[str, str] = ("--weights", "--untrained"),
 ) -> tuple[nn.Module, str]:
     """Returns (codec in eval mode with entropy tables built, weights id).
 
     Order: --weights FILE, else --untrained (random init from `seed`, so the encoding and the
     entropy-decoding process build identical models), else the CompressAI zoo cache; the zoo
-    downloads only when `download` is set. Never falls back to random weights on its own."""
+    downloads only when `download` is set. Never falls back to random weights on its own; `flags`
+    are the calling command's names for a weights file and for random weights, which the message
+    for missing weights tells the user to pass."""
     if weights is not None and untrained:
         raise ValueError("--weights and --untrained exclude each other")
     if weights is not None:
@@ -161,12 +165,18 @@ def load_codec(
                 f"Supply them one of two ways:\n"
                 f"  1. download {spec.url} on a machine with internet and copy it to {cached}\n"
                 f"     (or run with --download where this machine has internet), or\n"
-                f"  2. pass --weights FILE (a CompressAI checkpoint or a file cdfv-train saved).\n"
-                f"For tests and demos only, --untrained uses random weights and records that in every output."
+                f"  2. pass {flags[0]} FILE (a CompressAI checkpoint or a file cdfv-train saved).\n"
+                f"For tests, demos and training from scratch, {flags[1]} uses random weights and records that in every output."
             )
-        from torch.hub import load_state_dict_from_url
+        if cached.is_file():  # read as any user file: a damaged or planted cache file is one line naming it
+            try:
+                state = load_torch_file(cached, "CompressAI checkpoint")
+            except ValueError as e:
+                raise WeightsUnavailable(f"{e}; delete it and copy the zoo's file {spec.url} there again") from None
+        else:
+            from torch.hub import load_state_dict_from_url
 
-        state = load_state_dict_from_url(spec.url, progress=False, check_hash=True, weights_only=True)
+            state = load_state_dict_from_url(spec.url, progress=False, check_hash=True, weights_only=True)
         model, weights_id = _build(spec, state), f"compressai-zoo:{spec.url.rsplit('/', 1)[1]}"
     model.update(force=True)
     return model.eval(), weights_id

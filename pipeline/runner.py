@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from cdfv.outlock import LOCK_NAME, output_lock
-from cdfv.shards import atomic_write_bytes
+from cdfv.shards import atomic_write_bytes, remove_stale_temporaries
 
 from .ledger import Ledger, begin_runs
 
@@ -148,8 +148,10 @@ def run_chunks(
     (pipeline.ledger). A second run of the same part into one of the sets is refused while this
     one runs."""
     with ExitStack() as held:  # one writer per part of each output set (cdfv.outlock)
+        tag = f"p{part:03d}of{parts:03d}"
         for sink in sinks.values():
-            held.enter_context(output_lock(sink.directory, f"{LOCK_NAME}-p{part:03d}of{parts:03d}"))
+            held.enter_context(output_lock(sink.directory, f"{LOCK_NAME}-{tag}"))
+            remove_stale_temporaries(sink.directory, tag)
         return _run_chunks(stage, chunks, process, sinks, options, inputs_of, part, parts, strict, count)
 
 

@@ -13,7 +13,7 @@ from .reader import (
     resolve,
 )
 from .spec import FORMAT, VERSION, bits_per_pixel, make_key, pack_bitstream, unpack_bitstream
-from .writer import ShardSetWriter, atomic_write_bytes, write_index
+from .writer import ShardSetWriter, atomic_write_bytes, remove_stale_temporaries, write_index
 
 __all__ = [
     "DAMAGE_POLICIES",
@@ -33,6 +33,7 @@ __all__ = [
     "open_shard_set",
     "pack_bitstream",
     "read_shard",
+    "remove_stale_temporaries",
     "resolve",
     "unpack_bitstream",
     "write_index",

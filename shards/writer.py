@@ -8,7 +8,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
+import re
 import tarfile
 import time
 from pathlib import Path
@@ -18,6 +20,8 @@ import numpy as np
 
 from . import spec
 from .reader import digest, scan_shard
+
+log = logging.getLogger(__name__)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -30,9 +34,31 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:  # a full disk or a kill: leave no partial temporary file behind
+    except OSError as e:  # a full disk, a read-only directory: no partial temporary file, and the file named
+        tmp.unlink(missing_ok=True)
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
+    except BaseException:  # a kill: leave no partial temporary file behind
         tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(directory: Path, tag: str = "") -> list[str]:
+    """Removes the temporary files atomic_write_bytes leaves when its process is killed (those whose
+    names contain `tag`, e.g. one part's); call it only while holding the directory's lock
+    (cdfv.outlock), so no live writer's file is taken. Returns the names removed."""
+    removed = []
+    for path in Path(directory).glob(".*.tmp*"):
+        if tag in path.name and _TEMPORARY.fullmatch(path.name) and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    if removed:
+        log.info("%s: removed %d temporary file(s) left by an interrupted run (%s)", directory, len(removed), removed[0])
+    return removed
+
+
+_TEMPORARY = re.compile(r"\..+\.tmp\d+")
 
 
 def encode_member(ext: str, value: Any) -> bytes:

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from cdfv.pipeline.align import ARCFACE_TEMPLATE_112, METHODS, align, align_crop, align_similarity, aspect_size, prealigned, thesis_size
-from cdfv.pipeline.detect import FLOOR, Candidate, centred_square_area, detect, nms, select_face, thresholds
+from cdfv.pipeline.detect import (FLOOR, SECOND_SIDE, WORKING_SIDE, Candidate, centred_square_area, detect, nms, select_face,
+                                  thresholds)
 from cdfv.pipeline.images import read_image
 
 from prep_helpers import detector
@@ -94,6 +95,24 @@ def test_a_picture_far_larger_than_the_detector_input_is_detected(lfw_face):
     assert big.status == "ok" and big.score > 0.985
     np.testing.assert_allclose(np.array(big.box) / 16, det.box, atol=0.04 * 250)
     np.testing.assert_allclose(np.array(big.landmarks) / 16, det.landmarks, atol=0.02 * 250)
+
+
+@pytest.mark.parametrize("side", [200, 240])
+def test_a_small_face_in_a_large_picture_is_found_at_the_second_scale(lfw_face, side):
+    """An LFW picture shrunk to 200-240 px in the middle of a 4000x3000 one: its face (about 80 px)
+    is 12-15 px at 640, which RetinaFace misses; the second pass at 1280 finds it at the start
+    threshold, box and landmarks on the face in the large picture's pixels."""
+    rgb, det = lfw_face
+    canvas = np.random.default_rng(0).integers(90, 170, (3000, 4000, 3), dtype=np.uint8)
+    top, left = 1500 - side // 2, 2000 - side // 2
+    canvas[top : top + side, left : left + side] = cv2.resize(rgb, (side, side), interpolation=cv2.INTER_AREA)
+    assert select_face(detector().candidates(canvas, WORKING_SIDE), 4000, 3000).status == "no_face"
+    found = detect(detector(), canvas)
+    assert found.status == "ok" and found.threshold == 0.985 and found.side == SECOND_SIDE
+    scale = side / rgb.shape[0]
+    expected = np.array(det.box) * scale + [left, top, left, top]
+    np.testing.assert_allclose(found.box, expected, atol=0.08 * side)
+    np.testing.assert_allclose(found.landmarks, np.array(det.landmarks) * scale + [left, top], atol=0.05 * side)
 
 
 def _random_tied_candidates(n=400, seed=0):

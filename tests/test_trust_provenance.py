@@ -216,3 +216,124 @@ def test_eval_skip_scores_the_pairs_a_damaged_shard_does_not_lose(tmp_path: Path
     table = pq.read_table(next((tmp_path / "s" / "scores").glob("*.parquet"))).to_pylist()
     assert [row["missing"] for row in table] == [True, False, False]
     assert "id0__img004" in table[0]["missing_reason"] and SHARD in table[0]["missing_reason"]
+
+
+# ---------------------------------------------------------------- messages that say what is wrong
+
+class Planted:
+    """Unpickling this would call os.system: proof that a loader ran code from the file."""
+
+    def __reduce__(self):
+        return (os.system, ("true",))
+
+
+def test_an_unsafe_torch_file_is_refused_naming_what_it_asks_for(tmp_path: Path) -> None:
+    latent_set(tmp_path, seed=0)
+    torch.save({"format": "cdfv-train-checkpoint", "model": Planted()}, tmp_path / "evil.pt")
+    code, out = run(train_main, "--shards", "lat", "--root", tmp_path, "--width", "4", "--workers", "0", "--quiet",
+                    "--init", tmp_path / "evil.pt", "--out", tmp_path / "a")
+    line = one_line_error(out)
+    assert code == 2 and "evil.pt" in line and "asks for posix.system" in line
+    assert "weights_only" not in out
+
+
+def test_a_full_disk_names_the_file_it_could_not_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    latent_set(tmp_path, seed=0)
+
+    def full(fd: int) -> None:
+        raise OSError(28, os.strerror(28))
+
+    monkeypatch.setattr("cdfv.shards.writer.os.fsync", full)
+    code, out = run(prep_main, "shard", "lat", "--out", tmp_path, "--name", "re")
+    line = one_line_error(out)
+    assert code == 1 and line.endswith(f"{tmp_path / 're' / 'run-p000of001.json'}: No space left on device")
+
+
+@pytest.mark.parametrize("rows, problem", [
+    ("probe,reference,label\na__1,b__1,0\na__2,a__3,1\nb__1,a__1,0\n", "pairs.csv:4: repeats the pair of line 2"),
+    ("probe,reference,label\na__1,b__1,0\n\na__2,a__2,1\n", "pairs.csv:4: pairs image 'a__2' with itself"),
+])
+def test_repeated_and_self_pairs_are_refused_with_their_line(tmp_path: Path, rows: str, problem: str) -> None:
+    from cdfv.eval.protocol import ProtocolError, read_pairs
+
+    (tmp_path / "pairs.csv").write_text(rows)
+    with pytest.raises(ProtocolError, match=problem):
+        read_pairs(tmp_path / "pairs.csv")
+
+
+def test_a_csv_pairs_file_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    from cdfv.eval.protocol import read_pairs
+
+    (tmp_path / "pairs.csv").write_bytes("probe,reference,label\r\na__1,b__1,0\r\n".encode("utf-8-sig"))
+    (pair,) = read_pairs(tmp_path / "pairs.csv")
+    assert (pair.probe, pair.reference, pair.label) == ("a__1", "b__1", False)
+
+
+@pytest.mark.parametrize("broken", [np.zeros(4, np.float32), np.full(8, np.nan, np.float32)])
+def test_distillation_names_a_broken_teacher_embedding(tmp_path: Path, broken: np.ndarray) -> None:
+    writer = shards.ShardSetWriter(tmp_path / "lat", "lat")
+    rng = np.random.default_rng(0)
+    samples = [{"__key__": f"a__{i}", S.LATENT: rng.integers(-6, 7, (M, 14, 14)).astype(np.int16),
+                S.TEACHER: (broken if i == 5 else rng.normal(size=8).astype(np.float32))} for i in range(8)]
+    writer.write(0, samples)
+    shards.write_index(tmp_path / "lat", "lat", "latent", [S.LATENT, S.TEACHER], [], {"variant": "latent"})
+    code, out = run(train_main, "--shards", "lat", "--root", tmp_path, "--width", "4", "--workers", "0", "--quiet",
+                    "--phase", "distill", "--epochs", "1", "--batch-size", "4", "--out", tmp_path / "d")
+    line = one_line_error(out)
+    assert code == 2 and f"{SHARD}:a__5: teacher.npy has" in line
+
+
+def test_a_temporary_file_left_by_a_kill_is_removed_by_the_next_run(tmp_path: Path) -> None:
+    latent_set(tmp_path, seed=0)
+    (tmp_path / "c").mkdir()
+    stale = tmp_path / "c" / ".c-p000of001-000000.tar.tmp4242"
+    stale.write_bytes(b"half a shard")
+    other_part = tmp_path / "c" / ".c-p001of002-000000.tar.tmp4243"  # another part's: not this run's to remove
+    other_part.write_bytes(b"x")
+    code, out = run(prep_main, "crop-latent", "--out", tmp_path, "--quality", "1", "--input", "lat", "--name", "c", "--size", "12")
+    assert code == 0, out
+    assert not stale.exists() and other_part.exists()
+
+
+def test_a_resumed_codec_run_reports_the_steps_it_ran(tmp_path: Path) -> None:
+    from cdfv.trainer.codec_train import CodecTrainConfig, train_codec
+
+    data = image_folder(tmp_path / "data", size=64)
+    code, out = run(prep_main, "align", "--dataset", "folder", "--root", data, "--no-detect", "--out", tmp_path)
+    assert code == 0, out
+
+    def train(steps: int, resume: bool) -> dict:
+        return train_codec(CodecTrainConfig(shards="faces", root=str(tmp_path), out=str(tmp_path / "c"), untrained=True,
+                                            batch_size=2, max_steps=steps, workers=0, progress=False, resume=resume, patch=64))
+
+    assert train(2, False)["steps"] == 2
+    summary = train(3, True)
+    assert (summary["resumed_at"], summary["steps"], summary["steps_this_run"]) == (2, 3, 1)
+
+
+# ---------------------------------------------------------------- no traceback
+
+def test_no_traceback_for_bad_weights_and_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = image_folder(tmp_path / "data")
+    code, out = run(prep_main, "align", "--dataset", "folder", "--root", data, "--no-detect", "--out", tmp_path)
+    assert code == 0, out
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty zoo cache
+    code, out = run(train_main, "--task", "codec", "--shards", "faces", "--root", tmp_path, "--out", tmp_path / "c", "--quiet")
+    assert code == 2 and "Traceback" not in out and "--codec-weights FILE" in out and "--untrained-codec" in out
+    from cdfv.pipeline.codecs import CodecSpec
+
+    cached = CodecSpec("bmshj2018-hyperprior", 1).cache_path
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"not a checkpoint")
+    code, out = run(prep_main, "encode", "--quality", "1", "--out", tmp_path, "--device", "cpu")
+    assert code == 1 and str(cached) in one_line_error(out) and "copy the zoo's file" in out
+    (tmp_path / "det.onnx").write_text("not onnx")
+    code, out = run(prep_main, "detect", "--dataset", "folder", "--root", data, "--detector-model", tmp_path / "det.onnx",
+                    "--out", tmp_path / "d")
+    assert code == 1 and "det.onnx: not an ONNX model" in one_line_error(out)
+    import pickle
+
+    (tmp_path / "obj.pkl").write_bytes(pickle.dumps({"conv1/7x7_s2": np.array([1, "a", None], dtype=object)}, protocol=2))
+    code, out = run(train_main, "--shards", "faces", "--root", tmp_path, "--init", tmp_path / "obj.pkl", "--quiet",
+                    "--out", tmp_path / "t", "--batch-size", "2")
+    assert code == 2 and "conv1/7x7_s2 is a numpy array of object values" in one_line_error(out)

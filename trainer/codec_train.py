@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from cdfv.pipeline.codecs import CodecSpec, load_codec, save_codec
-from cdfv.shards import ShardSetError, open_shard_set, spec
+from cdfv.shards import ShardSetError, open_shard_set, remove_stale_temporaries, spec
 
 from .checkpoint import check_resume_config, data_identity, load_checkpoint, restore_rng, rng_state, save_checkpoint
 from .data import ShardStream, make_loader
@@ -81,7 +81,9 @@ def random_patches(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Te
 def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
     """Runs the codec training while holding the output directory; returns a summary with the
     first and last logged losses."""
-    with rank_zero_lock(Path(cfg.out)):
+    with rank_zero_lock(Path(cfg.out)) as held:
+        if held:
+            remove_stale_temporaries(Path(cfg.out))
         return _train_codec(cfg)
 
 
@@ -95,7 +97,8 @@ def _train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
         raise ShardSetError(f"{shard_set.directory}: codec training needs image shards, {shard_set.name!r} holds {shard_set.kind}s")
     codec_spec = CodecSpec(cfg.codec, cfg.quality, cfg.metric)
     model, weights_id = load_codec(codec_spec, weights=Path(cfg.weights) if cfg.weights else None,
-                                   untrained=cfg.untrained, seed=cfg.seed, any_quality=True)
+                                   untrained=cfg.untrained, seed=cfg.seed, any_quality=True,
+                                   flags=("--codec-weights", "--untrained-codec"))
     model.to(ctx.device).train()
     criterion = RateDistortionLoss(lmbda=LAMBDAS[cfg.metric][cfg.quality - 1],
                                    metric="mse" if cfg.metric == "mse" else "ms-ssim")
@@ -137,6 +140,7 @@ def _train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
         aux_optimizer.load_state_dict(state["aux_optimizer"])
         restore_rng(state["rng"], rng)
         start_epoch, start_step, step, weights_id = state["epoch"], state["step_in_epoch"], state["step"], state["start_weights"]
+    resumed_at = step
     log = MetricsLog(out / "codec-metrics.jsonl", ctx.main, step if cfg.resume else None, board)
     for epoch in range(start_epoch, cfg.epochs):
         if cfg.max_steps is not None and step >= cfg.max_steps:  # resumed at the end: nothing left to run
@@ -182,12 +186,14 @@ def _train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
     path = out / "codec.pt"
     if ctx.main:
         save_codec(path, model.cpu(), codec_spec)
-    summary = {"codec": codec_spec.label, "start_weights": weights_id, "steps": step, "checkpoint": str(ckpt_path),
+    summary = {"codec": codec_spec.label, "start_weights": weights_id, "steps": step, "resumed_at": resumed_at,
+               "steps_this_run": step - resumed_at, "checkpoint": str(ckpt_path),
                "seconds": round(time.time() - started, 1), "saved": str(path), "history": history,
                "tensorboard": str(log.board.log_dir) if log.board is not None else None}
     if ctx.main:
-        done = (f"{step} steps in {summary['seconds']} s, loss {history[0]['loss']:.4f} -> {history[-1]['loss']:.4f}"
-                if history else f"already trained to step {step}")
+        span = f"steps {resumed_at} -> {step} ({step - resumed_at} this run)" if resumed_at else f"{step} steps"
+        done = (f"{span} in {summary['seconds']} s, loss {history[0]['loss']:.4f} -> {history[-1]['loss']:.4f}"
+                if history else f"already trained to step {step}, nothing left to run")
         logger.info(f"cdfv-train codec: {codec_spec.label} from {weights_id}, {done}; saved {path}\n"
                     f"  tensorboard: {tensorboard_note(summary['tensorboard'], cfg.tensorboard)}")
     return summary

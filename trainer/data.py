@@ -85,13 +85,14 @@ class ShardStream(IterableDataset):
         damage_policy: str = "error",
         damage_log: Path | None = None,
         labels: bool = True,
-        teacher: bool = False,
+        teacher: int = 0,
     ) -> None:
         super().__init__()
         self.shards = shard_set.shards
         self.kind = shard_set.kind
         self.member = spec.LATENT if self.kind == "latent" else spec.IMAGE
         self.reads = (self.member, *([spec.LABEL] if labels else []), *([spec.TEACHER] if teacher else []))
+        self.teacher_dim = teacher
         self.batch_size = batch_size
         self.seed = seed
         self.shuffle = shuffle
@@ -129,10 +130,21 @@ class ShardStream(IterableDataset):
             if label < 0:
                 return None
         value = sample[self.member]
-        teacher = torch.from_numpy(np.asarray(sample[spec.TEACHER], dtype=np.float32)) if spec.TEACHER in sample else torch.zeros(0)
+        teacher = torch.from_numpy(self._teacher(sample)) if self.teacher_dim else torch.zeros(0)
         if self.kind == "latent":
             return torch.from_numpy(np.asarray(value, dtype=np.float32)), label, teacher
         return torch.from_numpy(np.ascontiguousarray(value.transpose(2, 0, 1))), label, teacher
+
+    def _teacher(self, sample: dict[str, Any]) -> np.ndarray:
+        """The sample's teacher embedding, refused by name unless it is a finite, non-zero vector of
+        the set's teacher width (a wrong one would stop training with a collate or NaN error that
+        names nothing)."""
+        target = np.asarray(sample[spec.TEACHER], dtype=np.float32)
+        if target.shape != (self.teacher_dim,) or not np.isfinite(target).all() or not target.any():
+            what = f"shape {target.shape}" if target.shape != (self.teacher_dim,) else "non-finite or all-zero values"
+            raise ShardSetError(f"{sample['__shard__']}:{sample['__key__']}: {spec.TEACHER} has {what}; the set's teacher "
+                                f"embeddings are finite vectors of {self.teacher_dim} (remake it with `cdfv-prep teacher`)")
+        return target
 
     def _read(self, spans: Iterator[tuple[int, int, int | None]], barren_limit: int) -> Iterator[tuple[torch.Tensor, int, torch.Tensor]]:
         """Decoded samples of the given shards in order: of shard `index`, its usable samples

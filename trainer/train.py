@@ -34,7 +34,7 @@ from torch import nn
 from tqdm import tqdm
 
 from cdfv.outlock import output_lock
-from cdfv.shards import Damage, ShardSet, ShardSetError, atomic_write_bytes, open_shard_set, spec
+from cdfv.shards import Damage, ShardSet, ShardSetError, atomic_write_bytes, open_shard_set, remove_stale_temporaries, spec
 
 from .arcface import ArcFace
 from .augment import AugmentConfig, prepare_eval, prepare_train
@@ -316,16 +316,18 @@ def autocast(ctx: Context, cfg: TrainConfig) -> torch.autocast:
     return torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=cfg.amp and ctx.device.type == "cuda")
 
 
-def rank_zero_lock(out: Path) -> ContextManager[None]:
+def rank_zero_lock(out: Path) -> ContextManager[bool]:
     """The output directory's lock (cdfv.outlock), taken by rank 0 of a torchrun job, the one rank
-    that writes there; other ranks wait on rank 0 at their first barrier."""
-    return output_lock(out) if int(os.environ.get("RANK", "0")) == 0 else nullcontext()
+    that writes there (true for it); other ranks wait on rank 0 at their first barrier."""
+    return output_lock(out) if int(os.environ.get("RANK", "0")) == 0 else nullcontext(False)
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Runs the configured phases while holding the output directory; returns the closing summary
     (also out/summary.json)."""
-    with rank_zero_lock(Path(cfg.out)):
+    with rank_zero_lock(Path(cfg.out)) as held:
+        if held:
+            remove_stale_temporaries(Path(cfg.out))
         return _train(cfg)
 
 
@@ -394,13 +396,13 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
             head = seeded(cfg.seed + 2, lambda: ArcFace(probe.teacher_dim, len(shard_set.identities), cfg.arcface_s, cfg.arcface_m)
                           ) if with_identities else None
             task = DistillTask(model, head.to(ctx.device) if head else None, cfg.identity_weight)
-            train_stream = ShardStream(shard_set, batch_size=cfg.batch_size, shuffle=True, labels=with_identities, teacher=True,
+            train_stream = ShardStream(shard_set, batch_size=cfg.batch_size, shuffle=True, labels=with_identities, teacher=probe.teacher_dim,
                                        **common)
             val_stream = None
             if val_set is not None:
                 per_rank = val_set.num_samples // ctx.world
                 val_stream = ShardStream(val_set, batch_size=max(1, min(cfg.batch_size, per_rank)), shuffle=False, labels=False,
-                                         teacher=True, **common)
+                                         teacher=probe.teacher_dim, **common)
             lr, scheduler_on = cfg.lr_distill, False
         elif phase == "classify":
             task: nn.Module = ClassifyTask(model)

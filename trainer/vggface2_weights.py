@@ -48,6 +48,9 @@ def read_vggface2_pickle(path: str | Path) -> dict[str, np.ndarray]:
         raise ValueError(f"{path}: not a VGGFace2-pytorch weight pickle ({e})") from e
     if not isinstance(weights, dict) or not all(isinstance(v, np.ndarray) for v in weights.values()):
         raise ValueError(f"{path}: expected a dict of numpy arrays")
+    odd = next((name for name, v in weights.items() if v.dtype.kind not in "biuf"), None)
+    if odd is not None:  # an object or string array is no weight, and torch cannot take it
+        raise ValueError(f"{path}: {odd} is a numpy array of {weights[odd].dtype} values, not numbers")
     return weights
 
 
