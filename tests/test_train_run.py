@@ -34,7 +34,9 @@ def test_latent_run_both_phases_exports_embedding_model(shard_root: Path, tmp_pa
     assert epoch_loss(classify, 5) < epoch_loss(classify, 0)
     arcface = records(out, "arcface")
     assert len(arcface) == 2 * (96 * 7 // 8 // 16) and arcface[0]["lr"] == 0.005
-    assert records(out, "arcface", "val")  # validation identities, for the plateau scheduler
+    # 8 identities leave 1 for validation: too few to mean anything, so no validation figure (the
+    # plateau scheduler follows the training loss instead)
+    assert not records(out, "arcface", "val")
     model, info = load_embedding_model(out / "model.pt")
     assert info["input_kind"] == "latent" and info["in_channels"] == 192 and info["untrained"] is False
     assert info["train_shards"]["name"] == "latents-train"

@@ -56,6 +56,9 @@ from .tasks import ArcFaceTask, ClassifyTask, DistillTask
 from .vggface2_weights import load_vggface2_weights
 
 logger = logging.getLogger(__name__)
+# An ArcFace validation split of fewer identities says nothing (one identity: accuracy 1.0 whatever
+# the model); the plateau scheduler then follows the epoch's training loss instead.
+MIN_VAL_IDENTITIES = 5
 T = TypeVar("T")
 PHASES = {"both": ("classify", "arcface"), "classify": ("classify",), "arcface": ("arcface",), "distill": ("distill",)}
 RESUME_KEYS = ("config", "arch", "in_channels", "phase", "epoch", "step_in_epoch", "step", "model", "head", "optimizer",
@@ -422,7 +425,13 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
                                        counts=kept_counts(labels, train_keep), **common)
             val_counts = kept_counts(labels, val_keep)
             val_batch = max(1, min(cfg.batch_size, sum(val_counts) // ctx.world))
-            val_stream = ShardStream(shard_set, batch_size=val_batch, shuffle=False, keep=val_keep, counts=val_counts, **common)
+            val_stream = None
+            if n_val >= MIN_VAL_IDENTITIES:
+                val_stream = ShardStream(shard_set, batch_size=val_batch, shuffle=False, keep=val_keep, counts=val_counts, **common)
+            elif ctx.main:
+                logger.warning("arcface: the validation split holds %d identit%s (fewer than %d): too few for a figure that "
+                               "means anything, so none is reported and the learning-rate plateau follows the epoch's "
+                               "training loss", n_val, "y" if n_val == 1 else "ies", MIN_VAL_IDENTITIES)
             lr, scheduler_on = cfg.lr_arcface, True
         params = [p for p in task.parameters() if p.requires_grad]
         optimizer = torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -431,6 +440,7 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
         if phase == "distill":  # stepped every step
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * train_stream.steps)
         start_epoch, start_step = 0, 0
+        epoch_train = [0.0, 0.0]  # the epoch's training loss sum and count so far (checkpointed: a resume steps alike)
         if resume is not None and resume["phase"] == phase:
             model.load_state_dict(resume["model"])
             if resume["head"] is not None:
@@ -440,6 +450,7 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
                 scheduler.load_state_dict(resume["scheduler"])
             restore_rng(resume["rng"], aug_gen)
             start_epoch, start_step = resume["epoch"], resume["step_in_epoch"]
+            epoch_train = list(resume.get("epoch_train", [0.0, 0.0]))
             resume = None
         runner = task
         if ctx.world > 1:
@@ -453,7 +464,7 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
                     "model": model.state_dict(), "head": task.head.state_dict() if task.head is not None else None,
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler else None,
                     "rng": rng_state(aug_gen), "n_train_identities": n_train, "config_changes": history,
-                    "data": data_identity(shard_set, val_set),
+                    "data": data_identity(shard_set, val_set), "epoch_train": list(epoch_train),
                 })
             if ctx.world > 1:
                 torch_dist.barrier()
@@ -488,6 +499,8 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
                 stopping = cfg.max_steps is not None and step >= cfg.max_steps
                 if step % cfg.log_every == 0 or last_of_epoch or stopping:
                     totals = dict(zip(sums, ctx.all_sum([float(v) for v in sums.values()])))
+                    epoch_train[0] += totals["loss"]
+                    epoch_train[1] += totals["count"]
                     means = {name: totals[name] / totals["count"] for name in totals if name != "count"}
                     elapsed = time.time() - tick
                     log.write({"phase": phase, "split": "train", "epoch": epoch, "step": step, **means,
@@ -509,6 +522,9 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
                            "lr": optimizer.param_groups[0]["lr"]})
                 if scheduler_on:
                     scheduler.step(metrics["loss"])
+            elif scheduler_on:
+                scheduler.step(epoch_train[0] / max(1.0, epoch_train[1]))
+            epoch_train = [0.0, 0.0]
             checkpoint(epoch + 1, 0)
 
     # ---- export -------------------------------------------------------------------------------
