@@ -116,14 +116,26 @@ def bootstrap_intervals(
     return {name: (float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))) for name, v in values.items()}
 
 
+def far_label(target: float) -> str:
+    """1e-3, as the metric names write it."""
+    return f"{target:.0e}".replace("e-0", "e-")
+
+
+def resolution_note(target: float, impostors: int) -> str:
+    """Why TAR@FAR=t says less than its name, or "": with n < 1/t impostor scores the smallest FAR
+    above 0 is 1/n > t, so the value is the TAR at FAR 0 (set by the highest impostor score)."""
+    needed = math.ceil(1 / target - 1e-9)
+    return "" if impostors >= needed else f"FAR {far_label(target)} not resolved: {impostors} impostors, needs {needed}"
+
+
 def summarize(
     labels: np.ndarray, scores: np.ndarray, folds: np.ndarray, replicates: int = 1000, seed: int = 0
-) -> dict[str, float | int]:
-    """Every metric of one run, flat, with its CI bounds as <metric>_lo / <metric>_hi and the
-    number of impostor scores allowed above each TAR@FAR operating point."""
+) -> dict[str, float | int | str]:
+    """Every metric of one run, flat, with its CI bounds as <metric>_lo / <metric>_hi, the number
+    of impostor scores allowed above each TAR@FAR operating point and its resolution note."""
     labels = np.asarray(labels, dtype=bool)
     scores = np.asarray(scores, dtype=np.float64)
-    result: dict[str, float | int] = dict(point_metrics(labels, scores))
+    result: dict[str, float | int | str] = dict(point_metrics(labels, scores))
     if replicates > 0:
         for name, (lo, hi) in bootstrap_intervals(labels, scores, replicates, seed=seed).items():
             result[f"{name}_lo"], result[f"{name}_hi"] = lo, hi
@@ -132,4 +144,5 @@ def summarize(
     result["genuine_pairs"], result["impostor_pairs"] = int(labels.sum()), impostors
     for target, name in zip(FAR_TARGETS, POINT_METRICS):
         result[f"{name}_impostors_above"] = math.floor(target * impostors + 1e-9)
+        result[f"{name}_note"] = resolution_note(target, impostors)
     return result
