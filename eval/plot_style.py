@@ -15,7 +15,7 @@ import matplotlib.colors as mcolors
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 from matplotlib.transforms import blended_transform_factory
 
 from .runs import Run, natural_key
@@ -25,6 +25,7 @@ PALETTE = tuple(c for i, c in enumerate(matplotlib.colormaps["tab10"].colors) if
 ORIGINAL_COLOR = "black"
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 DASHES: tuple[Any, ...] = ("-", "--", "-.", ":", (0, (6, 2)), (0, (3, 1, 1, 1, 1, 1)), (0, (1, 1)), (0, (8, 2, 2, 2)))
+RATE_PAD = 1.15  # the rate axis reaches this factor beyond the lowest and highest rate
 LIGHTEST, DARKEST = 0.55, 0.35  # how far a run's shade moves toward white (lowest rate) or black (highest)
 
 
@@ -91,14 +92,20 @@ class Styles:
         return Look(shade(look.color, *self.ranks[(run.row["codec"], run.row["quality"])]), look.marker, look.linestyle)
 
 
-def log_rate_axis(ax: Axes) -> None:
-    """Rate on a log axis with plain-number ticks, more of them per decade the fewer decades the
-    data span (0.3, 0.4, 0.5, 0.7, 1 over 0.3-1.1 bpp); call after plotting."""
+def log_rate_axis(ax: Axes, rates: Sequence[float]) -> None:
+    """Rate on a log axis over the data's rates (padded, and widened around a single rate), with
+    plain-number ticks: 1-2-5 a decade over wide ranges, more per decade over narrow ones (0.3, 0.4,
+    0.5, 0.7, 1 over 0.3-1.1 bpp), evenly spaced within one decade's fraction."""
+    lo, hi = min(rates), max(rates)
+    pad = max(RATE_PAD, (hi / lo) ** 0.05)
     ax.set_xscale("log")
-    lo, hi = ax.get_xlim()
-    decades = math.log10(hi / lo)
-    subs = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0) if decades < 1 else (1.0, 2.0, 3.0, 5.0) if decades < 2 else (1.0, 2.0, 5.0)
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
+    ax.set_xlim(lo / pad, hi * pad)
+    decades = math.log10(hi / lo * pad * pad)
+    if decades < 0.6:
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
+    else:
+        subs = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0) if decades < 1.2 else (1.0, 2.0, 3.0, 5.0) if decades < 2 else (1.0, 2.0, 5.0)
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_locator(LogLocator(base=10, subs=tuple(np.arange(1.0, 10.0))))
     ax.xaxis.set_minor_formatter(NullFormatter())

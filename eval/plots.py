@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from .metrics import FAR_TARGETS, POINT_METRICS, far_label, roc
 from .plot_style import Styles, baseline, legend_outside, log_rate_axis
@@ -51,7 +52,7 @@ def metrics_vs_rate(runs: list[Run], styles: Styles) -> Figure | None:
             baseline(ax, run.row[metric], styles.line(run.row["arch"], None), f"{run.row['arch']} original", slot)
         note = _resolution(runs, metric)
         ax.set_title(METRIC_TITLES[metric] + (f"\n{note}" if note else ""), fontsize=10)
-        log_rate_axis(ax)
+        log_rate_axis(ax, [r.row["bpp"] for group in lines.values() for r in group])
         ax.grid(alpha=0.3, which="both")
         ax.margins(y=0.08)
     for ax in axes[0]:
@@ -101,6 +102,7 @@ def roc_figure(runs: list[Run], styles: Styles) -> Figure:
             ax.axvline(target, color="grey", linewidth=0.8, linestyle=":")
         ax.set_xscale("log")
         ax.set_xlim(left, 1)
+        ax.xaxis.set_minor_formatter(NullFormatter())  # decades only, also over a range under one decade
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel("FAR (log scale)")
         ax.set_ylabel("TAR")
@@ -170,7 +172,7 @@ def quality_vs_rate(rd: dict[str, dict[str, Any]], styles: Styles) -> Figure | N
         axes[0].plot(points["bpp"], points["ms-ssim-rgb"], label=codec, **look.kwargs())
         axes[1].plot(points["bpp"], points["psnr-rgb"], label=codec, **look.kwargs())
     for ax, title in zip(axes, ("MS-SSIM", "PSNR [dB]")):
-        log_rate_axis(ax)
+        log_rate_axis(ax, [bpp for data in rd.values() for bpp in data["results"]["bpp"]])
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3, which="both")
     handles, labels = axes[0].get_legend_handles_labels()
