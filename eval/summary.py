@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from cdfv.shards import atomic_write_bytes
 
-from .complexity import markdown_table
+from .complexity import DECIMALS, markdown_table
 from .facemodels import DLIB_ARCH
 from .markdown import cell, note_column, table
 from .metrics import FAR_TARGETS, POINT_METRICS, far_label, resolution_note
@@ -73,7 +73,7 @@ def goal_rows(metrics: list[dict[str, Any]], table7: list[dict[str, Any]], quali
         verdict = verdict or ("met" if gap <= GOAL_TAR_GAP else f"missed by {gap - GOAL_TAR_GAP:.3f}")
         ratio = t_anchor / t_student if t_anchor and t_student else None
         rows.append([f"q{q}", cell(student["tar_at_far_1e-2"], 3), cell(anchor["tar_at_far_1e-2"], 3), cell(gap, 3), verdict,
-                     cell(t_student), cell(t_anchor), "-" if ratio is None else f"{ratio:.1f}x",
+                     cell(t_student, DECIMALS["ms"]), cell(t_anchor, DECIMALS["ms"]), "-" if ratio is None else f"{ratio:.1f}x",
                      "-" if ratio is None else ("met" if ratio >= GOAL_SPEEDUP else "missed")])
     return rows
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from cdfv.eval.reproduce import PRESETS, Steps, main
+from cdfv.eval.reproduce import PRESETS, Layout, Steps, main
 from cdfv.eval.summary import goal_rows, preset_changes, results_table, step_times, table7_table
 
 
@@ -157,3 +158,38 @@ def test_what_the_gpu_preset_changes_is_read_from_the_presets() -> None:
     assert "student width 16 -> 64" in changes
     assert "codec training crop 128 -> 256" in changes
     assert preset_changes(PRESETS["gpu"], PRESETS["gpu"]) == []
+
+
+def test_the_summary_page_from_a_runs_files(tmp_path: Path) -> None:
+    """The page written from a report, Table 7 and step records as a run leaves them: rounded,
+    resolution notes, the goal's rule, the student judged at chance, step times in run order."""
+    from cdfv.eval.report import write_report
+    from cdfv.eval.summary import GOAL_RULE, write_reproduction_summary
+    from report_helpers import LEARNED, cpu_preset_like
+
+    layout = Layout(tmp_path / "data", tmp_path / "pairsDevTest.txt", tmp_path / "lfw", tmp_path / "out")
+    files = [p for p in cpu_preset_like(tmp_path / "scores") if LEARNED in p.name or p.stem.endswith("original")]
+    write_report(files, layout.report, replicates=20)
+    (layout.report / "table7.csv").write_text(
+        "solution,mode,quality,model_id,gmac_table7,gmac_true,kmac_per_px_table7,ms_per_pair\n"
+        "dlib-resnet-v1_bmshj2018-hyperprior_q1,decoded,1,dlib-id,9.917753344,2.682578944,197.65930612244898,194.03855048748255\n"
+        "cresnet39_bmshj2018-hyperprior_q1,compressed,1,c-id,0.151396352,0.151396352,3.01730612244898,4.264711412508859\n")
+    for q in (1, 3):
+        layout.codec(q).parent.mkdir(parents=True)
+        layout.codec(q).write_bytes(b"weights")
+    (layout.out / "commands.sh").write_text("cdfv-prep run ...\n")
+    steps = Steps(layout.out)
+    records = {"link": {"celeba_photos": 8, "celeba_identities": 2, "natural": 1, "pairs": 1000, "lfw_images": 1549},
+               "codec-q3": {}, "codec-q1": {}, "anchors": {"sets": [], "unreachable": []}}
+    for name, record in records.items():
+        steps.run(name, lambda record=record: record)
+    steps.order.append("summary")
+    text = write_reproduction_summary(layout, PRESETS["cpu"], (1, 3), steps).read_text()
+    assert not re.search(r"\d\.\d{5,}", text)  # no 0.270854144
+    assert "| 9.918 | 2.683 | 197.7 | 194.0 |" in text and "| 0.151 | 0.151 | 3.0 | 4.3 |" in text
+    assert "| TAR@FAR=1e-3 (FAR 1e-3 not resolved: 500 impostors, needs 1000) | TAR@FAR=1e-2 |" in text
+    assert GOAL_RULE in text and "| q1 | 0.026 |" in text and "not met: student at chance" in text
+    assert "The goal is missed with this preset's cuts." in text
+    times = text.split("## Time per step")[1].split("##")[0]
+    assert [line.split(" | ")[0] for line in times.splitlines() if line.startswith("| ") and "step" not in line] == \
+        ["| link", "| codec-q3", "| codec-q1", "| anchors", "| **total**"]
