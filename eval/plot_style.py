@@ -95,8 +95,12 @@ class Styles:
 def log_rate_axis(ax: Axes, rates: Sequence[float]) -> None:
     """Rate on a log axis over the data's rates (padded, and widened around a single rate), with
     plain-number ticks: 1-2-5 a decade over wide ranges, more per decade over narrow ones (0.3, 0.4,
-    0.5, 0.7, 1 over 0.3-1.1 bpp), evenly spaced within one decade's fraction."""
-    lo, hi = min(rates), max(rates)
+    0.5, 0.7, 1 over 0.3-1.1 bpp), a few evenly spaced ones over less than a decade."""
+    ax.set_xlabel("mean probe rate [bpp, log scale]")
+    known = [r for r in rates if math.isfinite(r) and r > 0]
+    if not known:  # scores files without rates: nothing to place on the axis
+        return
+    lo, hi = min(known), max(known)
     pad = max(RATE_PAD, (hi / lo) ** 0.05)
     ax.set_xscale("log")
     ax.set_xlim(lo / pad, hi * pad)
@@ -109,7 +113,6 @@ def log_rate_axis(ax: Axes, rates: Sequence[float]) -> None:
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_locator(LogLocator(base=10, subs=tuple(np.arange(1.0, 10.0))))
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("mean probe rate [bpp, log scale]")
 
 
 def baseline(ax: Axes, value: float, look: Look, label: str, slot: int) -> Line2D:

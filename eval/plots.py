@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from .metrics import FAR_TARGETS, POINT_METRICS, far_label, roc
+from .metrics import FAR_TARGETS, POINT_METRICS, roc
 from .plot_style import Styles, baseline, legend_outside, log_rate_axis
 from .runs import Run, natural_key, plot_lines
 
