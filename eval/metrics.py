@@ -6,7 +6,9 @@ thresholds +inf and each distinct score, FAR rising.
 
 - TAR@FAR=t: the largest TAR among ROC points with FAR <= t. With n impostor pairs this is the
   share of genuine scores strictly above the (floor(t*n)+1)-th highest impostor score, so at
-  t=1e-3 and 3,000 impostors the operating point is set by the 4th highest impostor score.
+  t=1e-3 and 3,000 impostors the operating point is set by the 4th highest impostor score. Below
+  1/t impostors (500 at t=1e-3, LFW View 1) FAR t is not resolved: the value is the TAR at FAR 0,
+  and every report says so beside it (resolution_note).
 - EER: FRR = 1 - TAR falls and FAR rises along the ROC; between the two consecutive points where
   FRR - FAR changes sign both are linear in the segment parameter, and the EER is their common
   value where they meet (linear interpolation). A point with FRR == FAR gives it exactly.

@@ -39,14 +39,16 @@ def is_report_file(name: str) -> bool:
     return name in TABLE_FILES or name in FIGURE_FILES or bool(re.fullmatch(r"rd-.*\.json", name))
 
 
+def _csv_value(value: Any) -> Any:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
 def _csv(rows: list[dict[str, Any]], columns: list[str] | tuple[str, ...]) -> str:
     """Every digit; NaN and None as empty cells."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    for row in rows:
-        writer.writerow({k: "" if row.get(k) is None or (isinstance(row.get(k), float) and math.isnan(row[k])) else row[k]
-                         for k in columns})
+    writer.writerows({k: _csv_value(row.get(k)) for k in columns} for row in rows)
     return buffer.getvalue()
 
 
