@@ -84,14 +84,14 @@ def _roc_label(run: Run, codec_shown: bool) -> str:
 
 def roc_figure(runs: list[Run], styles: Styles) -> Figure:
     """ROC curves on a log FAR axis (where TAR@FAR=1e-3 lives) from the decade of the smallest FAR
-    above 0 the largest impostor set resolves (1/n); FAR 0 is drawn at the left edge. Split into
-    panels (roc_panels)."""
+    above 0 the largest impostor set resolves (1/n; at most 0.1); FAR 0 is drawn at the left edge.
+    Split into panels (roc_panels)."""
     panels = roc_panels(runs)
     cols = 1 if len(panels) == 1 else 2
     rows = math.ceil(len(panels) / cols)
     fig = Figure(figsize=(7.5 * cols, 4.2 * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
-    left = 10.0 ** math.floor(math.log10(1 / max(r.row["impostor_pairs"] for r in runs)))
+    left = min(0.1, 10.0 ** math.floor(math.log10(1 / max(r.row["impostor_pairs"] for r in runs))))
     for ax, (title, members) in zip(axes.flat, panels):
         for run in members:
             curve = roc(run.labels, run.scores)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -45,10 +46,11 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 
 def leftovers(parent: Path) -> list[str]:
-    """Temporary folders of a swap, and empty files, anywhere under parent."""
-    hidden = [p.name for p in parent.iterdir() if p.name.startswith(".")]
+    """Temporary folders of a swap and temporary files beside the report, and empty files, anywhere
+    under parent (a lock file holding its last holder's name is neither)."""
+    temporary = [p.name for p in parent.iterdir() if re.search(r"\.(tmp|old)", p.name)]
     empty = [str(p) for p in parent.rglob("*") if p.is_file() and p.stat().st_size == 0]
-    return hidden + empty
+    return temporary + empty
 
 
 def half_then_full_disk(target: str):
