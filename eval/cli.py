@@ -5,6 +5,7 @@ domain models side by side; scores to Parquet, metrics with confidence intervals
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 import sys
@@ -216,10 +217,13 @@ def complexity(qualities: str, codec: str, image_model: str | None, compressed_m
     for note in notes:
         click.echo(note)
     if out is not None:
-        with open(out, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        from cdfv.shards import atomic_write_bytes
+
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_bytes(out, buffer.getvalue().encode())
 
 
 if __name__ == "__main__":

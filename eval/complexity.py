@@ -51,6 +51,7 @@ from cdfv.shards.spec import CODED_SIZE, FACE_PIXELS, FACE_SIZE
 from cdfv.trainer.macs import TransposedAt, count_macs
 
 from .facemodels import ARCFACE_TEMPLATE, DlibFaceModel, Embedder, FaceModel, OnnxFaceModel
+from .markdown import cell, table
 
 LATENT_GRID = CODED_SIZE // 16  # 16x16 y_hat of a 256x256 picture (the zoo's codecs downsample x16)
 BORDER = (CODED_SIZE - FACE_SIZE) // 2  # zero padding around the 224x224 face
@@ -426,15 +427,13 @@ TABLE_COLUMNS = ("solution", "gmac_table7", "gmac_true", "kmac_per_px_table7", "
                  "ms_per_batch_std", "ms_per_pair", "model_id", "codec_weights")
 
 
+DECIMALS = {"gmac": 3, "kmac": 1, "ms": 1}  # places per column prefix: GMAC to a million MACs (Table 7 gives 2)
+
+
 def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The rows as a Markdown table; an operation count that could not be made reads n/c."""
+    """The rows as a Markdown table rounded by DECIMALS (the CSV keeps every digit); an operation
+    count that could not be made reads n/c."""
     columns = [c for c in TABLE_COLUMNS if c in rows[0]]
-
-    def cell(column: str, value: Any) -> str:
-        if value is None:
-            return "n/c" if column.startswith(("gmac", "kmac")) else ""
-        return f"{value:.3f}" if isinstance(value, float) else str(value)
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(c, row[c]) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
+    decimals = {c: next((d for prefix, d in DECIMALS.items() if c.startswith(prefix)), None) for c in columns}
+    missing = {c: "n/c" if c.startswith(("gmac", "kmac")) else "" for c in columns}
+    return "\n".join(table(columns, [[cell(row[c], decimals[c], missing[c]) for c in columns] for row in rows]))

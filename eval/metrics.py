@@ -6,7 +6,9 @@ thresholds +inf and each distinct score, FAR rising.
 
 - TAR@FAR=t: the largest TAR among ROC points with FAR <= t. With n impostor pairs this is the
   share of genuine scores strictly above the (floor(t*n)+1)-th highest impostor score, so at
-  t=1e-3 and 3,000 impostors the operating point is set by the 4th highest impostor score.
+  t=1e-3 and 3,000 impostors the operating point is set by the 4th highest impostor score. Below
+  1/t impostors (500 at t=1e-3, LFW View 1) FAR t is not resolved: the value is the TAR at FAR 0,
+  and every report says so beside it (resolution_note).
 - EER: FRR = 1 - TAR falls and FAR rises along the ROC; between the two consecutive points where
   FRR - FAR changes sign both are linear in the segment parameter, and the EER is their common
   value where they meet (linear interpolation). A point with FRR == FAR gives it exactly.
@@ -116,14 +118,26 @@ def bootstrap_intervals(
     return {name: (float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))) for name, v in values.items()}
 
 
+def far_label(target: float) -> str:
+    """1e-3, as the metric names write it."""
+    return f"{target:.0e}".replace("e-0", "e-")
+
+
+def resolution_note(target: float, impostors: int) -> str:
+    """Why TAR@FAR=t says less than its name, or "": with n < 1/t impostor scores the smallest FAR
+    above 0 is 1/n > t, so the value is the TAR at FAR 0 (set by the highest impostor score)."""
+    needed = math.ceil(1 / target - 1e-9)
+    return "" if impostors >= needed else f"FAR {far_label(target)} not resolved: {impostors} impostors, needs {needed}"
+
+
 def summarize(
     labels: np.ndarray, scores: np.ndarray, folds: np.ndarray, replicates: int = 1000, seed: int = 0
-) -> dict[str, float | int]:
-    """Every metric of one run, flat, with its CI bounds as <metric>_lo / <metric>_hi and the
-    number of impostor scores allowed above each TAR@FAR operating point."""
+) -> dict[str, float | int | str]:
+    """Every metric of one run, flat, with its CI bounds as <metric>_lo / <metric>_hi, the number
+    of impostor scores allowed above each TAR@FAR operating point and its resolution note."""
     labels = np.asarray(labels, dtype=bool)
     scores = np.asarray(scores, dtype=np.float64)
-    result: dict[str, float | int] = dict(point_metrics(labels, scores))
+    result: dict[str, float | int | str] = dict(point_metrics(labels, scores))
     if replicates > 0:
         for name, (lo, hi) in bootstrap_intervals(labels, scores, replicates, seed=seed).items():
             result[f"{name}_lo"], result[f"{name}_hi"] = lo, hi
@@ -132,4 +146,5 @@ def summarize(
     result["genuine_pairs"], result["impostor_pairs"] = int(labels.sum()), impostors
     for target, name in zip(FAR_TARGETS, POINT_METRICS):
         result[f"{name}_impostors_above"] = math.floor(target * impostors + 1e-9)
+        result[f"{name}_note"] = resolution_note(target, impostors)
     return result

@@ -133,12 +133,14 @@ class Layout:
 
 class Steps:
     """Runs named steps once: a step's record in <out>/steps marks it done, and every command it
-    ran is printed and appended to <out>/commands.sh."""
+    ran is printed and appended to <out>/commands.sh. `order` lists the steps in the order the run
+    took them, done earlier or now, for the summary's times."""
 
     def __init__(self, out: Path) -> None:
         self.dir = out / "steps"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.log = out / "commands.sh"
+        self.order: list[str] = []
 
     def done(self, name: str) -> bool:
         return (self.dir / f"{name}.json").exists()
@@ -147,6 +149,7 @@ class Steps:
         return json.loads((self.dir / f"{name}.json").read_text())
 
     def run(self, name: str, body: Callable[[], Any]) -> None:
+        self.order.append(name)
         if self.done(name):
             click.secho(f"[{name}] done earlier ({self.record(name)['seconds']} s)", fg="green")
             return

@@ -14,7 +14,8 @@ from click.testing import CliRunner
 
 from cdfv.eval.bd import NO_FOLDS, bd_metric, bd_rate, compare, learned_codec
 from cdfv.eval.cli import main
-from cdfv.eval.report import load_run, rate_distortion, write_report
+from cdfv.eval.report import write_report
+from cdfv.eval.runs import load_run, rate_distortion
 from cdfv.eval.scores import SCHEMA, write_scores
 
 RATES = [0.1, 0.2, 0.4, 0.8]

@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from cdfv.eval.metrics import (
-    Roc, best_threshold, bootstrap_intervals, eer, kfold_accuracy, point_metrics, roc, summarize, tar_at_far,
+    Roc, best_threshold, bootstrap_intervals, eer, kfold_accuracy, point_metrics, resolution_note, roc, summarize, tar_at_far,
 )
 
 GENUINE = [0.9, 0.8, 0.7, 0.4]
@@ -99,3 +99,13 @@ def test_summarize_reports_support() -> None:
     assert result["genuine_pairs"] == result["impostor_pairs"] == 3000
     assert 0.9 < result["accuracy"] < 1.0
     assert result["tar_at_far_1e-3_lo"] <= result["tar_at_far_1e-3"] <= result["tar_at_far_1e-3_hi"]
+    assert result["tar_at_far_1e-3_note"] == result["tar_at_far_1e-2_note"] == ""  # View 2: 3,000 impostors resolve both
+
+
+def test_a_far_is_resolved_from_1_over_t_impostors() -> None:
+    assert resolution_note(1e-3, 1000) == resolution_note(1e-2, 100) == ""
+    assert resolution_note(1e-3, 999) == "FAR 1e-3 not resolved: 999 impostors, needs 1000"
+    assert resolution_note(1e-2, 20) == "FAR 1e-2 not resolved: 20 impostors, needs 100"
+    labels = np.array([True] * 20 + [False] * 20)  # 20 impostors: TAR@FAR=1e-3 is the TAR at FAR 0
+    result = summarize(labels, np.r_[np.linspace(0.6, 1, 20), np.linspace(-1, 0.5, 20)], np.full(40, -1), replicates=0)
+    assert result["tar_at_far_1e-3"] == 1.0 and result["tar_at_far_1e-3_note"] == "FAR 1e-3 not resolved: 20 impostors, needs 1000"

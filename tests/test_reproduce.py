@@ -1,16 +1,19 @@
 """cdfv-reproduce without running a reproduction: what it refuses before any work (other settings
 in --out, qualities its preset has no codec for, a data folder of another layout), the goal check
-of its summary page, and what a missed goal says the gpu preset changes."""
+of its summary page (never met at chance), its tables rounded for people, step times in run order,
+and what a missed goal says the gpu preset changes."""
 from __future__ import annotations
 
 import json
+import math
+import re
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from cdfv.eval.reproduce import PRESETS, main
-from cdfv.eval.summary import goal_rows, preset_changes
+from cdfv.eval.reproduce import PRESETS, Layout, Steps, main
+from cdfv.eval.summary import goal_rows, preset_changes, results_table, step_times, table7_table
 
 
 def lfw_layout(data: Path) -> Path:
@@ -66,20 +69,87 @@ def test_bad_pairs_images_or_qualities_stop_before_any_work_in_one_line(tmp_path
     assert not (tmp_path / "out").exists()
 
 
-def metric(mode: str, q: int, tar: float, arch: str) -> dict:
-    return {"mode": mode, "quality": q, "arch": arch, "codec": "bmshj2018-hyperprior-mse", "tar_at_far_1e-2": tar}
+def metric(mode: str, q: int, tar: float, arch: str, auc_lo: float = 0.9, tar_lo: float | None = None,
+           impostors: int = 500) -> dict:
+    return {"mode": mode, "quality": q, "arch": arch, "codec": "bmshj2018-hyperprior-mse", "tar_at_far_1e-2": tar,
+            "tar_at_far_1e-2_lo": tar - 0.02 if tar_lo is None else tar_lo, "auc_lo": auc_lo, "impostor_pairs": impostors}
+
+
+TABLE7 = [{"mode": "compressed", "quality": "1", "ms_per_pair": "2.0"}, {"mode": "decoded", "quality": "1", "ms_per_pair": "20.0"},
+          {"mode": "compressed", "quality": "3", "ms_per_pair": "5.0"}, {"mode": "decoded", "quality": "3", "ms_per_pair": "20.0"}]
 
 
 def test_goal_rows_compare_the_student_with_the_dlib_decoded_anchor_at_the_same_rate() -> None:
     metrics = [metric("compressed", 1, 0.90, "cresnet39"), metric("decoded", 1, 0.94, "dlib-resnet-v1"),
                metric("decoded", 1, 0.10, "resnet50"),  # another anchor at the same rate is not the goal's
                metric("compressed", 3, 0.50, "cresnet39"), metric("decoded", 3, 0.80, "dlib-resnet-v1")]
-    table7 = [{"mode": "compressed", "quality": "1", "ms_per_pair": "2.0"}, {"mode": "decoded", "quality": "1", "ms_per_pair": "20.0"},
-              {"mode": "compressed", "quality": "3", "ms_per_pair": "5.0"}, {"mode": "decoded", "quality": "3", "ms_per_pair": "20.0"}]
-    q1, q3 = goal_rows(metrics, table7, (1, 3, 6))
-    assert q1[0] == "q1" and abs(q1[3] - 0.04) < 1e-9 and q1[4] == "met" and q1[7] == "10.0x" and q1[8] == "met"
+    q1, q3 = goal_rows(metrics, TABLE7, (1, 3, 6))
+    assert q1[:5] == ["q1", "0.900", "0.940", "0.040", "met"] and q1[7] == "10.0x" and q1[8] == "met"
     assert q3[4] == "missed by 0.250" and q3[7] == "4.0x" and q3[8] == "missed"
-    assert goal_rows(metrics, table7, (6, 8)) == []  # no goal quality in the run
+    assert goal_rows(metrics, TABLE7, (6, 8)) == []  # no goal quality in the run
+
+
+@pytest.mark.parametrize("student, anchor, verdict", [
+    # both at TAR 0: a gap of 0 is no result
+    (metric("compressed", 1, 0.0, "cresnet39", auc_lo=0.47, tar_lo=0.0), metric("decoded", 1, 0.0, "dlib-resnet-v1", 0.48, 0.0),
+     "not met: student at chance (AUC from 0.470, TAR from 0.000)"),
+    # a student whose AUC interval reaches 0.5 is at chance, however close its TAR is
+    (metric("compressed", 1, 0.05, "cresnet39", auc_lo=0.5), metric("decoded", 1, 0.06, "dlib-resnet-v1"),
+     "not met: student at chance (AUC from 0.500, TAR from 0.030)"),
+    # TAR@FAR=1e-2 at a random scorer's 0.01
+    (metric("compressed", 1, 0.03, "cresnet39", tar_lo=0.01), metric("decoded", 1, 0.05, "dlib-resnet-v1"),
+     "not met: student at chance (AUC from 0.900, TAR from 0.010)"),
+    (metric("compressed", 1, 0.5, "cresnet39"), metric("decoded", 1, 0.52, "dlib-resnet-v1", auc_lo=0.45),
+     "not met: anchor at chance (AUC from 0.450, TAR from 0.500)"),
+    (metric("compressed", 1, 0.5, "cresnet39", impostors=60), metric("decoded", 1, 0.52, "dlib-resnet-v1", impostors=60),
+     "not judged: student FAR 1e-2 not resolved: 60 impostors, needs 100"),
+])
+def test_the_goal_is_never_met_at_chance(student: dict, anchor: dict, verdict: str) -> None:
+    (row,) = goal_rows([student, anchor], TABLE7, (1,))
+    assert row[4] == verdict
+
+
+def test_a_goal_without_intervals_is_not_judged() -> None:
+    student, anchor = metric("compressed", 1, 0.9, "cresnet39"), metric("decoded", 1, 0.92, "dlib-resnet-v1")
+    del student["auc_lo"]
+    assert goal_rows([student, anchor], TABLE7, (1,))[0][4] == "not judged: student has no intervals"
+
+
+def test_step_times_in_run_order_with_a_total(tmp_path: Path) -> None:
+    steps = Steps(tmp_path)
+    for name, seconds in (("link", 0.3), ("faces-lfw", 12.7), ("codec-q9", 100.0), ("codec-q78", 50.0)):
+        steps.run(name, lambda: None)
+        record = steps.record(name)
+        (steps.dir / f"{name}.json").write_text(json.dumps({**record, "seconds": seconds}))
+    again = Steps(tmp_path)  # a resumed run: every step done earlier, taken in the same order, not by name
+    for name in ("link", "faces-lfw", "codec-q9", "codec-q78"):
+        again.run(name, lambda: None)
+    again.order.append("summary")  # the step writing the page, not finished while it writes
+    assert step_times(again)[2:] == ["| link | 0.3 |", "| faces-lfw | 12.7 |", "| codec-q9 | 100.0 |", "| codec-q78 | 50.0 |",
+                                     "| **total** | **163.0** (2.7 min) |"]
+
+
+def test_table7_and_results_are_rounded_for_people() -> None:
+    row = {"solution": "dlib-resnet-v1_original", "gmac_table7": "0.270854144", "gmac_true": "0.270854144",
+           "kmac_per_px_table7": "5.398081632653061", "ms_per_pair": "76.86535634999245", "model_id": "dlib-resnet-v1:sha256-b0"}
+    decoded = {**row, "solution": "x_q1", "gmac_table7": "21.661804544", "kmac_per_px_table7": "431.71644897959186",
+               "ms_per_pair": "1229.8457015998792"}
+    assert table7_table([row, decoded])[2:] == [
+        "| dlib-resnet-v1_original | 0.271 | 0.271 | 5.4 | 76.9 | dlib-resnet-v1:sha256-b0 |",
+        "| x_q1 | 21.662 | 0.271 | 431.7 | 1229.8 | dlib-resnet-v1:sha256-b0 |"]
+    run = {"run": "dlib-resnet-v1_original", "mode": "original", "arch": "dlib-resnet-v1", "codec": None, "bpp": math.nan,
+           "psnr": math.nan, "tar_at_far_1e-3": 0.926, "tar_at_far_1e-2": 0.968, "eer": 0.022000000000000002,
+           "auc": 0.998316, "impostor_pairs": 500}
+    coded = {**run, "run": "jpeg_q9", "mode": "decoded", "codec": "jpeg", "bpp": 0.31968123, "psnr": 34.02571, "impostor_pairs": 20}
+    header, _, *rows = results_table([run, coded])
+    assert header == "| run | mode | bpp | PSNR [dB] | TAR@FAR=1e-3 | TAR@FAR=1e-2 | EER | AUC |"
+    assert rows == ["| dlib-resnet-v1_original | original | - | - | 0.926 (FAR 1e-3 not resolved: 500 impostors, needs 1000) "
+                    "| 0.968 | 0.022 | 0.998 |",
+                    "| jpeg_q9 | decoded | 0.320 | 34.03 | 0.926 (FAR 1e-3 not resolved: 20 impostors, needs 1000) "
+                    "| 0.968 (FAR 1e-2 not resolved: 20 impostors, needs 100) | 0.022 | 0.998 |"]
+    header, _, *rows = results_table([run, {**coded, "impostor_pairs": 500}])  # one impostor count: the note once, in the header
+    assert header.startswith("| run | mode | bpp | PSNR [dB] | TAR@FAR=1e-3 (FAR 1e-3 not resolved: 500 impostors, needs 1000) | ")
+    assert "not resolved" not in "".join(rows)
 
 
 def test_what_the_gpu_preset_changes_is_read_from_the_presets() -> None:
@@ -88,3 +158,38 @@ def test_what_the_gpu_preset_changes_is_read_from_the_presets() -> None:
     assert "student width 16 -> 64" in changes
     assert "codec training crop 128 -> 256" in changes
     assert preset_changes(PRESETS["gpu"], PRESETS["gpu"]) == []
+
+
+def test_the_summary_page_from_a_runs_files(tmp_path: Path) -> None:
+    """The page written from a report, Table 7 and step records as a run leaves them: rounded,
+    resolution notes, the goal's rule, the student judged at chance, step times in run order."""
+    from cdfv.eval.report import write_report
+    from cdfv.eval.summary import GOAL_RULE, write_reproduction_summary
+    from report_helpers import LEARNED, cpu_preset_like
+
+    layout = Layout(tmp_path / "data", tmp_path / "pairsDevTest.txt", tmp_path / "lfw", tmp_path / "out")
+    files = [p for p in cpu_preset_like(tmp_path / "scores") if LEARNED in p.name or p.stem.endswith("original")]
+    write_report(files, layout.report, replicates=20)
+    (layout.report / "table7.csv").write_text(
+        "solution,mode,quality,model_id,gmac_table7,gmac_true,kmac_per_px_table7,ms_per_pair\n"
+        "dlib-resnet-v1_bmshj2018-hyperprior_q1,decoded,1,dlib-id,9.917753344,2.682578944,197.65930612244898,194.03855048748255\n"
+        "cresnet39_bmshj2018-hyperprior_q1,compressed,1,c-id,0.151396352,0.151396352,3.01730612244898,4.264711412508859\n")
+    for q in (1, 3):
+        layout.codec(q).parent.mkdir(parents=True)
+        layout.codec(q).write_bytes(b"weights")
+    (layout.out / "commands.sh").write_text("cdfv-prep run ...\n")
+    steps = Steps(layout.out)
+    records = {"link": {"celeba_photos": 8, "celeba_identities": 2, "natural": 1, "pairs": 1000, "lfw_images": 1549},
+               "codec-q3": {}, "codec-q1": {}, "anchors": {"sets": [], "unreachable": []}}
+    for name, record in records.items():
+        steps.run(name, lambda record=record: record)
+    steps.order.append("summary")
+    text = write_reproduction_summary(layout, PRESETS["cpu"], (1, 3), steps).read_text()
+    assert not re.search(r"\d\.\d{5,}", text)  # no 0.270854144
+    assert "| 9.918 | 2.683 | 197.7 | 194.0 |" in text and "| 0.151 | 0.151 | 3.0 | 4.3 |" in text
+    assert "| TAR@FAR=1e-3 (FAR 1e-3 not resolved: 500 impostors, needs 1000) | TAR@FAR=1e-2 |" in text
+    assert GOAL_RULE in text and "| q1 | 0.026 |" in text and "not met: student at chance" in text
+    assert "The goal is missed with this preset's cuts." in text
+    times = text.split("## Time per step")[1].split("##")[0]
+    assert [line.split(" | ")[0] for line in times.splitlines() if line.startswith("| ") and "step" not in line] == \
+        ["| link", "| codec-q3", "| codec-q1", "| anchors", "| **total**"]
