@@ -133,8 +133,8 @@ def _parse_csv(path: Path, lines: list[str]) -> list[Pair]:
                 fold = int(row[3])
             except ValueError:
                 raise ProtocolError(path, line, f"fold {row[3]!r} is not an integer") from None
-            if fold < 0:
-                raise ProtocolError(path, line, f"fold {fold} must be 0 or more")
+            if not 0 <= fold < 2**31:
+                raise ProtocolError(path, line, f"fold {fold} must be from 0 to 2^31 - 1")
         pairs.append(Pair(len(pairs), fold, probe, reference, _LABELS[label.lower()]))
         lines.append(line)
     if not pairs:

@@ -29,7 +29,7 @@ from .detect import OFF_CENTRE
 from .naming import FACES, set_name
 from .rangecoding import CoderPool
 from .runner import RunStats, StrictFailure
-from .ledger import ResumeMismatch, check_index, check_parts
+from .ledger import ResumeMismatch, check_parts, missing_parts
 from .sources import DATASETS, Dataset, SourceError, open_dataset
 
 log = logging.getLogger(__name__)
@@ -417,15 +417,20 @@ def anchor(o, codec_name, value, target_bpp, match_sets, quality, match_codec, m
 
 @main.command()
 @click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--partial", is_flag=True, help="Index the parts present although others of the split are missing.")
 @user_errors
-def index(directory: Path) -> None:
+def index(directory: Path, partial: bool) -> None:
     """Rebuild DIRECTORY/index.json from the shards on disk, e.g. after copying parts together."""
     if not (directory / S.INDEX_NAME).exists():
         raise click.ClickException(f"{directory}: no index.json to take kind, members and identities from; copy one part's in")
     current = shards.open_shard_set(directory, allow_empty=True).index
     check_parts(directory, current["name"])
-    new = shards.write_index(directory, current["name"], current["kind"], current["members"], current["identities"], current["meta"])
-    check_index(directory, new)
+    absent = missing_parts(directory, current["name"])
+    if absent and not partial:
+        raise click.ClickException(f"{directory}: part(s) {', '.join(absent)} of the split have no shards here; copy them in, "
+                                   f"or pass --partial to index the parts present")
+    new = stages.finish_index(directory, current["name"], current["kind"], current["members"], current["identities"],
+                              current["meta"])
     click.echo(f"{directory}: {len(new['shards'])} shards, {new['num_samples']} samples")
 
 

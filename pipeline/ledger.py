@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from cdfv.outlock import LOCK_NAME, output_lock
-from cdfv.shards import atomic_write_bytes
+from cdfv.shards import atomic_write_bytes, run_digest
 
 RECORD = re.compile(r"^run-p(\d{3})of(\d{3})\.json$")
+LEDGER_LOCK = f"{LOCK_NAME}-ledger"  # held while a run record or the index is checked and written
 
 
 class ResumeMismatch(RuntimeError):
@@ -133,7 +134,8 @@ class Ledger:
     def commit(self, chunk: int, inputs: list[str], written: int, rejected: int, content: str | None = None) -> None:
         """Marks the chunk finished: called after every output and reject file of it is written;
         `content` is the written shard's digest, which the index must later find again."""
-        record = {"chunk": chunk, "inputs": inputs, "written": written, "rejected": rejected, "content": content}
+        record = {"chunk": chunk, "inputs": inputs, "written": written, "rejected": rejected, "content": content,
+                  "run": run_digest(self.record_path)}
         atomic_write_bytes(self.done_path(chunk), json.dumps(record).encode())
 
     def written(self) -> dict[int, int]:
@@ -151,7 +153,7 @@ def begin_runs(ledgers: dict[str, Ledger], stage: str, options: dict[str, dict[s
     locked in sorted order, so two runs cannot wait on each other)."""
     with ExitStack() as held:
         for directory in sorted({ledger.directory for ledger in ledgers.values()}):
-            held.enter_context(output_lock(directory, f"{LOCK_NAME}-ledger", wait=True))
+            held.enter_context(output_lock(directory, LEDGER_LOCK, wait=True))
         records = {name: ledger.check(stage, options[name], chunks) for name, ledger in ledgers.items()}
         for name, record in records.items():
             if record is not None:
@@ -159,22 +161,42 @@ def begin_runs(ledgers: dict[str, Ledger], stage: str, options: dict[str, dict[s
 
 
 def check_index(directory: Path, index: dict[str, Any]) -> None:
-    """Refuses an index whose shards are not what the ledger says each chunk wrote: another count
-    or content (a shard changed or replaced after its chunk was finished)."""
-    entries = {e["url"]: e for e in index["shards"]}
-    for path in sorted(Path(directory).glob("done-p*of*-*.json")):
-        tag_chunk = path.stem[len("done-"):]
-        shard = f"{index['name']}-{tag_chunk}.tar"
-        done = json.loads(path.read_text())
-        entry = entries.get(shard)
-        if entry is None:
-            continue
+    """Refuses an index whose shards are not what the ledger says each chunk of its run wrote. In a
+    part with a run record, every shard needs its chunk's record (`done-*.json`), written by that
+    run (its `run` digest), with the shard's count and content: a shard or a chunk record copied
+    in from another run, or a shard replaced after its chunk finished, is refused by name."""
+    directory = Path(directory)
+    for entry in index["shards"]:
+        if entry.get("run") is None:
+            continue  # a part written without a ledger (a library writer): nothing to check against
+        tag_chunk = entry["url"][len(index["name"]) + 1 : -len(".tar")]
+        done_path = directory / f"done-{tag_chunk}.json"
+        where = directory / entry["url"]
+        if not done_path.is_file():
+            raise ResumeMismatch(f"{where}: no record of the chunk that wrote it ({done_path.name}): a shard copied in "
+                                 f"without its chunk record, or from another run; re-run the stage into a fresh directory")
+        done = json.loads(done_path.read_text())
+        if done.get("run") != entry["run"]:
+            raise ResumeMismatch(f"{where}: its chunk record {done_path.name} was written by another run ({done.get('run')}) "
+                                 f"than this part's run record says ({entry['run']}); re-run the stage into a fresh directory")
         if entry["samples"] != done["written"]:
-            raise ResumeMismatch(f"{directory / shard}: holds {entry['samples']} samples, but its chunk wrote {done['written']} "
-                                 f"({path.name}); re-run the stage into a fresh directory")
-        if done.get("content") and entry.get("table") != done["content"]:
-            raise ResumeMismatch(f"{directory / shard}: is not the shard its chunk wrote (content digest {entry.get('table')}, "
-                                 f"{path.name} says {done['content']}): a shard of another run?; re-run the stage into a fresh directory")
+            raise ResumeMismatch(f"{where}: holds {entry['samples']} samples, but its chunk wrote {done['written']} "
+                                 f"({done_path.name}); re-run the stage into a fresh directory")
+        if entry.get("table") != done.get("content"):
+            raise ResumeMismatch(f"{where}: is not the shard its chunk wrote (content digest {entry.get('table')}, "
+                                 f"{done_path.name} says {done.get('content')}): a shard of another run?; re-run the stage "
+                                 f"into a fresh directory")
+
+
+def missing_parts(directory: Path, name: str) -> list[str]:
+    """The parts of the set's split that have no shard in the directory (an index over the others
+    would be a partial set)."""
+    tags = {p.name[len(name) + 1:].rsplit("-", 1)[0] for p in Path(directory).glob(f"{name}-p*of*-*.tar")}
+    splits = {int(tag.split("of")[1]) for tag in tags}
+    if len(splits) != 1:
+        return []  # none, or mixed splits: write_index refuses those
+    parts = splits.pop()
+    return [f"p{i:03d}of{parts:03d}" for i in range(parts) if f"p{i:03d}of{parts:03d}" not in tags]
 
 
 def check_parts(directory: Path, name: str) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from cdfv import __version__, shards
+from cdfv.outlock import output_lock
 from cdfv.shards import spec as S
 
 from .align import align, prealigned
@@ -19,7 +20,7 @@ from .codecs import CodecSpec
 from .coding import CodecEngine, crop_latent, pad_face, pad_multiple, store_latent, unpad_face
 from .detect import Detector, detect
 from .images import read_image
-from .ledger import check_index
+from .ledger import LEDGER_LOCK, check_index
 from .naming import FACES, set_name
 from .quality import ms_ssim_batch, psnr
 from .runner import (
@@ -114,11 +115,17 @@ def _qualities(references: list[np.ndarray], decoded: list[np.ndarray]) -> list[
 
 
 def finish_set(o: RunOptions, name: str, kind: str, members: list[str], identities: list[str], meta: dict) -> dict:
-    """Rebuilds the set's index from every shard on disk (all parts present) and checks it
-    against what the ledger recorded each chunk wrote."""
-    index = shards.write_index(o.out / name, name, kind, members, identities, {**meta, "cdfv_version": __version__})
-    check_index(o.out / name, index)
-    return index
+    """Rebuilds the set's index from every shard on disk (all parts present)."""
+    return finish_index(o.out / name, name, kind, members, identities, {**meta, "cdfv_version": __version__})
+
+
+def finish_index(directory: Path, name: str, kind: str, members: list[str], identities: list[str], meta: dict) -> dict:
+    """Writes the set's index over the shards on disk, checked against what the ledger recorded
+    each chunk wrote before it replaces the previous index; parts finishing at once take turns, so
+    an index temporary left here is a killed writer's and is removed."""
+    with output_lock(directory, LEDGER_LOCK, wait=True):
+        shards.remove_stale_temporaries(directory, S.INDEX_NAME)
+        return shards.write_index(directory, name, kind, members, identities, meta, check=lambda index: check_index(directory, index))
 
 
 def _items_inputs(chunk: list[Item]) -> list[str]:

@@ -13,7 +13,7 @@ from .reader import (
     resolve,
 )
 from .spec import FORMAT, VERSION, bits_per_pixel, make_key, pack_bitstream, unpack_bitstream
-from .writer import ShardSetWriter, atomic_write_bytes, remove_stale_temporaries, write_index
+from .writer import ShardSetWriter, atomic_write_bytes, remove_stale_temporaries, run_digest, write_index
 
 __all__ = [
     "DAMAGE_POLICIES",
@@ -35,6 +35,7 @@ __all__ = [
     "read_shard",
     "remove_stale_temporaries",
     "resolve",
+    "run_digest",
     "unpack_bitstream",
     "write_index",
 ]

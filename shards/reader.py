@@ -195,6 +195,18 @@ def open_shard_set(name_or_path: str | os.PathLike, root: str | os.PathLike | No
         raise ShardSetError(f"{path}: malformed index ({type(e).__name__}: {e})") from e
     if counted != fields[-1]:
         raise ShardSetError(f"{path}: num_samples {fields[-1]} differs from the {counted} its shard entries add up to")
+    urls = [url for url, _ in entries]
+    odd = next((url for url in urls if not isinstance(url, str) or Path(url).name != url or url in ("", ".", "..")), None)
+    if odd is not None:
+        raise ShardSetError(f"{path}: shard entry {odd!r} is not a file name in the set's directory")
+    twice = next((url for url in urls if urls.count(url) > 1), None)
+    if twice is not None:
+        raise ShardSetError(f"{path}: shard {twice} is listed twice (its samples would be read twice)")
+    if index["version"] >= 3:
+        unbound = next((e["url"] for e in index["shards"] if not isinstance(e.get("table"), str)), None)
+        if unbound is not None:
+            raise ShardSetError(f"{path}: the entry of {unbound} has no content digest (table), which format version "
+                                f"{index['version']} requires; rebuild the index with `cdfv-prep index`")
     missing = [url for url, _ in entries if not (directory / url).is_file()]
     if missing and damage != "skip":
         raise ShardSetError(f"{path}: {len(missing)} listed shard(s) missing, first {missing[0]} "
@@ -278,6 +290,11 @@ def _scan(tar: tarfile.TarFile, shard: Shard, damage: Damage) -> tuple[list[tupl
     found, stopped = _group(tar, shard.path, damage)
     meta = dict(g for g in found if g[0].startswith("__"))
     groups = [g for g in found if not g[0].startswith("__")]
+    keys = [key for key, _ in groups]
+    twice = next((key for key in keys if keys.count(key) > 1), None) if len(set(keys)) < len(keys) else None
+    if twice is not None:  # one sample written over another: neither copy can be trusted to be the one indexed
+        damage.shard(shard.path, f"sample {twice} appears twice", shard.samples)
+        return [], {}
     if shard.verified:
         if spec.CHECKSUMS not in meta:
             damage.shard(shard.path, f"has no {spec.CHECKSUMS} table (its first member)", shard.samples)
@@ -300,14 +317,18 @@ def _scan(tar: tarfile.TarFile, shard: Shard, damage: Damage) -> tuple[list[tupl
         damage.shard(shard.path, f"its tar listing stops at byte {tar.offset} ({stopped}): only {len(groups)} of its "
                      f"{shard.samples} indexed samples are listed", max(0, shard.samples - len(groups)))
     elif not _zeros_from(tar.fileobj, tar.offset):
-        damage.shard(shard.path, f"damaged tar header at byte {tar.offset}: only {len(groups)} of its {shard.samples} "
-                     f"indexed samples are readable", shard.samples - len(groups))
+        what = "bytes after its last sample" if len(groups) == shard.samples else "damaged tar header"
+        damage.shard(shard.path, f"{what} at byte {tar.offset}: {len(groups)} of its {shard.samples} indexed samples are "
+                     f"readable", shard.samples - len(groups))
     elif len(groups) > shard.samples:  # not the shard the index was built from: none of it is trusted
         damage.shard(shard.path, f"holds {len(groups)} samples, its index entry says {shard.samples}", shard.samples)
         return [], {}
     elif len(groups) < shard.samples:
         damage.shard(shard.path, f"holds {len(groups)} samples, its index entry says {shard.samples}",
                      shard.samples - len(groups))
+    else:  # the listing is whole: a sample the writer checksummed but the shard lacks was replaced
+        for key in sorted(table.keys() - set(keys)):
+            damage.sample(shard.path, key, "listed in the shard's checksum table, but not in the shard")
     return groups, table
 
 

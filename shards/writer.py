@@ -14,7 +14,7 @@ import re
 import tarfile
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -142,11 +142,13 @@ def write_index(
     members: list[str],
     identities: list[str],
     meta: dict[str, Any],
+    check: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """(Re)builds index.json from the shards on disk, all parts together, so parts written on
     different machines merge by copying them into one directory and running this again. Each
     entry binds its shard by the digest of its checksum table (`table`, which every read checks)
-    and names the run that wrote it (`run`: the digest of its part's run record, None without one)."""
+    and names the run that wrote it (`run`: the digest of its part's run record, None without one).
+    `check` sees the new index before it is written and may refuse it (the previous one then stays)."""
     if kind not in spec.KINDS:
         raise ValueError(f"kind must be one of {spec.KINDS}, got {kind!r}")
     directory = Path(directory)
@@ -157,8 +159,7 @@ def write_index(
     entries = []
     for p in shards:
         samples, table = scan_shard(p)
-        record = directory / f"run-{p.name[len(name) + 1:].rsplit('-', 1)[0]}.json"
-        run = hashlib.sha256(record.read_bytes()).hexdigest()[:16] if record.is_file() else None
+        run = run_digest(directory / f"run-{p.name[len(name) + 1:].rsplit('-', 1)[0]}.json")
         entries.append({"url": p.name, "samples": samples, "bytes": p.stat().st_size, "table": table, "run": run})
     index = {
         "format": spec.FORMAT,
@@ -172,5 +173,13 @@ def write_index(
         "meta": meta,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if check is not None:
+        check(index)
     atomic_write_bytes(directory / spec.INDEX_NAME, json.dumps(index, indent=1).encode())
     return index
+
+
+def run_digest(record: Path) -> str | None:
+    """What names a run in an index entry and a chunk's record: the first 16 hex digits of the
+    SHA-256 of its part's run record (`run-p<part>of<parts>.json`), None where there is none."""
+    return hashlib.sha256(record.read_bytes()).hexdigest()[:16] if record.is_file() else None

@@ -67,7 +67,7 @@ MALFORMED = [
     ("probe,reference,label\na,b\n", 2, "expected 3 columns"),
     ("probe,reference,label\n,b,1\n", 2, "empty key"),
     ("probe,reference,label,fold\na,b,1,x\n", 2, "fold 'x'"),
-    ("probe,reference,label,fold\na,b,1,-2\n", 2, "0 or more"),
+    ("probe,reference,label,fold\na,b,1,-2\n", 2, "from 0 to 2^31 - 1"),
     ("probe,reference,label\n", 1, "no pairs"),
 ]
 

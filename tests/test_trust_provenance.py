@@ -337,3 +337,94 @@ def test_no_traceback_for_bad_weights_and_models(tmp_path: Path, monkeypatch: py
     code, out = run(train_main, "--shards", "faces", "--root", tmp_path, "--init", tmp_path / "obj.pkl", "--quiet",
                     "--out", tmp_path / "t", "--batch-size", "2")
     assert code == 2 and "conv1/7x7_s2 is a numpy array of object values" in one_line_error(out)
+
+
+# ---------------------------------------------------------------- an adversary's edits (round 2)
+
+def test_index_refuses_a_chunk_copied_in_from_another_run(tmp_path: Path) -> None:
+    data = image_folder(tmp_path / "data")
+    for out, seed in (("a", "0"), ("b", "5")):
+        code, output = run(prep_main, "run", "--dataset", "folder", "--root", data, "--no-detect", "--outputs", "latents",
+                           "--out", tmp_path / out, *CODEC_ARGS, "--chunk-size", "2", "--seed", seed)
+        assert code == 0, output
+    ours, theirs = tmp_path / "a" / "latents-q1", tmp_path / "b" / "latents-q1"
+    chunk = "p000of001-000001"
+    before = (ours / "index.json").read_bytes()
+    shutil.copy(theirs / f"latents-q1-{chunk}.tar", ours)
+    shutil.copy(theirs / f"done-{chunk}.json", ours)  # its chunk record too
+    code, out = run(prep_main, "index", ours)
+    assert code == 1 and f"latents-q1-{chunk}.tar" in one_line_error(out) and "written by another run" in out
+    (ours / f"done-{chunk}.json").unlink()  # or without any chunk record
+    code, out = run(prep_main, "index", ours)
+    assert code == 1 and "no record of the chunk that wrote it" in one_line_error(out)
+    assert (ours / "index.json").read_bytes() == before  # a refused index is never written
+
+
+def test_index_refuses_a_partial_split_unless_asked(tmp_path: Path) -> None:
+    data = image_folder(tmp_path / "data")
+    code, out = run(prep_main, "run", "--dataset", "folder", "--root", data, "--no-detect", "--outputs", "latents",
+                    "--out", tmp_path, *CODEC_ARGS, "--part", "0/2")
+    assert code == 0, out
+    code, out = run(prep_main, "index", tmp_path / "latents-q1")
+    assert code == 1 and "part(s) p001of002 of the split have no shards here" in one_line_error(out)
+    code, out = run(prep_main, "index", tmp_path / "latents-q1", "--partial")
+    assert code == 0, out
+
+
+def rewrite_shard(shard: Path, order: list[int]) -> None:
+    """The shard again with its samples' member groups in `order` (indexes into the original samples),
+    the checksum table kept: a sample can be repeated in place of another, same size and count."""
+    with tarfile.open(shard) as tar:
+        members = tar.getmembers()
+        data = {m.name: tar.extractfile(m).read() for m in members}
+    table, samples = members[0], [members[1 + 3 * i: 4 + 3 * i] for i in range((len(members) - 1) // 3)]
+    with tarfile.open(shard, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for info in [table] + [m for i in order for m in samples[i]]:
+            tar.addfile(info, __import__("io").BytesIO(data[info.name]))
+
+
+@pytest.mark.parametrize("edit", ["repeated sample", "entry without table", "entry listed twice", "entry outside the set"])
+def test_edited_shards_and_indexes_are_refused(tmp_path: Path, edit: str) -> None:
+    latent_set(tmp_path, seed=0, per_shard=(4, 4))
+    index_path = tmp_path / "lat" / "index.json"
+    index = json.loads(index_path.read_text())
+    if edit == "repeated sample":
+        size = (tmp_path / "lat" / SHARD).stat().st_size
+        rewrite_shard(tmp_path / "lat" / SHARD, [0, 2, 0, 3])
+        assert (tmp_path / "lat" / SHARD).stat().st_size == size
+        expected = "sample id0__img000 appears twice"
+    elif edit == "entry without table":
+        del index["shards"][0]["table"]
+        expected = "has no content digest"
+    elif edit == "entry listed twice":
+        index["shards"].append(index["shards"][0])
+        index["num_samples"] += 4
+        expected = "is listed twice"
+    else:
+        index["shards"][0]["url"] = str(tmp_path / "lat" / SHARD)
+        expected = "is not a file name in the set's directory"
+    index_path.write_text(json.dumps(index))
+    code, out = run(prep_main, "shard", "lat", "--out", tmp_path, "--name", "re")
+    assert code == 1 and expected in one_line_error(out)
+    code, out = run(train_main, "--shards", "lat", "--root", tmp_path, "--width", "4", "--workers", "0", "--quiet",
+                    "--batch-size", "2", "--out", tmp_path / "t")
+    assert code == 2 and expected in one_line_error(out)
+
+
+def test_a_huge_fold_is_a_line_not_a_traceback(tmp_path: Path) -> None:
+    from cdfv.eval.protocol import ProtocolError, read_pairs
+
+    (tmp_path / "pairs.csv").write_text("probe,reference,label,fold\na__1,b__1,0,0\na__2,b__2,0,99999999999999999999\n")
+    with pytest.raises(ProtocolError, match=r"pairs.csv:3: fold 99999999999999999999 must be from 0 to 2\^31 - 1"):
+        read_pairs(tmp_path / "pairs.csv")
+
+
+def test_a_stale_index_temporary_is_removed(tmp_path: Path) -> None:
+    data = image_folder(tmp_path / "data")
+    args = ("run", "--dataset", "folder", "--root", data, "--no-detect", "--outputs", "latents", "--out", tmp_path, *CODEC_ARGS)
+    code, out = run(prep_main, *args)
+    assert code == 0, out
+    stale = tmp_path / "latents-q1" / ".index.json.tmp99999"
+    stale.write_text("{")
+    code, out = run(prep_main, *args)
+    assert code == 0 and not stale.exists()
