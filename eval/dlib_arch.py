@@ -274,10 +274,6 @@ class DatNetwork:
     layers: list[Layer] = field(default_factory=list)
     params: list[tuple[np.ndarray, ...]] = field(default_factory=list)
 
-    @property
-    def parameter_count(self) -> int:
-        return sum(p.size for ps in self.params for p in ps)
-
 
 def _con_record(r: _Reader) -> tuple[Layer, tuple[np.ndarray, ...]]:
     params = r.tensor().ravel()

@@ -223,10 +223,10 @@ DLIB_ARCH = "dlib-resnet-v1"  # dlib's network as a torch module (eval/dlib_arch
 DLIB_NATIVE_ARCH = "dlib-resnet-v1-native"  # dlib's own C++ code, the reference: --image-model dlib-native
 DLIB_FILES = ("dlib_face_recognition_resnet_model_v1.dat", "shape_predictor_5_face_landmarks.dat")
 # dlib's HOG frontal-face box in the frame of the ArcFace template scaled to the 224x224 face: centre
-# (x, y) and side, continuous pixels; the medians over thesis-aligned LFW View 1 training faces
-# (pairsDevTrain.txt), measured by benchmarks/dlib_view1.py calibrate
-DLIB_BOX_CENTRE = (110.8, 142.1)
-DLIB_BOX_SIDE = 164.4
+# (x, y) and side, continuous pixels; the medians over 1,161 thesis-aligned LFW View 1 training faces
+# (the first 1,200 pictures of pairsDevTrain.txt), measured by benchmarks/dlib_view1.py calibrate
+DLIB_BOX_CENTRE = (111.8, 142.8)
+DLIB_BOX_SIDE = 166.0
 DLIB_JITTERS = 0
 DLIB_PADDING = 0.25
 MIRRORED_LANDMARKS = [1, 0, 2, 4, 3]  # a mirrored face's landmark order: the eyes and the mouth corners swap
@@ -333,14 +333,18 @@ class DlibFaceModel(DlibModel):
                                 precision=precision)
         self.precision = precision
 
-    def chips(self, faces: Sequence[np.ndarray], landmarks: Sequence[np.ndarray]) -> np.ndarray:
-        """(N, 150, 150, 3) uint8 RGB chips, cut as dlib's compute_face_descriptor cuts them."""
-        return np.stack([self._dlib.get_face_chip(face, shape, size=self.side, padding=DLIB_PADDING)
-                         for face, shape in zip(faces, self.shapes(faces, landmarks))])
+    def chips(self, pictures: Sequence[np.ndarray], shapes: Sequence[Any]) -> np.ndarray:
+        """(N, 150, 150, 3) uint8 RGB chips of pictures by dlib's 5 points (full_object_detections),
+        cut as dlib's compute_face_descriptor cuts them."""
+        return np.stack([self._dlib.get_face_chip(picture, shape, size=self.side, padding=DLIB_PADDING)
+                         for picture, shape in zip(pictures, shapes)])
+
+    def descriptors(self, chips: np.ndarray) -> np.ndarray:
+        """(N, 128) unit-norm descriptors of (N, 150, 150, 3) uint8 RGB chips: the network on the device."""
+        return self.network.embed_prepared(prepare_images(chips, self.network.device)).cpu().numpy()
 
     def _descriptors(self, faces: list[np.ndarray], landmarks: list[np.ndarray]) -> np.ndarray:
-        chips = prepare_images(self.chips(faces, landmarks), self.network.device)
-        return self.network.embed_prepared(chips).cpu().numpy()
+        return self.descriptors(self.chips(faces, self.shapes(faces, landmarks)))
 
 
 class DlibNativeFaceModel(DlibModel):

@@ -155,6 +155,17 @@ def dlib_macs_by_hand() -> int:
     return macs + 256 * 128
 
 
+def dlib_parameters_by_hand() -> int:
+    """con 7x7 3 -> 32 with biases, affine 32 (gamma, beta); per block two 3x3 cons with biases and two
+    affines; fc 256 -> 128 without bias."""
+    total, channels = 32 * 3 * 49 + 32 + 2 * 32, 32
+    for filters, blocks in ((32, 3), (64, 4), (128, 3), (256, 3), (256, 1)):
+        for _ in range(blocks):
+            total += (channels * 9 + 1) * filters + (filters * 9 + 1) * filters + 4 * filters
+            channels = filters
+    return total + 256 * 128
+
+
 def test_dlib_module_is_the_network_in_the_dat_file() -> None:
     """Every layer record dlib serialised into dlib_face_recognition_resnet_model_v1.dat (con: filters,
     input channels, k x k, stride, padding, bias; affine, relu, pools, add_prev, fc), in order, is the
@@ -168,12 +179,19 @@ def test_dlib_module_is_the_network_in_the_dat_file() -> None:
     assert [c.filters for c in cons if c.stride == (2, 2)] == [32, 64, 128, 256, 256]
     assert [layer.kind for layer in dat.layers[-2:]] == ["avg_pool", "fc"] and dat.layers[-1].bias is False
     assert len(dat.layers) == 4 + 7 * 14 + 4 + 2  # stem; 14 blocks, the 4 downsampling ones with an avg_pool; head
-    assert dat.parameter_count == sum(p.numel() for p in model.parameters())
+    count = sum(p.size for params in dat.params for p in params)
+    assert count == sum(p.numel() for p in model.parameters()) == dlib_parameters_by_hand() == 5_614_592
 
 
 def test_dlib_descriptor_macs() -> None:
     macs = descriptor_macs(dlib_model_files()[0])
     assert macs == dlib_macs_by_hand() == 270_854_144  # 0.27 GMAC per 150x150 chip
+
+
+def test_dlib_port_and_native_are_counted_on_the_network_the_port_runs() -> None:
+    port, native = load_face_model("dlib"), load_face_model("dlib-native")
+    assert report_model(port).macs == report_model(native).macs == count_macs(port.network.model, (3, 150, 150)) == dlib_macs_by_hand()
+    assert report_model(port).model_id != report_model(native).model_id
 
 
 def test_dlib_reader_refuses_other_files(tmp_path: Path) -> None:

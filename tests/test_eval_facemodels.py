@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from cdfv.eval.cli import main
 from cdfv.eval.facemodels import (
-    ARCFACE_TEMPLATE, DLIB_BOX_SIDE, DLIB_FILES, DlibNativeFaceModel, InputMismatch, OnnxFaceModel, dlib_model_files,
+    ARCFACE_TEMPLATE, DLIB_BOX_CENTRE, DLIB_BOX_SIDE, DLIB_FILES, DlibNativeFaceModel, InputMismatch, OnnxFaceModel, dlib_model_files,
     dlib_rectangle, load_face_model, similarity_transform,
 )
 from cdfv.eval.protocol import Pair, read_pairs
@@ -164,7 +164,8 @@ def test_dlib_box_follows_the_stored_landmarks() -> None:
     """The box is the template's on template landmarks and moves and scales with the face."""
     template = ARCFACE_TEMPLATE * 2.0
     left, top, right, bottom = dlib_rectangle(template)
-    assert (right - left + 1, bottom - top + 1) == (164, 164) and (left + right + 1) / 2 == pytest.approx(110.8, abs=1)
+    assert right - left + 1 == bottom - top + 1 == pytest.approx(DLIB_BOX_SIDE, abs=1)
+    assert ((left + right + 1) / 2, (top + bottom + 1) / 2) == pytest.approx(DLIB_BOX_CENTRE, abs=0.5)
     moved = dlib_rectangle(template * 0.5 + [30.0, 20.0])
     assert moved == pytest.approx(((left + 60) / 2, (top + 40) / 2, (right + 60) / 2, (bottom + 40) / 2), abs=1)
 
