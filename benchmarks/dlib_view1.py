@@ -2,6 +2,7 @@
 landmark predictor (issue 16).
 
     python benchmarks/dlib_view1.py table --lfw /work/shared/data/lfw
+    python benchmarks/dlib_view1.py compare --scores view1.npz
     python benchmarks/dlib_view1.py calibrate --lfw /work/shared/data/lfw --pictures 1200
 
 table: the pairs of pairsDevTest.txt scored by
@@ -19,6 +20,10 @@ difference between the two over every pair is reported. Columns: TAR@FAR=1e-3 an
 impostor pairs, the share of genuine scores above the highest and the 6th highest impostor score;
 95 % percentile bootstrap intervals, cdfv.eval.metrics), accuracy (10-fold cross-validated, pair i in fold i mod 10: View 1 has no folds), AUC, and the
 pictures each pipeline found no face in (their pairs score -1, a rejection).
+
+compare: each row of a table's --scores file against row (c), cdfv's dlib as it is: the difference in
+TAR@FAR=1e-3 and 1e-2 with its 95 % paired bootstrap interval (the same resampled pairs for both rows,
+genuine and impostor pairs resampled separately, 1,000 replicates).
 
 calibrate: DLIB_BOX_CENTRE and DLIB_BOX_SIDE of cdfv.eval.facemodels from pairsDevTrain.txt (people
 disjoint from pairsDevTest.txt): the first N distinct pictures detected and thesis-aligned, dlib's
@@ -155,6 +160,25 @@ def table(lfw: Path, scores_file: Path | None) -> None:
           f"{1e3 * seconds['a-port'] / faces:.0f} ms (chip + torch port, batches of up to {BATCH})")
 
 
+def compare(scores_file: Path, replicates: int = 1000, seed: int = 0) -> None:
+    kept = dict(np.load(scores_file))
+    labels = kept.pop("labels")
+    genuine, impostor = np.nonzero(labels)[0], np.nonzero(~labels)[0]
+    rng = np.random.default_rng(seed)
+    draws = [np.concatenate([rng.choice(genuine, len(genuine)), rng.choice(impostor, len(impostor))]) for _ in range(replicates)]
+    names = ("tar_at_far_1e-3", "tar_at_far_1e-2")
+    print(f"{scores_file}: each row minus (c), 95 % paired bootstrap intervals ({replicates} replicates)\n")
+    print("| rows | TAR@FAR=1e-3 | TAR@FAR=1e-2 |")
+    print("|---|---|---|")
+    for row in sorted(set(kept) - {"c"}):
+        cells = []
+        for name in names:
+            delta = [point_metrics(labels[d], kept[row][d])[name] - point_metrics(labels[d], kept["c"][d])[name] for d in draws]
+            point = point_metrics(labels, kept[row])[name] - point_metrics(labels, kept["c"])[name]
+            cells.append(f"{point:+.3f} ({np.percentile(delta, 2.5):+.3f} to {np.percentile(delta, 97.5):+.3f})")
+        print(f"| ({row}) - (c) | {' | '.join(cells)} |")
+
+
 def calibrate(lfw: Path, count: int) -> None:
     import dlib
 
@@ -191,13 +215,20 @@ def calibrate(lfw: Path, count: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=("table", "calibrate"))
-    parser.add_argument("--lfw", type=Path, required=True, help="LFW folder with deepfunneled/ and meta/ (View 1 pair files)")
+    parser.add_argument("what", choices=("table", "compare", "calibrate"))
+    parser.add_argument("--lfw", type=Path, help="LFW folder with deepfunneled/ and meta/ (View 1 pair files)")
     parser.add_argument("--pictures", type=int, default=1200, help="calibrate: distinct pairsDevTrain.txt pictures")
-    parser.add_argument("--scores", type=Path, help="table: also write every row's pair scores (and labels) to this .npz")
+    parser.add_argument("--scores", type=Path, help="table: also write every row's pair scores (and labels) to this .npz; "
+                                                      "compare: the file to read")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    if args.what == "table":
+    if args.what == "compare":
+        if args.scores is None:
+            parser.error("compare needs --scores FILE.npz (written by table --scores)")
+        compare(args.scores)
+    elif args.lfw is None:
+        parser.error(f"{args.what} needs --lfw")
+    elif args.what == "table":
         table(args.lfw, args.scores)
     else:
         calibrate(args.lfw, args.pictures)
