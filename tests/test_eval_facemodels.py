@@ -1,6 +1,6 @@
 """Pretrained pixel-domain face models (cdfv.eval.facemodels): dlib's ResNet descriptor on real
-thesis-aligned LFW faces, an ArcFace-style ONNX file checked against the torch net it was exported
-from, and cdfv-eval end to end with --image-model dlib."""
+thesis-aligned LFW faces, its torch port checked against dlib's own C++, an ArcFace-style ONNX file
+checked against the torch net it was exported from, and cdfv-eval end to end with --image-model dlib."""
 from __future__ import annotations
 
 import hashlib
@@ -17,8 +17,8 @@ from click.testing import CliRunner
 
 from cdfv.eval.cli import main
 from cdfv.eval.facemodels import (
-    ARCFACE_TEMPLATE, DLIB_FILES, InputMismatch, OnnxFaceModel, dlib_model_files, load_face_model,
-    similarity_transform,
+    ARCFACE_TEMPLATE, DLIB_BOX_CENTRE, DLIB_BOX_SIDE, DLIB_FILES, DlibNativeFaceModel, InputMismatch, OnnxFaceModel, dlib_model_files,
+    dlib_rectangle, load_face_model, similarity_transform,
 )
 from cdfv.eval.protocol import Pair, read_pairs
 from cdfv.eval.scores import read_scores
@@ -57,6 +57,13 @@ def dlib_model():
     return load_face_model("dlib")
 
 
+@pytest.fixture(scope="module")
+def dlib_native():
+    model = DlibNativeFaceModel(workers=1)  # one process: the faces are few
+    yield model
+    model.close()
+
+
 def _embed_all(model, lfw: dict) -> dict[str, np.ndarray]:
     keys = sorted(lfw["faces"])
     emb = model.embed(np.stack([lfw["faces"][k] for k in keys]), [lfw["metas"][k] for k in keys])
@@ -81,13 +88,13 @@ def frontal(lfw: dict) -> list[str]:
 
 
 def test_dlib_landmarks_land_on_eyes_and_nose(dlib_model, lfw: dict) -> None:
-    """The 5 points fitted in the fixed rectangle of each aligned frontal face agree with
-    RetinaFace's: dlib's eye-corner pairs centre on RetinaFace's eyes, its under-nose point sits
+    """The 5 points fitted in each aligned frontal face's box (placed by its stored landmarks) agree
+    with RetinaFace's: dlib's eye-corner pairs centre on RetinaFace's eyes, its under-nose point sits
     below the nose tip and above the mouth."""
     for key in frontal(lfw):
-        shape = dlib_model.landmarks(lfw["faces"][key])
-        dl = np.array([[shape.part(i).x, shape.part(i).y] for i in range(5)], dtype=float)
         rf = np.array(lfw["metas"][key]["align"]["landmarks"])  # right eye, left eye, nose, mouth corners
+        shape = dlib_model.shapes([lfw["faces"][key]], [rf])[0]
+        dl = np.array([[shape.part(i).x, shape.part(i).y] for i in range(5)], dtype=float)
         eye_distance = np.linalg.norm(rf[1] - rf[0])
         eyes = np.array([dl[2:4].mean(0), dl[0:2].mean(0)])  # dlib: 0-1 image-right eye corners, 2-3 image-left
         assert np.linalg.norm(eyes - rf[:2], axis=1).max() < 0.25 * eye_distance, key
@@ -105,21 +112,68 @@ def test_dlib_same_people_score_higher_than_different_people(dlib_model, lfw: di
     assert np.mean(genuine) - np.mean(impostor) > 0.05, (genuine, impostor)
 
 
-def test_dlib_model_id_is_the_hash_of_its_weight_files(dlib_model) -> None:
+def test_dlib_model_ids_are_the_hash_of_its_weight_files_and_tell_port_from_native(dlib_model, dlib_native) -> None:
     h = hashlib.sha256()
     for path in dlib_model_files():
         assert path.name in DLIB_FILES
         h.update(path.read_bytes())
-    info = dlib_model.info
-    assert info["model_id"] == f"dlib-resnet-v1:sha256-{h.hexdigest()[:16]}"
-    assert (info["arch"], info["input_kind"], info["embedding_dim"], info["untrained"]) == ("dlib-resnet-v1", "image", 128, False)
-    assert info["preprocessing"]["num_jitters"] == 0 and info["preprocessing"]["padding"] == 0.25
+    digest = h.hexdigest()[:16]
+    assert dlib_model.info["model_id"] == f"dlib-resnet-v1:sha256-{digest}"
+    assert dlib_native.info["model_id"] == f"dlib-resnet-v1-native:sha256-{digest}"
+    for model, arch in ((dlib_model, "dlib-resnet-v1"), (dlib_native, "dlib-resnet-v1-native")):
+        info = model.info
+        assert (info["arch"], info["input_kind"], info["embedding_dim"], info["untrained"]) == (arch, "image", 128, False)
+        assert info["preprocessing"]["num_jitters"] == 0 and info["preprocessing"]["padding"] == 0.25
 
 
-def test_dlib_refuses_faces_its_rectangle_does_not_fit(dlib_model, lfw: dict) -> None:
+AGREEMENT = 1e-4  # port against dlib-native: pair scores, and 1 - cosine of each face's two embeddings
+
+
+def test_dlib_port_scores_as_dlib_native(dlib_model, dlib_native, lfw: dict) -> None:
+    """The torch port and dlib's own C++ give the same score to every real pair and the same
+    embedding to every face (1e-4), and the comparison can tell a wrong port: one that sees BGR, or
+    convolves instead of correlating (every kernel flipped), misses by far more (measured: 0.012 and
+    0.08 on a pair score, 0.022 and 0.22 in 1 - cosine of a face)."""
+    keys = sorted(lfw["faces"])
+    faces, metas = np.stack([lfw["faces"][k] for k in keys]), [lfw["metas"][k] for k in keys]
+
+    def compare(model) -> tuple[float, float]:
+        emb = dict(zip(keys, model.embed(faces, metas)))
+        scores = [[e[p.probe] @ e[p.reference] for p in lfw["pairs"]] for e in (emb, native)]
+        return float(np.abs(np.subtract(*scores)).max()), max(1.0 - float(emb[k] @ native[k]) for k in keys)
+
+    native = dict(zip(keys, dlib_native.embed(faces, metas)))
+    score_gap, face_gap = compare(dlib_model)
+    assert score_gap < AGREEMENT and face_gap < AGREEMENT
+    swapped = load_face_model("dlib")
+    net = swapped.network.model
+    with torch.no_grad():
+        net.con.weight.copy_(net.con.weight.flip(1))
+        net.mean.copy_(net.mean.flip(0))
+    flipped = load_face_model("dlib")
+    with torch.no_grad():
+        for conv in flipped.network.model.modules():
+            if isinstance(conv, torch.nn.Conv2d):
+                conv.weight.copy_(conv.weight.flip(2, 3))
+    for corrupt in (swapped, flipped):
+        score_gap, face_gap = compare(corrupt)
+        assert score_gap > 10 * AGREEMENT and face_gap > 100 * AGREEMENT
+
+
+def test_dlib_box_follows_the_stored_landmarks() -> None:
+    """The box is the template's on template landmarks and moves and scales with the face."""
+    template = ARCFACE_TEMPLATE * 2.0
+    left, top, right, bottom = dlib_rectangle(template)
+    assert right - left + 1 == bottom - top + 1 == pytest.approx(DLIB_BOX_SIDE, abs=1)
+    assert ((left + right + 1) / 2, (top + bottom + 1) / 2) == pytest.approx(DLIB_BOX_CENTRE, abs=0.5)
+    moved = dlib_rectangle(template * 0.5 + [30.0, 20.0])
+    assert moved == pytest.approx(((left + 60) / 2, (top + 40) / 2, (right + 60) / 2, (bottom + 40) / 2), abs=1)
+
+
+def test_dlib_refuses_faces_without_landmarks(dlib_model, lfw: dict) -> None:
     key = sorted(lfw["faces"])[0]
     meta = {"key": key, "align": {"method": "none", "scale": 0.896, "pad": [0, 0]}}
-    with pytest.raises(InputMismatch, match=f"sample '{key}'.*align.method='none'"):
+    with pytest.raises(InputMismatch, match=f"sample '{key}': no 5-point landmarks.*align.landmarks.*dlib places its face box"):
         dlib_model.embed(lfw["faces"][key][None], [meta])
 
 
@@ -127,7 +181,9 @@ def test_dlib_flip_averages_the_mirror(lfw: dict) -> None:
     keys = sorted(lfw["faces"])[:2]
     faces, metas = np.stack([lfw["faces"][k] for k in keys]), [lfw["metas"][k] for k in keys]
     plain, flipped = load_face_model("dlib"), load_face_model("dlib", flip=True)
-    mirrored = plain.embed(np.ascontiguousarray(faces[:, :, ::-1]), metas)
+    mirrored_metas = [{"align": {"landmarks": [[224 - x, y] for x, y in np.array(m["align"]["landmarks"])[[1, 0, 2, 4, 3]]]}}
+                      for m in metas]
+    mirrored = plain.embed(np.ascontiguousarray(faces[:, :, ::-1]), mirrored_metas)
     expected = plain.embed(faces, metas) + mirrored
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
     np.testing.assert_allclose(flipped.embed(faces, metas), expected, atol=1e-6)
@@ -263,7 +319,7 @@ def test_cdfv_eval_with_dlib_end_to_end(dlib_model, lfw: dict, tmp_path: Path) -
         table, meta = read_scores(path)
         rows = table.to_pylist()
         assert {r["model_id"] for r in rows} == {dlib_id} and meta["model"]["model_id"] == dlib_id
-        assert meta["model"]["preprocessing"]["rect"] == [29, 36, 201, 219]
+        assert meta["model"]["preprocessing"]["box_side"] == DLIB_BOX_SIDE
         runs[path.stem] = rows
     assert sorted(runs) == ["dlib-resnet-v1_jpeg-quality_q30", "dlib-resnet-v1_original"]
     emb = _embed_all(dlib_model, lfw)
@@ -280,4 +336,4 @@ def test_cdfv_eval_with_dlib_end_to_end(dlib_model, lfw: dict, tmp_path: Path) -
     result = CliRunner().invoke(main, ["--pairs", str(lfw["pairs_file"]), "--faces", str(loose), "--image-model", "dlib",
                                        "--bootstrap", "0", "--out", str(tmp_path / "loose")])
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert re.search(r"Error: shard set 'faces-loose', sample '\w+': dlib's landmark rectangle .* align.method='none'", result.output), result.output
+    assert re.search(r"Error: shard set 'faces-loose', sample '\w+': no 5-point landmarks", result.output), result.output
