@@ -92,7 +92,7 @@ def table(lfw: Path, scores_file: Path | None) -> None:
 
     pairs = read_pairs(lfw / "meta" / "pairsDevTest.txt")
     keys = sorted({k for p in pairs for k in (p.probe, p.reference)})
-    detector = RetinaFaceOnnx(providers=["CPUExecutionProvider"], threads=1)
+    detector = RetinaFaceOnnx(providers=["CPUExecutionProvider"])
     hog = dlib.get_frontal_face_detector()
     port, native = DlibFaceModel("cpu"), DlibNativeFaceModel(workers=1)
     former = dlib.rectangle(*FORMER_BOX)
@@ -186,7 +186,7 @@ def calibrate(lfw: Path, count: int) -> None:
     for p in read_pairs(lfw / "meta" / "pairsDevTrain.txt"):
         keys += [k for k in (p.probe, p.reference) if k not in keys]
     keys = keys[:count]
-    detector = RetinaFaceOnnx(providers=["CPUExecutionProvider"], threads=1)
+    detector = RetinaFaceOnnx(providers=["CPUExecutionProvider"])
     hog = dlib.get_frontal_face_detector()
     template = ARCFACE_TEMPLATE * 2.0
     centres, sides, missed = [], [], 0

@@ -15,7 +15,9 @@ from typing import Any
 import click
 
 from cdfv.logs import log_to_stderr
+from cdfv.options import common_options, version_option
 from cdfv.outlock import LOCK_NAME, output_lock
+from cdfv.shards import atomic_write_bytes
 
 from .scores import POLICIES
 
@@ -32,7 +34,7 @@ class DefaultRun(click.Group):
     missing face under --missing error) as one line instead of a traceback."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args and args[0].startswith("-") and args[0] not in ("--help", "-h"):
+        if args and args[0].startswith("-") and args[0] not in ("--help", "-h", "--version"):
             args = ["run", *args]
         return super().parse_args(ctx, args)
 
@@ -64,6 +66,7 @@ def default_device() -> str:
 
 
 @click.group(cls=DefaultRun, context_settings={"help_option_names": ["-h", "--help"]})
+@version_option
 def main() -> None:
     """Face verification on the LFW protocol: original anchor (both faces original), decoded
     anchors (probe = first image of each pair decoded, reference original) and compressed-domain
@@ -109,6 +112,7 @@ def main() -> None:
                    "pairs it loses are missing, with the reason, under the --missing policy")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("results"), show_default=True,
               help="writes scores/<run>.parquet and report/ (metrics.csv/.md/.json, bd.csv/.json, rd-<codec>.json, plots)")
+@common_options
 def run(pairs_path: Path, faces: str | None, image_model: str | None, onnx_channels: str, decoded_sets: tuple[str, ...],
         compressed_runs: tuple[str, ...], no_original: bool, root: Path | None, missing: str, flip: bool,
         device: str, precision: str, batch_size: int, bootstrap: int, bd_anchor: str | None, damaged: str, out: Path) -> None:
@@ -165,6 +169,7 @@ def run(pairs_path: Path, faces: str | None, image_model: str | None, onnx_chann
 @click.option("--bootstrap", default=1000, show_default=True, help=BOOTSTRAP_HELP)
 @click.option("--seed", default=0, show_default=True, help="bootstrap seed")
 @click.option("--bd-anchor", metavar="LINE", help=BD_ANCHOR_HELP)
+@common_options
 def report(score_files: tuple[Path, ...], out: Path, bootstrap: int, seed: int, bd_anchor: str | None) -> None:
     """Metrics table (Markdown, CSV, JSON), Bjontegaard deltas, rate-distortion JSON per codec and
     plots across scores files."""
@@ -198,6 +203,7 @@ def report(score_files: tuple[Path, ...], out: Path, bootstrap: int, seed: int, 
 @click.option("--warmup", default=5, show_default=True, help="untimed batches first")
 @click.option("--width", default=64, show_default=True, help="width of the default untrained models for timing (64 = thesis models)")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="also write the table as CSV")
+@common_options
 def complexity(qualities: str, codec: str, image_model: str | None, compressed_models: tuple[str, ...],
                codec_weights: str | None, timed: bool, device: str, precision: str, batch_pairs: int, repeats: int,
                warmup: int, width: int, out: Path | None) -> None:
@@ -218,8 +224,6 @@ def complexity(qualities: str, codec: str, image_model: str | None, compressed_m
     for note in notes:
         click.echo(note)
     if out is not None:
-        from cdfv.shards import atomic_write_bytes
-
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()

@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cdfv import progress
 from cdfv.pipeline.codecs import CodecSpec
 from cdfv.shards.spec import CODED_SIZE, FACE_PIXELS, FACE_SIZE
 from cdfv.trainer.macs import TransposedAt, count_macs
@@ -197,12 +198,14 @@ class Timing:
 
 
 def time_step(step: Callable[[], Any], device: torch.device, batch_pairs: int,
-              repeats: int = 50, warmup: int = 5) -> Timing:
+              repeats: int = 50, warmup: int = 5, advance: Callable[[int], object] = lambda n: None) -> Timing:
     """Mean and spread of `repeats` timed batches after `warmup` untimed ones; on CUDA each batch
-    is closed by a synchronisation so the time covers the kernels, not their launch."""
+    is closed by a synchronisation so the time covers the kernels, not their launch. `advance(1)`
+    after each batch, outside the timed span (a progress bar)."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(warmup):
         step()
+        advance(1)
     sync()
     times = []
     for _ in range(repeats):
@@ -210,6 +213,7 @@ def time_step(step: Callable[[], Any], device: torch.device, batch_pairs: int,
         step()
         sync()
         times.append(1e3 * (time.perf_counter() - start))
+        advance(1)
     spread = statistics.stdev(times) if len(times) > 1 else 0.0
     return Timing(statistics.fmean(times), spread, batch_pairs, repeats)
 
@@ -256,7 +260,8 @@ def model_macs(model: nn.Module, channels: int, side: int) -> int:
 def thesis_model(arch: str, in_channels: int | None = None, timed: FaceModel | None = None) -> ReportModel:
     """A thesis-size (width 64) untrained architecture, counted on the meta device (counting needs
     shapes, not arithmetic); `timed` is the model that stands for it in the time columns."""
-    from cdfv.trainer.models import INPUT_KIND, INPUT_SIZE, build_model
+    from cdfv.trainer.archs import INPUT_KIND, INPUT_SIZE
+    from cdfv.trainer.models import build_model
 
     with torch.device("meta"):
         model = build_model(arch, in_channels=in_channels)
@@ -338,10 +343,12 @@ def solutions(image: ReportModel, codecs: Sequence[ReportCodec], latents: Sequen
                          latent.macs, latent.macs))
         steps.append(lambda latent=latent: pair_step("compressed", latent.model, timing.batch_pairs))
     if timing is not None:
-        for row, make_step in zip(rows, steps):
-            t = time_step(make_step(), timing.device, timing.batch_pairs, timing.repeats, timing.warmup)
-            row.update({"ms_per_batch": t.ms_per_batch, "ms_per_batch_std": t.ms_per_batch_std, "ms_per_pair": t.ms_per_pair,
-                        "pairs_per_s": t.pairs_per_s, "batch_pairs": t.batch_pairs, "repeats": t.repeats})
+        with progress.bar(len(rows) * (timing.warmup + timing.repeats), "timing", unit="batch") as bar:
+            for row, make_step in zip(rows, steps):
+                bar.set_postfix(solution=row["solution"])
+                t = time_step(make_step(), timing.device, timing.batch_pairs, timing.repeats, timing.warmup, bar.update)
+                row.update({"ms_per_batch": t.ms_per_batch, "ms_per_batch_std": t.ms_per_batch_std, "ms_per_pair": t.ms_per_pair,
+                            "pairs_per_s": t.pairs_per_s, "batch_pairs": t.batch_pairs, "repeats": t.repeats})
     return rows
 
 

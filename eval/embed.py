@@ -1,7 +1,7 @@
 """Embeddings per image, not per pair: a shard set is streamed once and only the keys the pair
 list names are embedded, so a face used by many pairs costs one forward pass. Any face model
 (cdfv.eval.facemodels) takes each batch with its samples' json metadata (dlib and ONNX models
-read the alignment and landmarks there)."""
+read the alignment and landmarks there). A progress bar counts the faces embedded, batch by batch."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from cdfv import progress
 from cdfv.shards import Damage, ShardSet
 from cdfv.shards import spec
 
@@ -43,6 +44,7 @@ def embed_keys(embedder: FaceModel, shard_set: ShardSet, keys: set[str], batch_s
     member = spec.IMAGE if shard_set.kind == "image" else spec.LATENT
     result = EmbeddedSet(shard_set.name)
     pending: list[tuple[str, np.ndarray]] = []
+    bar = progress.bar(len(keys), f"embed {shard_set.name} ({embedder.info['arch']})", unit=shard_set.kind)
 
     def flush() -> None:
         batch = np.stack([a for _, a in pending])
@@ -54,18 +56,21 @@ def embed_keys(embedder: FaceModel, shard_set: ShardSet, keys: set[str], batch_s
             raise InputMismatch(f"shard set {shard_set.name!r}, {e}") from e
         for (key, _), vector in zip(pending, emb):
             result.embeddings[key] = vector
+        bar.update(len(pending))
         pending.clear()
 
-    for sample in shard_set.samples((member, spec.META), damage=damage):
-        key = sample["__key__"]
-        if key not in keys or key in result.meta:
-            continue
-        result.meta[key] = sample.get(spec.META, {})
-        pending.append((key, sample[member]))
-        if len(pending) == batch_size:
+    with bar:
+        for sample in shard_set.samples((member, spec.META), damage=damage):
+            key = sample["__key__"]
+            if key not in keys or key in result.meta:
+                continue
+            result.meta[key] = sample.get(spec.META, {})
+            pending.append((key, sample[member]))
+            if len(pending) == batch_size:
+                flush()
+        if pending:
             flush()
-    if pending:
-        flush()
+        bar.set_postfix(absent=len(keys) - len(result.embeddings))
     lost = damage.lost[seen:]
     result.damaged = {x.key: f"damaged sample in {x.shard}: {x.problem}" for x in lost if x.key in keys}
     skipped = "; ".join(f"{x.shard}: {x.problem}" for x in lost if x.key is None)

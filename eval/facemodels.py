@@ -38,7 +38,6 @@ import concurrent.futures
 import hashlib
 import importlib.util
 import multiprocessing
-import os
 import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -48,6 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cdfv import threads
 from cdfv.pipeline.align import ARCFACE_TEMPLATE_112 as ARCFACE_TEMPLATE
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
@@ -358,7 +358,7 @@ class DlibNativeFaceModel(DlibModel):
     def __init__(self, flip: bool = False, workers: int | None = None) -> None:
         super().__init__(flip)
         self.recogniser = self._dlib.face_recognition_model_v1(str(self.weights[0]))
-        self.workers = workers or os.cpu_count() or 1
+        self.workers = workers or threads.cores()
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
 
     def _descriptors(self, faces: list[np.ndarray], landmarks: list[np.ndarray]) -> np.ndarray:
@@ -402,7 +402,7 @@ class OnnxFaceModel(FaceModel):
         cuda = torch.device(device).type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers()
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
         try:
-            self.session = ort.InferenceSession(str(path), providers=providers)
+            self.session = ort.InferenceSession(str(path), sess_options=threads.onnx_session_options(), providers=providers)
         except Exception as e:  # onnxruntime raises its own types for foreign files
             raise ValueError(f"{path}: not an ONNX model onnxruntime can load ({type(e).__name__}: {e})") from e
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()

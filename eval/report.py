@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cdfv.atomic import atomic_directory
+from cdfv.provenance import describe
 
 from .bd import INTERPOLATION, MIN_POINTS, compare
 from .markdown import cell, note_column, table
@@ -82,7 +83,7 @@ def metrics_markdown(runs: list[Run]) -> list[str]:
                                for r in rows]
     columns["1e-3 point set by"] = [f"impostor #{r['tar_at_far_1e-3_impostors_above'] + 1} of {r['impostor_pairs']}" for r in rows]
     columns["missing"] = [f"{r['missing']}/{r['pairs']}" for r in rows]
-    return table(list(columns), [list(row) for row in zip(*columns.values())]) + ["", METRICS_NOTE]
+    return [f"Made by {describe()}.", "", *table(list(columns), [list(row) for row in zip(*columns.values())]), "", METRICS_NOTE]
 
 
 def rd_file(codec: str) -> str:

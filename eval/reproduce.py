@@ -23,14 +23,15 @@ from typing import Any, Callable
 
 import click
 
-from cdfv.eval.facemodels import DLIB_ARCH
+from cdfv.options import common_options, passed_on, version_option
 from cdfv.pipeline.codecs import CodecSpec
 from cdfv.pipeline.naming import set_name
+from cdfv.provenance import provenance
+from cdfv.shards import atomic_write_bytes
 
 CODEC = "bmshj2018-hyperprior"
 ANCHORS = ("jpeg", "jpeg2000", "hevc-intra")
 DLIB = "dlib"
-BD_ANCHOR = f"{DLIB_ARCH} decoded {CODEC}-mse"  # the report's line (model, mode, codec) of dlib on the learned codec's decoded faces
 
 
 @dataclass(frozen=True)
@@ -156,8 +157,8 @@ class Steps:
         click.secho(f"[{name}]", bold=True)
         started = time.perf_counter()
         extra = body() or {}
-        record = {"step": name, "seconds": round(time.perf_counter() - started, 1), **extra}
-        (self.dir / f"{name}.json").write_text(json.dumps(record, indent=1))
+        record = {"step": name, "seconds": round(time.perf_counter() - started, 1), **extra, "provenance": provenance()}
+        atomic_write_bytes(self.dir / f"{name}.json", json.dumps(record, indent=1).encode())
 
     def command(self, group: click.Command, prog: str, args: list[Any]) -> None:
         """Runs one cdfv command in-process as a user would type it."""
@@ -167,7 +168,7 @@ class Steps:
         with open(self.log, "a") as f:
             f.write(line + "\n")
         try:
-            group.main(args=argv, prog_name=prog, standalone_mode=False)
+            group.main(args=argv + passed_on(), prog_name=prog, standalone_mode=False)
         except click.ClickException as e:
             raise click.ClickException(f"{line}\n  failed: {e.format_message()}") from e
         except SystemExit as e:  # cdfv-train reports its error and exits 2
@@ -241,6 +242,7 @@ def link_folders(layout: Layout, preset: Preset) -> dict[str, Any]:
 
 def reproduce(layout: Layout, preset: Preset, qualities: tuple[int, ...], device: str) -> None:
     from cdfv.eval.cli import main as evaluate
+    from cdfv.eval.facemodels import DLIB_ARCH
     from cdfv.pipeline.cli import main as prep
     from cdfv.trainer.cli import main as train
 
@@ -304,7 +306,7 @@ def reproduce(layout: Layout, preset: Preset, qualities: tuple[int, ...], device
         "--out", results / "resnet50"]))
     steps.run("report", lambda: steps.command(evaluate, "cdfv-eval", [
         "report", *sorted((results / "dlib" / "scores").glob("*.parquet")), *sorted((results / "resnet50" / "scores").glob("*.parquet")),
-        "--bd-anchor", BD_ANCHOR, "--out", layout.report]))
+        "--bd-anchor", f"{DLIB_ARCH} decoded {CODEC}-mse", "--out", layout.report]))  # dlib on the learned codec's decoded faces
     steps.run("table7", lambda: steps.command(evaluate, "cdfv-eval", [
         "complexity", "--qualities", quality_list, "--image-model", DLIB, "--codec-weights", weights,
         *sum((["--compressed", layout.student(q)] for q in qualities), []), "--time", *dev,
@@ -340,6 +342,7 @@ def write_summary(layout: Layout, preset: Preset, qualities: tuple[int, ...], st
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@version_option
 @click.option("--data", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True,
               help="Data folder laid out like ../shared/data: lfw/deepfunneled, lfw/meta, celeba-subset, celeba-more, natural.")
 @click.option("--pairs", type=click.Path(dir_okay=False, path_type=Path),
@@ -352,6 +355,7 @@ def write_summary(layout: Layout, preset: Preset, qualities: tuple[int, ...], st
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("reproduction"), show_default=True,
               help="Working directory; a re-run resumes in it.")
+@common_options
 def main(data: Path, pairs: Path | None, images: Path | None, preset: str, qualities: str, device: str, out: Path) -> None:
     """Reproduce the thesis comparison on real faces: codecs, compressed-domain students distilled
     from dlib, anchors, evaluation, Table 7 and a summary."""
@@ -380,5 +384,5 @@ def main(data: Path, pairs: Path | None, images: Path | None, preset: str, quali
             raise click.UsageError(f"{out} holds a run with other settings ({', '.join(differs)} differ, see {earlier}): "
                                    "give another --out, or the same settings to resume it")
     else:
-        earlier.write_text(json.dumps(record, indent=1))
+        atomic_write_bytes(earlier, json.dumps(record, indent=1).encode())
     reproduce(layout, chosen, qs, device)

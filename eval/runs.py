@@ -11,6 +11,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from cdfv import progress
+from cdfv.provenance import provenance
+
 from .metrics import summarize
 from .scores import read_scores
 
@@ -64,13 +67,15 @@ def load_run(path: Path, replicates: int = 1000, seed: int = 0) -> Run:
         **summarize(labels[kept], scores[kept], folds[kept], replicates, seed),
         "source": str(path),
         "untrained": bool((meta.get("model") or {}).get("untrained")) or bool(meta.get("untrained_codec")),
+        "provenance": {"scores": meta.get("provenance"), "report": provenance()},  # the software that scored, and that measured
     }
     return Run(first["run"], first["mode"], labels[kept], scores[kept], row, meta)
 
 
 def load_runs(paths: list[Path], replicates: int = 1000, seed: int = 0) -> list[Run]:
     """The runs of a report in natural order of their names, whatever order the files came in."""
-    return sorted((load_run(Path(p), replicates, seed) for p in paths), key=lambda r: natural_key(r.name))
+    bar = progress.bar(len(paths), "metrics", unit="run", iterable=paths)
+    return sorted((load_run(Path(p), replicates, seed) for p in bar), key=lambda r: natural_key(r.name))
 
 
 def line_name(run: Run) -> str:

@@ -16,16 +16,19 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cdfv.provenance import provenance
 from cdfv.shards import atomic_write_bytes
 
-from .embed import EmbeddedSet
 from .protocol import Pair
+
+if TYPE_CHECKING:  # embedding loads the face models (torch): the command line reads POLICIES without it
+    from .embed import EmbeddedSet
 
 POLICIES = ("error", "skip", "min-score", "worst-score")
 MODES = ("original", "decoded", "compressed")
@@ -121,8 +124,9 @@ def score_pairs(
 
 
 def write_scores(path: Path, table: pa.Table, run_meta: dict[str, Any]) -> None:
-    """Writes the table with the run's provenance (pairs file, policy, counts) in the file's
-    key-value metadata under 'cdfv.eval'."""
+    """Writes the table with the run's provenance (pairs file, policy, counts, and the software
+    and machine that scored it: cdfv.provenance) in the file's key-value metadata under 'cdfv.eval'."""
+    run_meta = {**run_meta, "provenance": provenance()}
     table = table.replace_schema_metadata({RUN_META_KEY: json.dumps(run_meta, sort_keys=True).encode()})
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)

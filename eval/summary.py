@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cdfv.provenance import describe
 from cdfv.shards import atomic_write_bytes
 
 from .complexity import DECIMALS, markdown_table
@@ -142,6 +143,8 @@ def write_reproduction_summary(layout: "Layout", preset: "Preset", qualities: tu
         f"**What this is:** the thesis comparison (chapter 6) re-run with models trained here on a few thousand CelebA faces and "
         f"codecs trained here, preset `{preset.name}`, evaluated on `{layout.pairs}`. It is not the thesis's setting: no VGGFace2, "
         f"no CompressAI pretrained weights. Every figure below comes from this run; the commands are at the end.",
+        "",
+        f"**Software:** {describe()} (each step's record in `steps/` and each scores file name the software that made it).",
         "",
         "## Data",
         f"- training faces: CelebA photos from `{layout.data / 'celeba-subset'}` and `{layout.data / 'celeba-more'}`: "

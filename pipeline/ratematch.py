@@ -8,10 +8,12 @@ matching fails and says which neighbours bracket the target rather than pretendi
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
+from tqdm import tqdm
 
+from cdfv import progress
 from cdfv.pipeline.conventional import Codec
 
 MAX_STEPS = 40  # bisection steps for a continuous parameter (its range is at most ~2**10 wide)
@@ -27,9 +29,13 @@ class RateMatch(NamedTuple):
     mean_bpp: float
 
 
-def mean_bpp(codec: Codec, faces: list[np.ndarray], value: float) -> float:
-    """Mean payload rate of the faces coded at value."""
-    return float(np.mean([codec.code(face, value).bpp for face in faces]))
+def mean_bpp(codec: Codec, faces: list[np.ndarray], value: float, advance: Callable[[int], object] = lambda n: None) -> float:
+    """Mean payload rate of the faces coded at value; `advance(1)` after each face."""
+    rates = []
+    for face in faces:
+        rates.append(codec.code(face, value).bpp)
+        advance(1)
+    return float(np.mean(rates))
 
 
 def _midpoint(codec: Codec, a: float, b: float) -> float:
@@ -43,11 +49,18 @@ def match_rate(codec: Codec, faces: list[np.ndarray], target_bpp: float, toleran
         raise ValueError("rate matching needs at least one face")
     if target_bpp <= 0 or tolerance <= 0:
         raise ValueError(f"target_bpp and tolerance must be positive, got {target_bpp}, {tolerance}")
+    with progress.bar(None, f"{codec.name} rate match ({len(faces)} faces a trial)", unit="img") as trials:
+        return _bisect(codec, faces, target_bpp, tolerance, trials)
+
+
+def _bisect(codec: Codec, faces: list[np.ndarray], target_bpp: float, tolerance: float, trials: tqdm) -> RateMatch:
+    """match_rate's search; each trial codes every face, counted on `trials`."""
     rates: dict[float, float] = {}
 
     def rate(value: float) -> float:
         if value not in rates:
-            rates[value] = mean_bpp(codec, faces, value)
+            rates[value] = mean_bpp(codec, faces, value, trials.update)
+            trials.set_postfix({codec.parameter: f"{value:g}", "bpp": f"{rates[value]:.4f}"})
         return rates[value]
 
     def error(value: float) -> float:

@@ -16,14 +16,14 @@ from typing import Any, Callable, Protocol, Sequence, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm import tqdm
-
+from cdfv import progress
 from cdfv.outlock import LOCK_NAME, output_lock
 from cdfv.shards import atomic_write_bytes, remove_stale_temporaries
 
 from .ledger import Ledger, begin_runs
 
 T = TypeVar("T")
+Advance = Callable[[int], None]  # a stage reports inputs done as it goes (per batch or picture), for the progress bar
 
 
 class StrictFailure(RuntimeError):
@@ -130,10 +130,22 @@ def reason_kind(reject: Reject) -> str:
     return reason.split(":")[0].strip()
 
 
+class ChunkShare:
+    """A chunk's share of the progress bar: what its stage reports, never more than its inputs."""
+
+    def __init__(self, bar: Any, inputs: int) -> None:
+        self.bar, self.left = bar, inputs
+
+    def __call__(self, done: int) -> None:
+        done = min(done, self.left)
+        self.left -= done
+        self.bar.update(done)
+
+
 def run_chunks(
     stage: str,
     chunks: list[list[T]],
-    process: Callable[[list[T]], ChunkResult],
+    process: Callable[[list[T], Advance], ChunkResult],
     sinks: dict[str, ChunkSink],
     options: dict[str, dict[str, Any]],
     inputs_of: Callable[[list[T]], list[str]],
@@ -146,7 +158,8 @@ def run_chunks(
     rejects, then its outputs, then the ledger's record that the chunk is done; each sink's
     `options` and each chunk's inputs (`inputs_of`) must match what an earlier run recorded there
     (pipeline.ledger). A second run of the same part into one of the sets is refused while this
-    one runs."""
+    one runs. `process` moves the progress bar as it works through a chunk; whatever it leaves
+    unreported (rejected inputs) is counted when the chunk is done."""
     with ExitStack() as held:  # one writer per part of each output set (cdfv.outlock)
         tag = f"p{part:03d}of{parts:03d}"
         for sink in sinks.values():
@@ -165,7 +178,7 @@ def _run_chunks(stage: str, chunks: list[list[T]], process: Callable[[list[T]], 
     stats = RunStats(stage)
     start = time.perf_counter()
     total = sum(count(c) for c in chunks)
-    with tqdm(total=total, desc=stage, unit="img", dynamic_ncols=True) as bar:
+    with progress.bar(total, stage, unit="img") as bar:
         for c, chunk in enumerate(chunks):
             stats.chunks += 1
             n = count(chunk)
@@ -173,7 +186,8 @@ def _run_chunks(stage: str, chunks: list[list[T]], process: Callable[[list[T]], 
                 stats.resumed_chunks += 1
                 bar.update(n)
                 continue
-            result = process(chunk)
+            share = ChunkShare(bar, n)
+            result = process(chunk, share)
             if strict and result.rejects:
                 r = result.rejects[0]
                 raise StrictFailure(f"{r.source}: {r.reason} (stage {r.stage}; --strict stops at the first reject)")
@@ -187,7 +201,7 @@ def _run_chunks(stage: str, chunks: list[list[T]], process: Callable[[list[T]], 
             stats.inputs += n
             stats.rejects.extend(result.rejects)
             stats.counters.update(result.stats)
-            bar.update(n)
+            share(share.left)
             bar.set_postfix(rejects=len(stats.rejects))
     stats.seconds = time.perf_counter() - start
     return stats

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import zlib
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
 
-from cdfv import __version__, shards
+from cdfv import shards
 from cdfv.outlock import output_lock
+from cdfv.provenance import provenance
 from cdfv.shards import spec as S
 
 from .align import align, prealigned
@@ -24,6 +25,7 @@ from .ledger import LEDGER_LOCK, check_index
 from .naming import FACES, set_name
 from .quality import ms_ssim_batch, psnr
 from .runner import (
+    Advance,
     ChunkResult,
     ParquetChunks,
     Reject,
@@ -33,9 +35,8 @@ from .runner import (
     read_parquet_chunks,
     run_chunks,
 )
+from .settings import STREAM_OUTPUTS, RunOptions, StreamOptions
 from .sources import Dataset, Item, split_part
-
-NO_FACE_POLICIES = ("skip", "whole")  # skip: listed as reject; whole: treat the image as pre-aligned
 
 DETECTION_SCHEMA = pa.schema(
     [
@@ -46,17 +47,6 @@ DETECTION_SCHEMA = pa.schema(
         ("centred", pa.int32()), ("selected", pa.string()), ("detector", pa.string()),
     ]
 )
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    out: Path
-    part: int = 0
-    parts: int = 1
-    chunk_size: int = 1000
-    batch_size: int = 32
-    strict: bool = False
-    damage: shards.Damage = field(default_factory=shards.Damage)  # damaged input shards: error or skip
 
 
 @dataclass(frozen=True)
@@ -116,7 +106,7 @@ def _qualities(references: list[np.ndarray], decoded: list[np.ndarray]) -> list[
 
 def finish_set(o: RunOptions, name: str, kind: str, members: list[str], identities: list[str], meta: dict) -> dict:
     """Rebuilds the set's index from every shard on disk (all parts present)."""
-    return finish_index(o.out / name, name, kind, members, identities, {**meta, "cdfv_version": __version__})
+    return finish_index(o.out / name, name, kind, members, identities, {**meta, "provenance": provenance()})
 
 
 def finish_index(directory: Path, name: str, kind: str, members: list[str], identities: list[str], meta: dict) -> dict:
@@ -138,8 +128,9 @@ def _options(o: RunOptions, **options: Any) -> dict[str, Any]:
 
 
 def _input_identity(source: shards.ShardSet) -> dict[str, Any]:
-    """How an input set was made (its meta without the cdfv version that wrote it)."""
-    return {"set": source.name, "meta": {k: v for k, v in source.meta.items() if k != "cdfv_version"}}
+    """How an input set was made: its meta without the software that wrote it (cdfv_version in
+    sets written before provenance was recorded)."""
+    return {"set": source.name, "meta": {k: v for k, v in source.meta.items() if k not in ("provenance", "cdfv_version")}}
 
 
 # ---------------------------------------------------------------- detect
@@ -160,12 +151,13 @@ def run_detect(dataset: Dataset, detector: Detector, o: RunOptions, off_centre: 
     sink = ParquetChunks(directory, "detections", o.part, o.parts, DETECTION_SCHEMA)
     items = split_part(dataset.items, o.part, o.parts)
 
-    def process(chunk: list[Item]) -> ChunkResult:
+    def process(chunk: list[Item], advance: Advance) -> ChunkResult:
         rows, rejects = [], []
         for item in chunk:
             rgb = attempt("detect", item.key, item.source, lambda: read_image(dataset.path(item)), rejects)
             det = None if rgb is None else detect(detector, rgb, off_centre).as_dict()
             rows.append(detection_row(item, None if rgb is None else rgb.shape, det, detector.id))
+            advance(1)
         statuses = Counter(r["status"] for r in rows)
         return ChunkResult({"detections": rows}, rejects, Counter({f"status_{k}": v for k, v in statuses.items()}))
 
@@ -217,7 +209,7 @@ def run_align(
     """Aligned 224x224 original faces as an image shard set (the original anchor's input)."""
     items = split_part(dataset.items, o.part, o.parts)
 
-    def process(chunk: list[Item]) -> ChunkResult:
+    def process(chunk: list[Item], advance: Advance) -> ChunkResult:
         samples, rejects = [], []
         for item in chunk:
             def one() -> dict[str, Any]:
@@ -234,6 +226,7 @@ def run_align(
             sample = attempt("align", item.key, item.source, one, rejects)
             if sample is not None:
                 samples.append(sample)
+            advance(1)
         fallbacks = sum(1 for s in samples if s[S.META]["align"].get("fallback"))
         return ChunkResult({name: samples}, rejects, Counter(faces=len(samples), no_face_whole_image=fallbacks))
 
@@ -310,13 +303,14 @@ def run_encode(source: shards.ShardSet, codec: Codec, o: RunOptions, name: str) 
     if source.kind != "image":
         raise shards.ShardSetError(f"{source.directory}: encode needs an image shard set (faces), got kind {source.kind!r}")
 
-    def process(chunk: list[tuple[str, int]]) -> ChunkResult:
+    def process(chunk: list[shards.Shard], advance: Advance) -> ChunkResult:
         samples, rejects, nbytes = [], [], 0
         for batch in _batches(_samples(chunk, _reads(source, S.IMAGE, S.META), o, "encode", rejects), o.batch_size):
             for s, meta, e in _encode_batch(codec, batch, source.name, rejects):
                 samples.append({"__key__": s["__key__"], S.BITSTREAM: S.pack_bitstream(e.strings, e.shape),
                                 **carried(s), S.META: meta})
                 nbytes += meta["rate"]["bytes"]
+            advance(len(batch))
         return ChunkResult({name: samples}, rejects, Counter(encoded=len(samples), bytes=nbytes))
 
     options = _options(o, input=_input_identity(source), codec=codec.meta())
@@ -378,13 +372,14 @@ def run_entropy_decode(source: shards.ShardSet, codec: Codec, o: RunOptions, nam
         raise shards.ShardSetError(f"{source.directory}: entropy-decode needs a bitstream set (from encode), got {source.kind!r}")
     check_codec_matches(source, codec)
 
-    def process(chunk: list[tuple[str, int]]) -> ChunkResult:
+    def process(chunk: list[shards.Shard], advance: Advance) -> ChunkResult:
         samples, rejects = [], []
         for batch in _batches(_samples(chunk, _reads(source, S.BITSTREAM, S.META), o, "entropy-decode", rejects), o.batch_size):
             for s, y in _decode_batch(codec, batch, rejects):
                 meta = {**s[S.META], "devices": {**s[S.META]["devices"], "decode": codec.engine.device_type},
                         "latent": latent_meta(y, "entropy-decoded")}
                 samples.append({"__key__": s["__key__"], S.LATENT: y, **carried(s), S.META: meta})
+            advance(len(batch))
         return ChunkResult({name: samples}, rejects, Counter(latents=len(samples)))
 
     options = _options(o, input=_input_identity(source), codec=codec.meta())
@@ -404,7 +399,7 @@ def run_crop_latent(source: shards.ShardSet, o: RunOptions, name: str, size: int
     if source.kind != "latent":
         raise shards.ShardSetError(f"{source.directory}: crop-latent needs a latent set, got {source.kind!r}")
 
-    def process(chunk: list[tuple[str, int]]) -> ChunkResult:
+    def process(chunk: list[shards.Shard], advance: Advance) -> ChunkResult:
         samples, rejects = [], []
         for s in _samples(chunk, _reads(source, S.LATENT, S.META), o, "crop-latent", rejects):
             def one(s: dict = s) -> dict[str, Any]:
@@ -415,6 +410,7 @@ def run_crop_latent(source: shards.ShardSet, o: RunOptions, name: str, size: int
             out = attempt("crop-latent", s["__key__"], s[S.META]["source"], one, rejects)
             if out is not None:
                 samples.append(out)
+            advance(1)
         return ChunkResult({name: samples}, rejects, Counter(latents=len(samples)))
 
     options = _options(o, input=_input_identity(source), size=size)
@@ -437,12 +433,13 @@ def run_decode(source: shards.ShardSet, reference: shards.ShardSet, codec: Codec
         raise shards.ShardSetError(f"{source.directory}: decode needs a bitstream set (from encode), got {source.kind!r}")
     check_codec_matches(source, codec)
 
-    def process(chunk: list[tuple[str, int]]) -> ChunkResult:
+    def process(chunk: list[shards.Shard], advance: Advance) -> ChunkResult:
         samples, rejects = [], []
         coded = list(_samples(chunk, _reads(source, S.BITSTREAM, S.META), o, "decode", rejects))  # bitstreams are small: one read per chunk
         originals = _reference_faces(reference, {s[S.META]["input"]["shard"] for s in coded}, {s["__key__"] for s in coded}, o.damage)
         for batch in _batches(iter(coded), o.batch_size):
             decoded = _decode_batch(codec, batch, rejects)
+            advance(len(batch))
             if not decoded:
                 continue
             faces = [unpad_face(p) for p in codec.engine.reconstruct(np.stack([y for _, y in decoded]))]
@@ -468,14 +465,15 @@ def run_decode(source: shards.ShardSet, reference: shards.ShardSet, codec: Codec
 
 
 def _read_range(chosen: list[shards.Shard], start: int, stop: int, members: tuple[str, ...], o: RunOptions,
-                rejects: list[Reject]) -> list[dict[str, Any]]:
+                rejects: list[Reject], advance: Advance) -> list[dict[str, Any]]:
     """Samples at positions start..stop-1 of the concatenated shards (index order; a damaged
     sample keeps its position, so chunks stay the same whatever is damaged)."""
     out, offset = [], 0
     for shard in chosen:
         if offset + shard.samples > start and offset < stop:
-            seen = len(o.damage.lost)
+            seen, before = len(o.damage.lost), len(out)
             out += [s for s in shards.read_shard(shard, members, damage=o.damage) if start <= offset + s["__index__"] < stop]
+            advance(len(out) - before)
             for lost in o.damage.lost[seen:]:
                 # a damaged sample is rejected by the chunk holding it, a damaged shard by the chunk where it begins
                 if start <= offset + (lost.index or 0) < stop:
@@ -495,10 +493,10 @@ def run_shard(source: shards.ShardSet, o: RunOptions, name: str, members: list[s
     total = sum(s.samples for s in chosen)
     chunks = [[(i, min(i + o.chunk_size, total))] for i in range(0, total, o.chunk_size)]
 
-    def process(chunk: list[tuple[int, int]]) -> ChunkResult:
+    def process(chunk: list[tuple[int, int]], advance: Advance) -> ChunkResult:
         (start, stop), = chunk
         rejects: list[Reject] = []
-        samples = _read_range(chosen, start, stop, tuple(members), o, rejects)
+        samples = _read_range(chosen, start, stop, tuple(members), o, rejects, advance)
         return ChunkResult({name: samples}, rejects, Counter(samples=len(samples)))
 
     options = _options(o, input=_input_identity(source), input_shards=_shard_inputs(chosen), members=sorted(members))
@@ -509,25 +507,6 @@ def run_shard(source: shards.ShardSet, o: RunOptions, name: str, members: list[s
 
 
 # ---------------------------------------------------------------- streaming
-
-STREAM_OUTPUTS = ("detections", "faces", "latents", "decoded")
-ORDERS = ("align-then-encode", "encode-then-align")
-
-
-@dataclass(frozen=True)
-class StreamOptions:
-    outputs: tuple[str, ...] = ("latents",)
-    align: str = "thesis"
-    no_face: str = "skip"
-    off_centre: str = "reject"  # pictures whose faces all miss the image centre: no face, or the largest
-    detect: bool = True  # False: inputs are pre-aligned (VGGFace2 loose crops)
-    latent_size: int | None = 14
-    with_bits: bool = False
-    with_png: bool = False  # the decoded face inside each latent sample
-    fast_path: bool = True
-    verify: float = 0.01  # fraction of fast-path latents checked against entropy decoding
-    order: str = "align-then-encode"
-
 
 def _selected(key: str, fraction: float) -> bool:
     """Deterministic per-key sampling: the same keys are verified on every run and machine."""
@@ -670,32 +649,41 @@ def run_stream(source: Dataset | shards.ShardSet, detector: Detector | None, cod
         label = {S.LABEL: item.label} if item.label is not None else {}
         return Face(item.key, face, meta, label, (item, rgb, row) if so.order == "encode-then-align" else None)
 
-    def faces_of(chunk: list, rejects: list[Reject], rows: list[dict]) -> list[Face]:
+    def face_batches(chunk: list, rejects: list[Reject], rows: list[dict]) -> Iterator[tuple[list[Face], int]]:
+        """The chunk's faces a batch at a time, each with the number of inputs it took."""
         if from_set:
             members = (S.IMAGE, S.META, *(m for m in CARRIED if m in source.members))
-            return [Face(s["__key__"], s[S.IMAGE], s[S.META], carried(s)) for s in _samples(chunk, members, o, "run", rejects)]
-        prepared = [attempt("prepare", i.key, i.source, lambda i=i: prepare(i, rows), rejects) for i in chunk]
-        if so.detect:
-            unreadable = {r.key for r in rejects} - {r["key"] for r in rows}
-            rows += [detection_row(i, None, None, detector.id) for i in chunk if i.key in unreadable]
-        return [f for f in prepared if f is not None]
+            for batch in _batches(_samples(chunk, members, o, "run", rejects), o.batch_size):
+                yield [Face(s["__key__"], s[S.IMAGE], s[S.META], carried(s)) for s in batch], len(batch)
+            return
+        for items in chunked(chunk, o.batch_size):
+            faces = []
+            for item in items:
+                seen = len(rows)
+                face = attempt("prepare", item.key, item.source, lambda i=item: prepare(i, rows), rejects)
+                if so.detect and len(rows) == seen:  # unreadable: no detection ran
+                    rows.append(detection_row(item, None, None, detector.id))
+                if face is not None:
+                    faces.append(face)
+            yield faces, len(items)
 
-    def process(chunk: list) -> ChunkResult:
+    def process(chunk: list, advance: Advance) -> ChunkResult:
         rejects: list[Reject] = []
         rows: list[dict] = []
         outputs: dict[str, list] = {name: [] for name in sinks}
-        faces = faces_of(chunk, rejects, rows)
         outputs["detections"] = rows
-        if "faces" in so.outputs:
-            outputs["faces"] = [{"__key__": f.key, S.IMAGE: f.face, **f.carry, S.META: f.meta} for f in faces]
-        nbytes = Counter()
-        if {"latents", "decoded"} & set(so.outputs):
-            for c in codecs:
-                for batch in chunked(faces, o.batch_size):
-                    nbytes[c.spec.label] += _code_faces(c, batch, so, names[c.spec], outputs)
-        counters = Counter(faces=len(faces), no_face_whole_image=sum(1 for f in faces if f.meta["align"].get("fallback")))
+        nbytes: Counter = Counter()
+        counters = Counter(faces=0, no_face_whole_image=0)
+        for faces, inputs in face_batches(chunk, rejects, rows):
+            if "faces" in so.outputs:
+                outputs["faces"] += [{"__key__": f.key, S.IMAGE: f.face, **f.carry, S.META: f.meta} for f in faces]
+            if faces and {"latents", "decoded"} & set(so.outputs):
+                for c in codecs:
+                    nbytes[c.spec.label] += _code_faces(c, faces, so, names[c.spec], outputs)
+            counters.update(faces=len(faces), no_face_whole_image=sum(1 for f in faces if f.meta["align"].get("fallback")))
+            advance(inputs)
         counters.update({f"bytes {label}": n for label, n in nbytes.items()})
-        counters.update({f"coded {label}": len(faces) for label in nbytes})
+        counters.update({f"coded {label}": counters["faces"] for label in nbytes})
         return ChunkResult(outputs, rejects, counters)
 
     if from_set:
@@ -767,7 +755,7 @@ def run_views(source: shards.ShardSet, o: RunOptions, name: str, count: int, see
     if count < 1:
         raise ValueError(f"--views {count}: need at least 1")
 
-    def process(chunk: list[shards.Shard]) -> ChunkResult:
+    def process(chunk: list[shards.Shard], advance: Advance) -> ChunkResult:
         samples, rejects = [], []
         for s in _samples(chunk, _reads(source, S.IMAGE, S.META), o, "views", rejects):
             for face, view in augmented_views(s[S.IMAGE], count, seed, s["__key__"]):
@@ -777,6 +765,7 @@ def run_views(source: shards.ShardSet, o: RunOptions, name: str, count: int, see
                 # a teacher's embedding of the original face is not one of the view's: views are taught anew
                 samples.append({"__key__": meta["key"], S.IMAGE: face, **carried({k: v for k, v in s.items() if k != S.TEACHER}),
                                 S.META: meta})
+            advance(1)
         return ChunkResult({name: samples}, rejects, Counter(views=len(samples)))
 
     options = _options(o, input=_input_identity(source), views=count, seed=seed)
@@ -805,13 +794,14 @@ def run_teacher(source: shards.ShardSet, model: Any, o: RunOptions, name: str) -
             return [attempt("teacher", s["__key__"], m.get("source", ""), lambda f=f, m=m: model.embed(f[None], [m])[0], rejects)
                     for s, f, m in zip(batch, faces, metas)]
 
-    def process(chunk: list[shards.Shard]) -> ChunkResult:
+    def process(chunk: list[shards.Shard], advance: Advance) -> ChunkResult:
         samples, rejects = [], []
         for batch in _batches(_samples(chunk, members, o, "teacher", rejects, decode=False), o.batch_size):
             for s, e in zip(batch, embed(batch, rejects)):
                 if e is not None:
                     samples.append({**{k: v for k, v in s.items() if k == "__key__" or not k.startswith("__")},
                                     S.TEACHER: np.asarray(e, dtype=np.float32)})
+            advance(len(batch))
         return ChunkResult({name: samples}, rejects, Counter(embedded=len(samples)))
 
     info = {k: model.info.get(k) for k in ("model_id", "arch", "embedding_dim", "weights", "preprocessing")}
@@ -853,11 +843,12 @@ def run_anchor(source: shards.ShardSet, codec: Any, value: float, o: RunOptions,
         raise shards.ShardSetError(f"{source.directory}: anchor needs an image set of faces, got kind {source.kind!r}")
     codec_meta = {"name": codec.name, "parameter": codec.parameter, "value": value}
 
-    def process(chunk: list[tuple[str, int]]) -> ChunkResult:
+    def process(chunk: list[shards.Shard], advance: Advance) -> ChunkResult:
         samples, rejects, nbytes = [], [], 0
         for batch in _batches(_samples(chunk, _reads(source, S.IMAGE, S.META), o, "anchor", rejects), o.batch_size):
             coded = [(s, c) for s in batch
                      if (c := attempt("anchor", s["__key__"], s[S.META]["source"], lambda s=s: codec.code(s[S.IMAGE], value), rejects))]
+            advance(len(batch))
             if not coded:
                 continue
             qualities = _qualities([s[S.IMAGE] for s, _ in coded], [c.decoded for _, c in coded])

@@ -24,7 +24,6 @@ from typing import Any, Iterator
 
 import numpy as np
 import xxhash
-from webdataset.tariterators import base_plus_ext
 
 from . import spec
 
@@ -264,6 +263,8 @@ def _group(tar: tarfile.TarFile, where: Path, damage: Damage) -> tuple[list[tupl
     """The shard's samples as (key, {ext: header}) from its headers alone, in order, and why the
     listing stopped early (see _headers); a meta member (__name__, as WebDataset calls them: the
     checksum table) is its own group."""
+    from webdataset.tariterators import base_plus_ext  # here: importing webdataset imports torch
+
     groups: list[tuple[str, dict[str, tarfile.TarInfo]]] = []
     infos, stopped = _headers(tar)
     for info in infos:

@@ -1,11 +1,19 @@
 """Shared fixtures. Real images come from one setting: $CDFV_TEST_DATA (default ../shared/data
-beside the checkout); tests that need them skip with the reason when it is absent."""
+beside the checkout); tests that need them skip with the reason when it is absent. CPU threads are
+capped at $CDFV_THREADS (default 1 here)."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 import pytest
+
+from cdfv import threads
+
+# One CPU thread per library unless asked otherwise ($CDFV_THREADS), set before any test imports torch: the suite
+# runs on shared 2-core machines, where two OpenMP threads per process spin against each other's work.
+os.environ.setdefault(threads.ENV, "1")
+threads.cap(threads.limit())
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ENV = "CDFV_TEST_DATA"

@@ -3,6 +3,7 @@ untrained codec, untrained tiny models, through the cdfv-eval command to scores 
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from cdfv.eval.scores import read_scores
 from cdfv.pipeline.codecs import CodecSpec, load_codec
 from cdfv.pipeline.images import read_image
 from cdfv.pipeline.quality import ms_ssim_rgb, psnr
+from cdfv.provenance import describe, provenance
 from cdfv.shards import ShardSetWriter, open_shard_set, spec, write_index
 
 PAIRS_EACH = 5  # same-person and different-person pairs taken from pairsDevTest.txt
@@ -127,6 +129,11 @@ def test_run_all_modes_scores_and_report(lfw_run: dict) -> None:
         rows = list(csv.DictReader(f))
     assert len(rows) == 3 and all(0.0 <= float(r["auc"]) <= 1.0 and r["pairs"] == str(n) for r in rows)
     assert "TAR@FAR=1e-3 [95% CI]" in (report / "metrics.md").read_text()
+    # what made the figures: the scoring software in each scores file and metrics row, the report's in its header
+    assert (report / "metrics.md").read_text().startswith(f"Made by {describe()}.")
+    assert all(row["provenance"] == {"scores": provenance(), "report": provenance()}
+               for row in json.loads((report / "metrics.json").read_text()))
+    assert all(read_scores(f)[1]["provenance"] == provenance() for f in files)
 
 
 def test_scores_match_an_independent_recomputation(lfw_run: dict) -> None:

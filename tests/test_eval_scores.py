@@ -11,6 +11,7 @@ import pytest
 
 from cdfv.eval.embed import EmbeddedSet
 from cdfv.eval.protocol import Pair
+from cdfv.provenance import provenance
 from cdfv.eval.scores import MissingPairs, RunInfo, read_scores, rejected_reasons, score_pairs, write_scores
 
 RUN = RunInfo("decoded", "bmshj2018-hyperprior-mse", 6.0, "resnet50-abc", "resnet50", "resnet50_x_q6")
@@ -64,7 +65,7 @@ def test_parquet_round_trip(tmp_path: Path) -> None:
     write_scores(tmp_path / "s.parquet", table, {"missing_pairs": 2, "missing_policy": "skip"})
     back, meta = read_scores(tmp_path / "s.parquet")
     np.testing.assert_equal(back.to_pylist(), table.to_pylist())  # NaN-aware
-    assert meta == {"missing_pairs": 2, "missing_policy": "skip"}
+    assert meta == {"missing_pairs": 2, "missing_policy": "skip", "provenance": provenance()}  # the software that scored
     pq.write_table(pa.table({"x": [1]}), tmp_path / "other.parquet")
     with pytest.raises(ValueError, match="not a cdfv-eval scores file"):
         read_scores(tmp_path / "other.parquet")

@@ -19,7 +19,7 @@ from prep_helpers import (
     tar_files, view1_images,
 )
 
-CHUNK = ("--chunk-size", "2", "--batch-size", "2")
+CHUNKS, BATCH = ("--chunk-size", "2"), ("--batch-size", "2")  # chunks: stages that cut inputs; batches: stages that batch
 
 
 @pytest.fixture(scope="module")
@@ -32,15 +32,15 @@ def lfw6(lfw_root, lfw_meta, tmp_path_factory):
 def chain(lfw6, tmp_path_factory):
     """Every stage one by one into `out`; the summaries by stage."""
     out = tmp_path_factory.mktemp("stages")
-    data = ("--dataset", "lfw", "--root", lfw6, "--out", out, *CHUNK)
+    data = ("--dataset", "lfw", "--root", lfw6, "--out", out, *CHUNKS)
     runs = {
         "detect": invoke_ok("detect", *data),
         "align": invoke_ok("align", *data),
-        "encode": invoke_ok("encode", "--out", out, *CHUNK, *CODEC_ARGS),
-        "entropy-decode": invoke_ok("entropy-decode", "--out", out, *CHUNK, *CODEC_ARGS),
+        "encode": invoke_ok("encode", "--out", out, *BATCH, *CODEC_ARGS),
+        "entropy-decode": invoke_ok("entropy-decode", "--out", out, *BATCH, *CODEC_ARGS),
         "crop-latent": invoke_ok("crop-latent", "--out", out, "--quality", "1"),
         "crop-full": invoke_ok("crop-latent", "--out", out, "--quality", "1", "--full", "--name", "latents-uncropped-q1"),
-        "decode": invoke_ok("decode", "--out", out, *CHUNK, *CODEC_ARGS),
+        "decode": invoke_ok("decode", "--out", out, *BATCH, *CODEC_ARGS),
         "shard": invoke_ok("shard", "latents-q1", "--out", out, "--name", "latents-packed", "--chunk-size", "4",
                            "--members", "latent.npy,cls"),
     }
@@ -51,7 +51,7 @@ def chain(lfw6, tmp_path_factory):
 def stream(lfw6, tmp_path_factory):
     """The streaming `run` of the same pictures: faces, latents with bits, decoded faces."""
     out = tmp_path_factory.mktemp("stream")
-    summary = invoke_ok("run", "--dataset", "lfw", "--root", lfw6, "--out", out, *CHUNK, *CODEC_ARGS,
+    summary = invoke_ok("run", "--dataset", "lfw", "--root", lfw6, "--out", out, *CHUNKS, *BATCH, *CODEC_ARGS,
                         "--outputs", "faces,latents,decoded", "--with-bits")
     return out, summary
 
@@ -209,7 +209,7 @@ def test_stream_bits_give_the_recorded_rate(stream):
 
 def test_full_latent_and_no_fast_path_run(lfw6, tmp_path, chain):
     out, _ = chain
-    invoke_ok("run", "--dataset", "lfw", "--root", lfw6, "--out", tmp_path, *CHUNK, *CODEC_ARGS, "--full-latent", "--no-fast-path")
+    invoke_ok("run", "--dataset", "lfw", "--root", lfw6, "--out", tmp_path, *CHUNKS, *BATCH, *CODEC_ARGS, "--full-latent", "--no-fast-path")
     got = raw_members(tmp_path / "latents-q1", "latent.npy")
     assert got == raw_members(out / "latents-full-q1", "latent.npy")
     meta = samples(tmp_path / "latents-q1")[0][S.META]["latent"]
@@ -230,10 +230,10 @@ def test_decoding_with_other_weights_is_refused(chain):
 
 def test_parts_written_apart_merge_with_index(lfw6, tmp_path):
     whole = tmp_path / "whole"
-    invoke_ok("run", "--dataset", "lfw", "--root", lfw6, "--out", whole, *CHUNK, *CODEC_ARGS)
+    invoke_ok("run", "--dataset", "lfw", "--root", lfw6, "--out", whole, *CHUNKS, *BATCH, *CODEC_ARGS)
     machine = {i: tmp_path / f"machine{i}" for i in range(2)}
     for i, out in machine.items():
-        s = invoke_ok("run", "--dataset", "lfw", "--root", lfw6, "--out", out, *CHUNK, *CODEC_ARGS, "--part", f"{i}/2")
+        s = invoke_ok("run", "--dataset", "lfw", "--root", lfw6, "--out", out, *CHUNKS, *BATCH, *CODEC_ARGS, "--part", f"{i}/2")
         assert s["inputs"] == 3
     merged = machine[0] / "latents-q1"
     tars = list((machine[1] / "latents-q1").glob("*.tar"))
@@ -256,7 +256,7 @@ def test_parts_written_apart_merge_with_index(lfw6, tmp_path):
 
 def test_parts_run_into_one_directory(lfw6, tmp_path):
     for i in range(2):
-        invoke_ok("run", "--dataset", "lfw", "--root", lfw6, "--out", tmp_path, *CHUNK, *CODEC_ARGS, "--part", f"{i}/2")
+        invoke_ok("run", "--dataset", "lfw", "--root", lfw6, "--out", tmp_path, *CHUNKS, *BATCH, *CODEC_ARGS, "--part", f"{i}/2")
     invoke_ok_index = invoke("index", tmp_path / "latents-q1")
     assert invoke_ok_index.exit_code == 0
     keys = [s["__key__"] for s in samples(tmp_path / "latents-q1")]
@@ -266,7 +266,7 @@ def test_parts_run_into_one_directory(lfw6, tmp_path):
 def test_celeba_photos_through_run(celeba_root, tmp_path):
     root = link_dataset(celeba_images(celeba_root, 2, 2), tmp_path / "celeba")
     out = tmp_path / "out"
-    summary = invoke_ok("run", "--dataset", "folder", "--root", root, "--out", out, *CHUNK, *CODEC_ARGS,
+    summary = invoke_ok("run", "--dataset", "folder", "--root", root, "--out", out, *CHUNKS, *BATCH, *CODEC_ARGS,
                         "--outputs", "faces,latents", "--no-face", "whole")
     assert summary["inputs"] == 4 and summary["rejects"] == 0
     faces = by_key(out / "faces")
@@ -279,7 +279,7 @@ def test_celeba_photos_through_run(celeba_root, tmp_path):
 
 def test_anchor_writes_a_decoded_set_like_the_learned_codecs(chain):
     out, _ = chain
-    summary = invoke_ok("anchor", "--out", out, *CHUNK, "--codec", "jpeg", "--value", "30")
+    summary = invoke_ok("anchor", "--out", out, *BATCH, "--codec", "jpeg", "--value", "30")
     faces = by_key(out / "faces")
     decoded = by_key(out / "decoded-jpeg-quality30")
     assert summary["written"] == {"decoded-jpeg-quality30": 6} and set(decoded) == set(faces)
@@ -297,7 +297,7 @@ def test_anchor_writes_a_decoded_set_like_the_learned_codecs(chain):
 def test_anchor_matches_the_rate_of_a_learned_codec_set(chain):
     out, _ = chain
     target = float(np.mean([s[S.META]["rate"]["bpp"] for s in samples(out / "decoded-q1", (S.META,))]))
-    summary = invoke_ok("anchor", "--out", out, *CHUNK, "--codec", "jpeg2000", "--match", "decoded-q1", "--name", "j2k")
+    summary = invoke_ok("anchor", "--out", out, *BATCH, "--codec", "jpeg2000", "--match", "decoded-q1", "--name", "j2k")
     match = summary["rate_match"]
     assert match["target_bpp"] == pytest.approx(target)
     assert match["within_5pct"] and abs(match["achieved_mean_bpp"] - target) <= 0.05 * target
@@ -315,7 +315,7 @@ def test_anchor_needs_exactly_one_way_to_set_the_rate(chain):
 def test_index_refuses_parts_made_with_other_weights(lfw6, tmp_path):
     machine = {i: tmp_path / f"machine{i}" for i in range(2)}
     for i, out in machine.items():
-        invoke_ok("run", "--dataset", "lfw", "--root", lfw6, "--out", out, *CHUNK, *CODEC_ARGS, "--seed", str(i), "--part", f"{i}/2")
+        invoke_ok("run", "--dataset", "lfw", "--root", lfw6, "--out", out, *CHUNKS, *BATCH, *CODEC_ARGS, "--seed", str(i), "--part", f"{i}/2")
     merged = machine[0] / "latents-q1"
     for path in (machine[1] / "latents-q1").iterdir():
         if path.name != "index.json":

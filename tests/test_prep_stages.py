@@ -37,11 +37,11 @@ def test_killed_run_resumes_to_the_same_shards(dataset, uninterrupted, tmp_path,
     def killed_at_third_chunk(stage, chunks, process, *args, **kwargs):
         calls = []
 
-        def dying(chunk):
+        def dying(chunk, advance):
             calls.append(chunk)
             if len(calls) == 3:
                 raise KeyboardInterrupt
-            return process(chunk)
+            return process(chunk, advance)
 
         return real(stage, chunks, dying, *args, **kwargs)
 

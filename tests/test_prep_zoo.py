@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from cdfv.pipeline import cli
+from cdfv.pipeline import cli, rangecoding
 from cdfv.pipeline.align import prealigned
 from cdfv.pipeline.codecs import METRICS, ZOO, CodecSpec, load_codec
 from cdfv.pipeline.coding import CodecEngine, Encoded, crop_latent, pad_face, store_latent, to_pictures, to_tensor
@@ -99,7 +99,7 @@ def test_autoregressive_codecs_code_on_the_cpu_others_on_the_device(name):
 def test_only_the_scale_hyperprior_gets_coder_processes(monkeypatch):
     """Other codecs code inside CompressAI's compress/decompress: a pool would only be spawned and left idle."""
     spawned = []
-    monkeypatch.setattr(cli, "CoderPool", lambda *args: spawned.append(args))  # records, spawns nothing
+    monkeypatch.setattr(rangecoding, "CoderPool", lambda *args: spawned.append(args))  # records, spawns nothing
     for name in ("bmshj2018-factorized", "mbt2018-mean", "bmshj2018-hyperprior"):
         with cli.open_codec(cli.CodecOptions(name, (1,), "mse", None, True, 0, False, "cpu", 2), 1) as codec:
             assert codec.engine.pool is None

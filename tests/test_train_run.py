@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from test_train_fixtures import celeba_faces, shard_root  # noqa: F401  (session fixtures)
+from cdfv.provenance import provenance
 from cdfv.trainer.checkpoint import load_checkpoint
 from cdfv.trainer.export import load_embedding_model
 from cdfv.trainer.train import TrainConfig, train
@@ -64,8 +65,11 @@ def test_resnet50_on_images_lowers_loss(shard_root: Path, tmp_path: Path) -> Non
     train(TrainConfig(shards="faces-train", root=str(shard_root), out=str(out), phase="classify", classify_epochs=8,
                       lr_classify=0.01, **TINY))
     rows = records(out, "classify")
-    assert rows[0]["samples_per_s"] > 0 and epoch_loss(rows, 7) < epoch_loss(rows, 0)
-    assert json.loads((out / "summary.json").read_text())["arch"] == "resnet50"
+    # epochs of 5 batches are noisy (one epoch's loss moves by 0.1 with the thread count): halves, not single epochs
+    first, last = (sum(epoch_loss(rows, e) for e in half) / 4 for half in (range(4), range(4, 8)))
+    assert rows[0]["samples_per_s"] > 0 and last < first
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["arch"] == "resnet50" and summary["provenance"] == provenance()
 
 
 def test_codec_training_lowers_rd_loss_and_loads_back(shard_root: Path, tmp_path: Path) -> None:

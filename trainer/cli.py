@@ -1,46 +1,51 @@
-"""cdfv-train: the command line over cdfv.trainer.train, cdfv.trainer.codec_train and cdfv.trainer.export."""
+"""cdfv-train: the command line over cdfv.trainer.train, cdfv.trainer.codec_train and cdfv.trainer.export.
+Training (and torch) is imported once the options are parsed, so `--help` and `--version` answer at once."""
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
 import click
 
-from cdfv.logs import log_to_stderr
+from cdfv.options import common_options, version_option
 from cdfv.shards import DAMAGE_POLICIES, ShardSetError
 
-from .augment import AugmentConfig
-from .models import ARCHS
+from .archs import ARCHS
+
+# options that shape one task only, named as Click names them; given to the other task they are refused
+FACES_ONLY = ("arch", "phase", "classify_epochs", "arcface_epochs", "distill_epochs", "identity_weight", "val_shards", "init",
+              "width", "embedding_dim", "no_amp", "untrained", "in_channels")
+CODEC_ONLY = ("codec", "quality", "patch", "metric", "codec_weights", "untrained_codec")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@version_option
 @click.option("--shards", help="Training shard set: a name resolved in --root / $CDFV_SHARDS, or a directory.")
 @click.option("--root", type=click.Path(file_okay=False), help="Where shard sets live (default $CDFV_SHARDS, else .).")
 @click.option("--task", type=click.Choice(["faces", "codec"]), default="faces",
               help="faces: face model (thesis recipe); codec: train/fine-tune a CompressAI codec on image shards.")
 @click.option("--arch", type=click.Choice(("auto",) + ARCHS), default="auto",
-              help="auto: resnet50 on image shards, cresnet39 on latent shards.")
+              help="--task faces: auto: resnet50 on image shards, cresnet39 on latent shards.")
 @click.option("--phase", type=click.Choice(["both", "classify", "arcface", "distill"]), default="both",
-              help="classify: cross-entropy over all identities; arcface: embedding FC on a frozen trunk; both: the thesis "
+              help="--task faces: classify: cross-entropy over all identities; arcface: embedding FC on a frozen trunk; both: the thesis "
                    "recipe; distill: reproduce a teacher's embeddings (member teacher.npy), with --identity-weight ArcFace.")
 @click.option("--epochs", type=int, help="Epochs of every phase run (default: thesis, 10+5 ResNet50, 6+3 cResNet).")
-@click.option("--classify-epochs", type=int, help="Phase 1 epochs (overrides --epochs).")
-@click.option("--arcface-epochs", type=int, help="Phase 2 epochs (overrides --epochs).")
-@click.option("--distill-epochs", type=int, help="Distillation epochs (overrides --epochs; default 10).")
+@click.option("--classify-epochs", type=int, help="--task faces: phase 1 epochs (overrides --epochs).")
+@click.option("--arcface-epochs", type=int, help="--task faces: phase 2 epochs (overrides --epochs).")
+@click.option("--distill-epochs", type=int, help="--task faces: distillation epochs (overrides --epochs; default 10).")
 @click.option("--identity-weight", type=float, default=0.1,
-              help="--phase distill on labelled shards: weight of ArcFace over the identities beside 1 - cos (0: teacher alone).")
+              help="--task faces, --phase distill on labelled shards: weight of ArcFace over the identities beside 1 - cos (0: teacher alone).")
 @click.option("--batch-size", type=int, help="Per-rank batch (default 64 faces, 16 codec).")
 @click.option("--lr", type=float, help="Learning rate of the phase(s) run (default 0.1 classify, 0.005 arcface, 0.05 distill, 1e-4 codec).")
-@click.option("--val-shards", help="Held-out samples of the training identities: phase-1 validation each epoch.")
+@click.option("--val-shards", help="--task faces: held-out samples of the training identities: phase-1 validation each epoch.")
 @click.option("--init", type=click.Path(dir_okay=False, exists=True),
-              help="Trunk weights: a VGGFace2-pytorch resnet50_*_weight.pkl or a cdfv-train checkpoint.pt.")
-@click.option("--width", type=int, default=64, help="Stage width (64 = thesis model; smaller for tests).")
-@click.option("--embedding-dim", type=int, default=2048)
+              help="--task faces: trunk weights: a VGGFace2-pytorch resnet50_*_weight.pkl or a cdfv-train checkpoint.pt.")
+@click.option("--width", type=int, default=64, help="--task faces: stage width (64 = thesis model; smaller for tests).")
+@click.option("--embedding-dim", type=int, default=2048, help="--task faces: embedding size (the ArcFace phase, --untrained; distillation takes the teacher's).")
 @click.option("--seed", type=int, default=0)
 @click.option("--workers", type=int, default=4, help="DataLoader workers per rank.")
 @click.option("--device", default="auto", help="auto (cuda if present, else cpu), cuda or cpu.")
-@click.option("--no-amp", is_flag=True, help="Disable bf16 autocast and channels_last on CUDA.")
+@click.option("--no-amp", is_flag=True, help="--task faces: disable bf16 autocast and channels_last on CUDA.")
 @click.option("--max-steps", type=int, help="Stop (and checkpoint) after this many steps in total.")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory (default runs/<shards>).")
 @click.option("--resume", is_flag=True, help="Continue from <out>/checkpoint.pt (or codec-checkpoint.pt) with the same options.")
@@ -50,8 +55,8 @@ from .models import ARCHS
               help="Damaged shards: error stops; skip reads past them, counting and listing what is lost. "
                    "Damaged samples are always skipped, counted and listed in <out>/damaged.tsv.")
 @click.option("--untrained", is_flag=True,
-              help="Write <out>/model.pt with random weights (tests and demos; recorded untrained=True), no training.")
-@click.option("--in-channels", type=int, help="--untrained without --shards: the latent's M.")
+              help="--task faces: write <out>/model.pt with random weights (tests and demos; recorded untrained=True), no training.")
+@click.option("--in-channels", type=int, help="--task faces, --untrained without --shards: the latent's M.")
 @click.option("--codec", default="bmshj2018-hyperprior", help="--task codec: CompressAI zoo name.")
 @click.option("--quality", default="1", help="--task codec: quality (sets CompressAI's lambda), or several (1,3,6,8: one codec "
                                              "each, --out and --codec-weights then hold {quality}).")
@@ -61,7 +66,7 @@ from .models import ARCHS
 @click.option("--untrained-codec", is_flag=True, help="--task codec: start from random weights instead of the zoo's.")
 @click.option("--tensorboard/--no-tensorboard", default=None, show_default="on when the tensorboard package is installed",
               help="TensorBoard event files in <out>/tensorboard (codec: <out>/tensorboard-codec) beside the JSON-lines metrics.")
-@click.option("--quiet", is_flag=True, help="No progress bar or summary (only warnings and errors on stderr).")
+@common_options
 def main(**o) -> None:
     """Train cResNet39 on latent shards or ResNet50 on image shards (thesis recipe), or a codec.
 
@@ -71,8 +76,10 @@ def main(**o) -> None:
     torchrun --nproc-per-node 8 -m cdfv.trainer --shards latents-q6
     cdfv-train --shards faces --task codec --quality 3  # fine-tune bmshj2018 q3, writes codec.pt
     cdfv-train --untrained --arch cresnet39 --in-channels 192 --out runs/demo
+
+    Options marked "--task faces:" or "--task codec:" shape that task only; given to the other, they are refused.
     """
-    log_to_stderr(logging.WARNING if o["quiet"] else logging.INFO)
+    refuse_inapplicable(click.get_current_context(), o["task"])
     try:
         run(o)
     except (ShardSetError, ValueError, FileNotFoundError) as e:
@@ -81,6 +88,17 @@ def main(**o) -> None:
     except OSError as e:  # a full disk, a read-only output directory
         click.echo(f"cdfv-train: error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}", err=True)
         sys.exit(2)
+
+
+def refuse_inapplicable(ctx: click.Context, task: str) -> None:
+    """A face-model option given with --task codec, or a codec option with --task faces, is a
+    mistake the run would otherwise ignore."""
+    other = CODEC_ONLY if task == "faces" else FACES_ONLY
+    given = [name for name in other if ctx.get_parameter_source(name) in (click.core.ParameterSource.COMMANDLINE,
+                                                                          click.core.ParameterSource.ENVIRONMENT)]
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise click.UsageError(f"{flags}: not used by --task {task}")
 
 
 def one_line(e: Exception) -> str:
@@ -111,13 +129,14 @@ def run(o: dict) -> None:
             cfg = CodecTrainConfig(shards=o["shards"], out=(o["out"] or f"{out}-codec-q{{quality}}").format(quality=q),
                                    codec=o["codec"], quality=q, metric=o["metric"], weights=weights, untrained=o["untrained_codec"],
                                    root=o["root"], seed=o["seed"], workers=o["workers"], device=o["device"], patch=o["patch"],
-                                   max_steps=o["max_steps"], progress=not o["quiet"], tensorboard=o["tensorboard"], resume=o["resume"],
+                                   max_steps=o["max_steps"], tensorboard=o["tensorboard"], resume=o["resume"],
                                    allow_change=allow_change(o), damaged=o["damaged"])
             for key, value in (("epochs", o["epochs"]), ("batch_size", o["batch_size"]), ("lr", o["lr"])):
                 if value is not None:
                     setattr(cfg, key, value)
             train_codec(cfg)
         return
+    from .augment import AugmentConfig
     from .train import TrainConfig, train
 
     cfg = TrainConfig(shards=o["shards"], out=out, root=o["root"], val_shards=o["val_shards"], arch=o["arch"],
@@ -125,8 +144,7 @@ def run(o: dict) -> None:
                       arcface_epochs=o["arcface_epochs"] or o["epochs"], distill_epochs=o["distill_epochs"] or o["epochs"],
                       identity_weight=o["identity_weight"], init=o["init"], width=o["width"],
                       embedding_dim=o["embedding_dim"], seed=o["seed"], workers=o["workers"], device=o["device"],
-                      amp=not o["no_amp"], max_steps=o["max_steps"], resume=o["resume"], progress=not o["quiet"],
-                      tensorboard=o["tensorboard"],
+                      amp=not o["no_amp"], max_steps=o["max_steps"], resume=o["resume"], tensorboard=o["tensorboard"],
                       augment=AugmentConfig(), allow_change=allow_change(o), damaged=o["damaged"])
     if o["batch_size"] is not None:
         cfg.batch_size = o["batch_size"]

@@ -15,14 +15,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
-
+from cdfv import progress
+from cdfv.provenance import provenance
 from cdfv.pipeline.codecs import CodecSpec, load_codec, save_codec
 from cdfv.shards import ShardSetError, open_shard_set, remove_stale_temporaries, spec
 
 from .checkpoint import check_resume_config, data_identity, load_checkpoint, restore_rng, rng_state, save_checkpoint
 from .data import ShardStream, make_loader
-from .train import Context, MetricsLog, rank_zero_lock, setup_context, start_run_directory, tensorboard_dir, tensorboard_note
+from .train import (Context, MetricsLog, phase_total, rank_zero_lock, setup_context, start_run_directory, tensorboard_dir,
+                    tensorboard_note)
 
 logger = logging.getLogger(__name__)
 
@@ -142,46 +143,47 @@ def _train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
         start_epoch, start_step, step, weights_id = state["epoch"], state["step_in_epoch"], state["step"], state["start_weights"]
     resumed_at = step
     log = MetricsLog(out / "codec-metrics.jsonl", ctx.main, step if cfg.resume else None, board)
-    for epoch in range(start_epoch, cfg.epochs):
-        if cfg.max_steps is not None and step >= cfg.max_steps:  # resumed at the end: nothing left to run
-            break
-        stream.set_epoch(epoch, start_step)
-        bar = tqdm(total=stream.steps, initial=start_step, desc=f"codec {epoch + 1}/{cfg.epochs}",
-                   disable=not (ctx.main and cfg.progress), leave=False)
-        step_in_epoch = start_step
-        for step_in_epoch, (faces, _, _) in enumerate(make_loader(stream, cfg.workers, ctx.device.type == "cuda"), start=start_step + 1):
-            x = pad_faces(faces.to(ctx.device, non_blocking=True))
-            if cfg.patch is not None:
-                x = random_patches(x, cfg.patch, rng)
-            losses = criterion(runner(x), x)
-            if not torch.isfinite(losses["loss"]):  # stop before a diverged codec is saved or checkpointed
-                raise ValueError(f"codec training diverged at step {step + 1} (loss {losses['loss'].item()}); "
-                                 f"start again with a lower --lr (now {cfg.lr:g})")
-            optimizer.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(main_params, cfg.clip_grad)
-            optimizer.step()
-            aux = model.aux_loss()
-            aux_optimizer.zero_grad(set_to_none=True)
-            aux.backward()
-            aux_optimizer.step()
-            step += 1
-            bar.update(1)
-            if step % cfg.log_every == 0 or step == 1:
-                record = {"phase": "codec", "split": "train", "epoch": epoch, "step": step,
-                          "loss": losses["loss"].item(), "bpp": losses["bpp_loss"].item(),
-                          "distortion": losses.get("mse_loss", losses.get("ms_ssim_loss")).item(), "aux": aux.item()}
-                log.write(record)
-                history.append(record)
-                bar.set_postfix(loss=f"{record['loss']:.4f}", bpp=f"{record['bpp']:.3f}")
+    total = phase_total(cfg.epochs, stream.steps, start_epoch, start_step, step, cfg.max_steps)
+    with progress.bar(total, f"codec {codec_spec.label}", unit="step", initial=start_epoch * stream.steps + start_step,
+                      enabled=ctx.main and cfg.progress) as bar:
+        for epoch in range(start_epoch, cfg.epochs):
+            if cfg.max_steps is not None and step >= cfg.max_steps:  # resumed at the end: nothing left to run
+                break
+            stream.set_epoch(epoch, start_step)
+            step_in_epoch = start_step
+            for step_in_epoch, (faces, _, _) in enumerate(make_loader(stream, cfg.workers, ctx.device.type == "cuda"),
+                                                          start=start_step + 1):
+                x = pad_faces(faces.to(ctx.device, non_blocking=True))
+                if cfg.patch is not None:
+                    x = random_patches(x, cfg.patch, rng)
+                losses = criterion(runner(x), x)
+                if not torch.isfinite(losses["loss"]):  # stop before a diverged codec is saved or checkpointed
+                    raise ValueError(f"codec training diverged at step {step + 1} (loss {losses['loss'].item()}); "
+                                     f"start again with a lower --lr (now {cfg.lr:g})")
+                optimizer.zero_grad(set_to_none=True)
+                losses["loss"].backward()
+                torch.nn.utils.clip_grad_norm_(main_params, cfg.clip_grad)
+                optimizer.step()
+                aux = model.aux_loss()
+                aux_optimizer.zero_grad(set_to_none=True)
+                aux.backward()
+                aux_optimizer.step()
+                step += 1
+                bar.update(1)
+                if step % cfg.log_every == 0 or step == 1:
+                    record = {"phase": "codec", "split": "train", "epoch": epoch, "step": step,
+                              "loss": losses["loss"].item(), "bpp": losses["bpp_loss"].item(),
+                              "distortion": losses.get("mse_loss", losses.get("ms_ssim_loss")).item(), "aux": aux.item()}
+                    log.write(record)
+                    history.append(record)
+                    bar.set_postfix({"epoch": f"{epoch + 1}/{cfg.epochs}", "loss": f"{record['loss']:.4f}", "bpp": f"{record['bpp']:.3f}"})
+                if cfg.max_steps is not None and step >= cfg.max_steps:
+                    break
+            stopped = cfg.max_steps is not None and step >= cfg.max_steps and step_in_epoch < stream.steps
+            checkpoint(epoch if stopped else epoch + 1, step_in_epoch if stopped else 0)
+            start_step = 0
             if cfg.max_steps is not None and step >= cfg.max_steps:
                 break
-        bar.close()
-        stopped = cfg.max_steps is not None and step >= cfg.max_steps and step_in_epoch < stream.steps
-        checkpoint(epoch if stopped else epoch + 1, step_in_epoch if stopped else 0)
-        start_step = 0
-        if cfg.max_steps is not None and step >= cfg.max_steps:
-            break
     log.close()
     path = out / "codec.pt"
     if ctx.main:
@@ -189,7 +191,7 @@ def _train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
     summary = {"codec": codec_spec.label, "start_weights": weights_id, "steps": step, "resumed_at": resumed_at,
                "steps_this_run": step - resumed_at, "checkpoint": str(ckpt_path),
                "seconds": round(time.time() - started, 1), "saved": str(path), "history": history,
-               "tensorboard": str(log.board.log_dir) if log.board is not None else None}
+               "tensorboard": str(log.board.log_dir) if log.board is not None else None, "provenance": provenance()}
     if ctx.main:
         span = f"steps {resumed_at} -> {step} ({step - resumed_at} this run)" if resumed_at else f"{step} steps"
         done = (f"{span} in {summary['seconds']} s, loss {history[0]['loss']:.4f} -> {history[-1]['loss']:.4f}"

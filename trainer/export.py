@@ -15,10 +15,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from cdfv.provenance import provenance
 from cdfv.safe_load import load_torch_file
 from cdfv.shards.writer import atomic_write_bytes
 
-from .models import INPUT_KIND, INPUT_SIZE, arch_kwargs, build_model
+from .archs import INPUT_KIND, INPUT_SIZE
+from .models import arch_kwargs, build_model
 
 FORMAT = "cdfv-model"
 VERSION = 1
@@ -57,7 +59,8 @@ def embedding_info(
 
 
 def save_embedding_model(path: str | Path, model: nn.Module, info: dict[str, Any]) -> None:
-    """Writes the model (with its embedding head) and its info atomically."""
+    """Writes the model (with its embedding head), its info and the software and machine that
+    made it (cdfv.provenance) atomically."""
     missing = [k for k in REQUIRED_INFO if k not in info]
     if missing:
         raise ValueError(f"embedding-model info lacks {missing}")
@@ -69,6 +72,7 @@ def save_embedding_model(path: str | Path, model: nn.Module, info: dict[str, Any
         "arch_kwargs": arch_kwargs(model),
         "state_dict": state,
         "info": dict(info),
+        "provenance": provenance(),
     }
     buf = io.BytesIO()
     torch.save(blob, buf)

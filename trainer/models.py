@@ -11,9 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-ARCHS = ("resnet50", "cresnet39", "cresnet50")
-INPUT_KIND = {"resnet50": "image", "cresnet39": "latent", "cresnet50": "latent"}
-INPUT_SIZE = {"resnet50": 224, "cresnet39": 14, "cresnet50": 14}
+from .archs import ARCHS
 VGGFACE2_IDENTITIES = 8631
 RGB_MEAN = (131.0912, 103.8827, 91.4953)  # VGGFace2 training-set mean, RGB order, 0..255 scale
 EXPANSION = 4

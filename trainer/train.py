@@ -31,9 +31,9 @@ import torch
 import torch.distributed as torch_dist
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
-
+from cdfv import progress
 from cdfv.outlock import output_lock
+from cdfv.provenance import provenance
 from cdfv.shards import Damage, ShardSet, ShardSetError, atomic_write_bytes, open_shard_set, remove_stale_temporaries, spec
 
 from .arcface import ArcFace
@@ -51,7 +51,8 @@ from .data import (
     scan_labels,
 )
 from .export import embedding_info, save_embedding_model
-from .models import INPUT_KIND, FaceResNet, build_model, replace_head
+from .archs import INPUT_KIND
+from .models import FaceResNet, build_model, replace_head
 from .tasks import ArcFaceTask, ClassifyTask, DistillTask
 from .vggface2_weights import load_vggface2_weights
 
@@ -315,6 +316,15 @@ def phase_epochs(cfg: TrainConfig, arch: str, phase: str) -> int:
     return given or RECIPE_EPOCHS[arch][phase]
 
 
+def phase_total(epochs: int, steps_per_epoch: int, start_epoch: int, start_step: int, step: int, max_steps: int | None) -> int:
+    """The steps a phase's progress bar counts to: its epochs' steps, or where --max-steps stops it
+    (`step`: the global step at which it starts or resumes)."""
+    total = epochs * steps_per_epoch
+    if max_steps is None:
+        return total
+    return min(total, start_epoch * steps_per_epoch + start_step + max(0, max_steps - step))
+
+
 def autocast(ctx: Context, cfg: TrainConfig) -> torch.autocast:
     return torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=cfg.amp and ctx.device.type == "cuda")
 
@@ -470,62 +480,61 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
                 torch_dist.barrier()
 
         # ---- the loop ---------------------------------------------------------------------
-        for epoch in range(start_epoch, epochs):
-            train_stream.set_epoch(epoch, start_step)
-            loader = make_loader(train_stream, cfg.workers, ctx.device.type == "cuda")
-            bar = tqdm(total=train_stream.steps, initial=start_step, desc=f"{phase} {epoch + 1}/{epochs}",
-                       disable=not (ctx.main and cfg.progress), leave=False)
-            task.train()
-            sums: dict[str, torch.Tensor] = {}  # batch sums since the last log: loss, count and the task's own
-            tick = time.time()
-            for step_in_epoch, (x, y, t) in enumerate(loader, start=start_step):
-                x = prepare_train(x.to(ctx.device, non_blocking=True), train_stream.kind, cfg.augment, aug_gen)
-                y, t = y.to(ctx.device, non_blocking=True), t.to(ctx.device, non_blocking=True)
-                if ctx.device.type == "cuda" and cfg.amp:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with autocast(ctx, cfg):
-                    loss, batch_sums = runner(x, y, t)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                if phase == "distill":
-                    scheduler.step()
-                step, steps_total = step + 1, steps_total + 1
-                for name, value in {"loss": loss.detach() * len(y), "count": torch.tensor(float(len(y)), device=ctx.device),
-                                    **batch_sums}.items():
-                    sums[name] = sums.get(name, 0.0) + value.float()
-                bar.update(1)
-                last_of_epoch = step_in_epoch + 1 == train_stream.steps
-                stopping = cfg.max_steps is not None and step >= cfg.max_steps
-                if step % cfg.log_every == 0 or last_of_epoch or stopping:
-                    totals = dict(zip(sums, ctx.all_sum([float(v) for v in sums.values()])))
-                    epoch_train[0] += totals["loss"]
-                    epoch_train[1] += totals["count"]
-                    means = {name: totals[name] / totals["count"] for name in totals if name != "count"}
-                    elapsed = time.time() - tick
-                    log.write({"phase": phase, "split": "train", "epoch": epoch, "step": step, **means,
-                               "lr": optimizer.param_groups[0]["lr"], "samples_per_s": totals["count"] / max(elapsed, 1e-9)})
-                    bar.set_postfix({name: f"{v:.3f}" for name, v in means.items()})
-                    sums = {}
-                    tick = time.time()
-                if stopping:
-                    checkpoint(epoch, step_in_epoch + 1)
-                    bar.close()
-                    return finish(cfg, ctx, log, model, arch, shard_set, step, steps_total, started, stopped=True, exported=False)
-            bar.close()
-            start_step = 0
-            if val_stream is not None:
-                metrics = (evaluate_classify(task, val_stream, ctx, cfg) if phase == "classify"
-                           else evaluate_distill(task, val_stream, ctx, cfg) if phase == "distill"
-                           else evaluate_arcface(task, val_stream, n_val, ctx, cfg))
-                log.write({"phase": phase, "split": "val", "epoch": epoch, "step": step, **metrics,
-                           "lr": optimizer.param_groups[0]["lr"]})
-                if scheduler_on:
-                    scheduler.step(metrics["loss"])
-            elif scheduler_on:
-                scheduler.step(epoch_train[0] / max(1.0, epoch_train[1]))
-            epoch_train = [0.0, 0.0]
-            checkpoint(epoch + 1, 0)
+        with progress.bar(phase_total(epochs, train_stream.steps, start_epoch, start_step, step, cfg.max_steps), phase,
+                          unit="step", initial=start_epoch * train_stream.steps + start_step,
+                          enabled=ctx.main and cfg.progress) as bar:
+            for epoch in range(start_epoch, epochs):
+                train_stream.set_epoch(epoch, start_step)
+                loader = make_loader(train_stream, cfg.workers, ctx.device.type == "cuda")
+                task.train()
+                sums: dict[str, torch.Tensor] = {}  # batch sums since the last log: loss, count and the task's own
+                tick = time.time()
+                for step_in_epoch, (x, y, t) in enumerate(loader, start=start_step):
+                    x = prepare_train(x.to(ctx.device, non_blocking=True), train_stream.kind, cfg.augment, aug_gen)
+                    y, t = y.to(ctx.device, non_blocking=True), t.to(ctx.device, non_blocking=True)
+                    if ctx.device.type == "cuda" and cfg.amp:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    with autocast(ctx, cfg):
+                        loss, batch_sums = runner(x, y, t)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    if phase == "distill":
+                        scheduler.step()
+                    step, steps_total = step + 1, steps_total + 1
+                    for name, value in {"loss": loss.detach() * len(y), "count": torch.tensor(float(len(y)), device=ctx.device),
+                                        **batch_sums}.items():
+                        sums[name] = sums.get(name, 0.0) + value.float()
+                    bar.update(1)
+                    last_of_epoch = step_in_epoch + 1 == train_stream.steps
+                    stopping = cfg.max_steps is not None and step >= cfg.max_steps
+                    if step % cfg.log_every == 0 or last_of_epoch or stopping:
+                        totals = dict(zip(sums, ctx.all_sum([float(v) for v in sums.values()])))
+                        epoch_train[0] += totals["loss"]
+                        epoch_train[1] += totals["count"]
+                        means = {name: totals[name] / totals["count"] for name in totals if name != "count"}
+                        elapsed = time.time() - tick
+                        log.write({"phase": phase, "split": "train", "epoch": epoch, "step": step, **means,
+                                   "lr": optimizer.param_groups[0]["lr"], "samples_per_s": totals["count"] / max(elapsed, 1e-9)})
+                        bar.set_postfix({"epoch": f"{epoch + 1}/{epochs}", **{name: f"{v:.3f}" for name, v in means.items()}})
+                        sums = {}
+                        tick = time.time()
+                    if stopping:
+                        checkpoint(epoch, step_in_epoch + 1)
+                        return finish(cfg, ctx, log, model, arch, shard_set, step, steps_total, started, stopped=True, exported=False)
+                start_step = 0
+                if val_stream is not None:
+                    metrics = (evaluate_classify(task, val_stream, ctx, cfg) if phase == "classify"
+                               else evaluate_distill(task, val_stream, ctx, cfg) if phase == "distill"
+                               else evaluate_arcface(task, val_stream, n_val, ctx, cfg))
+                    log.write({"phase": phase, "split": "val", "epoch": epoch, "step": step, **metrics,
+                               "lr": optimizer.param_groups[0]["lr"]})
+                    if scheduler_on:
+                        scheduler.step(metrics["loss"])
+                elif scheduler_on:
+                    scheduler.step(epoch_train[0] / max(1.0, epoch_train[1]))
+                epoch_train = [0.0, 0.0]
+                checkpoint(epoch + 1, 0)
 
     # ---- export -------------------------------------------------------------------------------
     exported = "arcface" in phases or distill
@@ -555,6 +564,7 @@ def finish(cfg: TrainConfig, ctx: Context, log: MetricsLog, model: FaceResNet, a
         "checkpoint": str(out / "checkpoint.pt"), "model": str(out / "model.pt") if exported else None,
         "world": ctx.world, "device": str(ctx.device), "last": log.last,
         "tensorboard": str(log.board.log_dir) if log.board is not None else None,
+        "provenance": provenance(),
     }
     if ctx.main:
         atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=1).encode())
