@@ -181,5 +181,10 @@ def write_index(
 
 def run_digest(record: Path) -> str | None:
     """What names a run in an index entry and a chunk's record: the first 16 hex digits of the
-    SHA-256 of its part's run record (`run-p<part>of<parts>.json`), None where there is none."""
-    return hashlib.sha256(record.read_bytes()).hexdigest()[:16] if record.is_file() else None
+    SHA-256 of its part's run record (`run-p<part>of<parts>.json`: stage, options, inputs) in
+    canonical JSON, less the software that wrote it (a run resumed by another cdfv release is the
+    same run); None where there is none."""
+    if not record.is_file():
+        return None
+    fields = {k: v for k, v in json.loads(record.read_text()).items() if k != "provenance"}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
