@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import tarfile
+from collections import Counter
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,7 +199,7 @@ def open_shard_set(name_or_path: str | os.PathLike, root: str | os.PathLike | No
     odd = next((url for url in urls if not isinstance(url, str) or Path(url).name != url or url in ("", ".", "..")), None)
     if odd is not None:
         raise ShardSetError(f"{path}: shard entry {odd!r} is not a file name in the set's directory")
-    twice = next((url for url in urls if urls.count(url) > 1), None)
+    twice = next((url for url, n in Counter(urls).items() if n > 1), None)  # linear: sets hold thousands of shards
     if twice is not None:
         raise ShardSetError(f"{path}: shard {twice} is listed twice (its samples would be read twice)")
     if index["version"] >= 3:
@@ -292,7 +293,7 @@ def _scan(tar: tarfile.TarFile, shard: Shard, damage: Damage) -> tuple[list[tupl
     meta = dict(g for g in found if g[0].startswith("__"))
     groups = [g for g in found if not g[0].startswith("__")]
     keys = [key for key, _ in groups]
-    twice = next((key for key in keys if keys.count(key) > 1), None) if len(set(keys)) < len(keys) else None
+    twice = next((key for key, n in Counter(keys).items() if n > 1), None)
     if twice is not None:  # one sample written over another: neither copy can be trusted to be the one indexed
         damage.shard(shard.path, f"sample {twice} appears twice", shard.samples)
         return [], {}
