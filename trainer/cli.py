@@ -59,6 +59,15 @@ from .models import ARCHS
 @click.option("--metric", type=click.Choice(["mse", "ms-ssim"]), default="mse", help="--task codec.")
 @click.option("--codec-weights", help="--task codec: start from this file (a pattern with {quality} for several).")
 @click.option("--untrained-codec", is_flag=True, help="--task codec: start from random weights instead of the zoo's.")
+@click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default="constant",
+              help="--task codec: constant lr, or a half-cosine from --lr to --lr-final x --lr over the run's steps.")
+@click.option("--lr-final", type=float, default=0.01, help="--task codec, --lr-schedule cosine: the last step's lr as a fraction of --lr.")
+@click.option("--aux-lr", type=float, default=1e-3, help="--task codec: lr of the entropy bottleneck's quantiles (aux loss).")
+@click.option("--eb-init-scale", type=float,
+              help="--task codec with --untrained-codec: init_scale of the hyperprior's entropy bottleneck (CompressAI: 10; "
+                   "smaller starts z's density near its scale, so z stops costing bits within a few hundred steps).")
+@click.option("--mask-padding", is_flag=True,
+              help="--task codec: measure the distortion over the 224x224 face only, not its zero padding (as PSNR is).")
 @click.option("--tensorboard/--no-tensorboard", default=None, show_default="on when the tensorboard package is installed",
               help="TensorBoard event files in <out>/tensorboard (codec: <out>/tensorboard-codec) beside the JSON-lines metrics.")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary (only warnings and errors on stderr).")
@@ -112,7 +121,9 @@ def run(o: dict) -> None:
                                    codec=o["codec"], quality=q, metric=o["metric"], weights=weights, untrained=o["untrained_codec"],
                                    root=o["root"], seed=o["seed"], workers=o["workers"], device=o["device"], patch=o["patch"],
                                    max_steps=o["max_steps"], progress=not o["quiet"], tensorboard=o["tensorboard"], resume=o["resume"],
-                                   allow_change=allow_change(o), damaged=o["damaged"])
+                                   allow_change=allow_change(o), damaged=o["damaged"], lr_schedule=o["lr_schedule"],
+                                   lr_final=o["lr_final"], aux_lr=o["aux_lr"], eb_init_scale=o["eb_init_scale"],
+                                   mask_padding=o["mask_padding"])
             for key, value in (("epochs", o["epochs"]), ("batch_size", o["batch_size"]), ("lr", o["lr"])):
                 if value is not None:
                     setattr(cfg, key, value)
