@@ -15,7 +15,8 @@ from .archs import ARCHS
 # options that shape one task only, named as Click names them; given to the other task they are refused
 FACES_ONLY = ("arch", "phase", "classify_epochs", "arcface_epochs", "distill_epochs", "identity_weight", "val_shards", "init",
               "width", "embedding_dim", "no_amp", "untrained", "in_channels")
-CODEC_ONLY = ("codec", "quality", "patch", "metric", "codec_weights", "untrained_codec")
+CODEC_ONLY = ("codec", "quality", "patch", "metric", "codec_weights", "untrained_codec", "lr_schedule", "lr_final", "aux_lr",
+              "eb_init_scale", "mask_padding")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -64,6 +65,15 @@ CODEC_ONLY = ("codec", "quality", "patch", "metric", "codec_weights", "untrained
 @click.option("--metric", type=click.Choice(["mse", "ms-ssim"]), default="mse", help="--task codec.")
 @click.option("--codec-weights", help="--task codec: start from this file (a pattern with {quality} for several).")
 @click.option("--untrained-codec", is_flag=True, help="--task codec: start from random weights instead of the zoo's.")
+@click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default="constant",
+              help="--task codec: constant lr, or a half-cosine from --lr to --lr-final x --lr over the run's steps.")
+@click.option("--lr-final", type=float, default=0.01, help="--task codec, --lr-schedule cosine: the last step's lr as a fraction of --lr.")
+@click.option("--aux-lr", type=float, default=1e-3, help="--task codec: lr of the entropy bottleneck's quantiles (aux loss).")
+@click.option("--eb-init-scale", type=float,
+              help="--task codec with --untrained-codec: init_scale of the hyperprior's entropy bottleneck (CompressAI: 10; "
+                   "smaller starts z's density near its scale, so z stops costing bits within a few hundred steps).")
+@click.option("--mask-padding", is_flag=True,
+              help="--task codec: measure the distortion over the 224x224 face only, not its zero padding (as PSNR is).")
 @click.option("--tensorboard/--no-tensorboard", default=None, show_default="on when the tensorboard package is installed",
               help="TensorBoard event files in <out>/tensorboard (codec: <out>/tensorboard-codec) beside the JSON-lines metrics.")
 @common_options
@@ -130,7 +140,9 @@ def run(o: dict) -> None:
                                    codec=o["codec"], quality=q, metric=o["metric"], weights=weights, untrained=o["untrained_codec"],
                                    root=o["root"], seed=o["seed"], workers=o["workers"], device=o["device"], patch=o["patch"],
                                    max_steps=o["max_steps"], tensorboard=o["tensorboard"], resume=o["resume"],
-                                   allow_change=allow_change(o), damaged=o["damaged"])
+                                   allow_change=allow_change(o), damaged=o["damaged"], lr_schedule=o["lr_schedule"],
+                                   lr_final=o["lr_final"], aux_lr=o["aux_lr"], eb_init_scale=o["eb_init_scale"],
+                                   mask_padding=o["mask_padding"])
             for key, value in (("epochs", o["epochs"]), ("batch_size", o["batch_size"]), ("lr", o["lr"])):
                 if value is not None:
                     setattr(cfg, key, value)

@@ -4,14 +4,21 @@ The codec sees what cdfv-prep gives it: the 224x224 face zero-padded to 256x256,
 The loss is CompressAI's RateDistortionLoss with CompressAI's lambda for the quality, plus the
 entropy bottleneck's aux loss on its own optimiser, as CompressAI's example trainer does. The
 result is saved with cdfv.pipeline.codecs.save_codec, so `cdfv-prep encode --weights` loads it.
+
+Options for learning fast on a small budget (measured in results/codec-curves): a cosine decay
+of the learning rate (`lr_schedule`), the hyperprior's entropy-bottleneck density started narrow
+(`eb_init_scale`: CompressAI's init_scale 10 makes the near-zero z of a fresh codec cost ~1,400
+bytes a face, which Adam takes thousands of steps to undo), and the distortion measured on the
+224x224 face alone (`mask_padding`), since PSNR is. None changes the architecture or the coding.
 """
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +40,7 @@ LAMBDAS = {
     "ms-ssim": (2.40, 4.58, 8.73, 16.64, 31.73, 60.50, 115.37, 220.00),
 }
 PAD = (spec.CODED_SIZE - spec.FACE_SIZE) // 2
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -48,7 +56,11 @@ class CodecTrainConfig:
     epochs: int = 1
     batch_size: int = 16  # CompressAI zoo: 16 or 32
     lr: float = 1e-4  # CompressAI zoo: main optimiser
+    lr_schedule: str = "constant"  # cosine: from lr down to lr * lr_final over the run's steps
+    lr_final: float = 0.01  # cosine: the last step's lr as a fraction of lr
     aux_lr: float = 1e-3  # CompressAI example: entropy-bottleneck quantiles
+    eb_init_scale: float | None = None  # random start only: the entropy bottleneck's init_scale (CompressAI: 10)
+    mask_padding: bool = False  # distortion over the 224x224 face only, not its zero padding (mse metric)
     clip_grad: float = 1.0  # CompressAI example's --clip_max_norm
     seed: int = 0
     workers: int = 4
@@ -69,6 +81,43 @@ def pad_faces(x: torch.Tensor) -> torch.Tensor:
     return F.pad(x.float() / 255.0, (PAD, PAD, PAD, PAD))
 
 
+def face_mask(x: torch.Tensor) -> torch.Tensor:
+    """(N, 1, 256, 256) ones over the 224x224 face of a padded batch, zeros over its padding."""
+    return F.pad(torch.ones_like(x[:, :1, PAD:-PAD, PAD:-PAD]), (PAD, PAD, PAD, PAD))
+
+
+def masked_mse(x_hat: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the pixels where mask is 1 (all three channels): the distortion
+    PSNR over the face measures, so the codec spends nothing on reproducing the padding."""
+    return ((x_hat - x) ** 2 * mask).sum() / (mask.sum() * x.shape[1]).clamp(min=1)
+
+
+def lr_at(step: int, total: int, lr: float, schedule: str = "constant", final: float = 0.01) -> float:
+    """The main optimiser's lr for training step `step` (0-based) of `total`: constant, or a
+    half-cosine from lr at step 0 to lr * final at the last step. Stateless, so a resumed run
+    continues the same curve."""
+    if schedule == "constant":
+        return lr
+    if schedule != "cosine":
+        raise ValueError(f"lr schedule {schedule!r}: one of {', '.join(LR_SCHEDULES)}")
+    progress = min(step, max(total - 1, 1)) / max(total - 1, 1)
+    return lr * (final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def narrow_entropy_bottleneck(model: torch.nn.Module, init_scale: float, seed: int) -> None:
+    """Replaces a fresh codec's entropy bottleneck with CompressAI's own, built with init_scale
+    (seeded, so runs repeat): same parameters and coding, a density that starts near z's scale."""
+    from compressai.entropy_models import EntropyBottleneck
+
+    if init_scale <= 0:
+        raise ValueError(f"--eb-init-scale {init_scale}: must be positive")
+    old = model.entropy_bottleneck
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model.entropy_bottleneck = EntropyBottleneck(old.channels, init_scale=init_scale, tail_mass=old.tail_mass,
+                                                     filters=old.filters)
+
+
 def random_patches(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
     """One random size x size crop of each picture (sides multiples of 64 for the transforms)."""
     if size % 64 or not 64 <= size <= x.shape[-1]:
@@ -79,16 +128,20 @@ def random_patches(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Te
     return torch.stack([x[i, :, t : t + size, l : l + size] for i, (t, l) in enumerate(zip(top, left))])
 
 
-def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
+StepHook = Callable[[int, torch.nn.Module], None]  # (steps done, the codec in training) after each step
+
+
+def train_codec(cfg: CodecTrainConfig, on_step: StepHook | None = None) -> dict[str, Any]:
     """Runs the codec training while holding the output directory; returns a summary with the
-    first and last logged losses."""
+    first and last logged losses. on_step (main rank) sees the codec after every step: a
+    learning curve evaluates it there without a second copy of the loop; it must leave it as is."""
     with rank_zero_lock(Path(cfg.out)) as held:
         if held:
             remove_stale_temporaries(Path(cfg.out))
-        return _train_codec(cfg)
+        return _train_codec(cfg, on_step)
 
 
-def _train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
+def _train_codec(cfg: CodecTrainConfig, on_step: StepHook | None) -> dict[str, Any]:
     from compressai.losses import RateDistortionLoss
 
     ctx: Context = setup_context(cfg.device)
@@ -100,6 +153,14 @@ def _train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
     model, weights_id = load_codec(codec_spec, weights=Path(cfg.weights) if cfg.weights else None,
                                    untrained=cfg.untrained, seed=cfg.seed, any_quality=True,
                                    flags=("--codec-weights", "--untrained-codec"))
+    if cfg.eb_init_scale is not None:
+        if not cfg.untrained:
+            raise ValueError("--eb-init-scale starts a codec from random weights: give --untrained-codec, not --codec-weights")
+        narrow_entropy_bottleneck(model, cfg.eb_init_scale, cfg.seed)
+    if cfg.mask_padding and cfg.metric != "mse":
+        raise ValueError("--mask-padding measures the mse over the face; the ms-ssim metric has no such mask")
+    if cfg.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"--lr-schedule {cfg.lr_schedule}: one of {', '.join(LR_SCHEDULES)}")
     model.to(ctx.device).train()
     criterion = RateDistortionLoss(lmbda=LAMBDAS[cfg.metric][cfg.quality - 1],
                                    metric="mse" if cfg.metric == "mse" else "ms-ssim")
@@ -142,6 +203,7 @@ def _train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
         restore_rng(state["rng"], rng)
         start_epoch, start_step, step, weights_id = state["epoch"], state["step_in_epoch"], state["step"], state["start_weights"]
     resumed_at = step
+    total_steps = min(cfg.max_steps or math.inf, cfg.epochs * stream.steps)
     log = MetricsLog(out / "codec-metrics.jsonl", ctx.main, step if cfg.resume else None, board)
     total = phase_total(cfg.epochs, stream.steps, start_epoch, start_step, step, cfg.max_steps)
     with progress.bar(total, f"codec {codec_spec.label}", unit="step", initial=start_epoch * stream.steps + start_step,
@@ -154,12 +216,20 @@ def _train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
             for step_in_epoch, (faces, _, _) in enumerate(make_loader(stream, cfg.workers, ctx.device.type == "cuda"),
                                                           start=start_step + 1):
                 x = pad_faces(faces.to(ctx.device, non_blocking=True))
+                x = torch.cat([x, face_mask(x)], 1)  # one crop for picture and mask
                 if cfg.patch is not None:
                     x = random_patches(x, cfg.patch, rng)
-                losses = criterion(runner(x), x)
+                x, mask = x[:, :3], x[:, 3:]
+                coded = runner(x)
+                losses = criterion(coded, x)
+                if cfg.mask_padding:
+                    losses["mse_loss"] = masked_mse(coded["x_hat"], x, mask)
+                    losses["loss"] = criterion.lmbda * 255**2 * losses["mse_loss"] + losses["bpp_loss"]
                 if not torch.isfinite(losses["loss"]):  # stop before a diverged codec is saved or checkpointed
                     raise ValueError(f"codec training diverged at step {step + 1} (loss {losses['loss'].item()}); "
                                      f"start again with a lower --lr (now {cfg.lr:g})")
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(step, total_steps, cfg.lr, cfg.lr_schedule, cfg.lr_final)
                 optimizer.zero_grad(set_to_none=True)
                 losses["loss"].backward()
                 torch.nn.utils.clip_grad_norm_(main_params, cfg.clip_grad)
@@ -170,10 +240,13 @@ def _train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
                 aux_optimizer.step()
                 step += 1
                 bar.update(1)
+                if on_step is not None and ctx.main:
+                    on_step(step, model)
                 if step % cfg.log_every == 0 or step == 1:
                     record = {"phase": "codec", "split": "train", "epoch": epoch, "step": step,
                               "loss": losses["loss"].item(), "bpp": losses["bpp_loss"].item(),
-                              "distortion": losses.get("mse_loss", losses.get("ms_ssim_loss")).item(), "aux": aux.item()}
+                              "distortion": losses.get("mse_loss", losses.get("ms_ssim_loss")).item(), "aux": aux.item(),
+                              "lr": optimizer.param_groups[0]["lr"]}
                     log.write(record)
                     history.append(record)
                     bar.set_postfix({"epoch": f"{epoch + 1}/{cfg.epochs}", "loss": f"{record['loss']:.4f}", "bpp": f"{record['bpp']:.3f}"})

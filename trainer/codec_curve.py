@@ -1,0 +1,218 @@
+"""Learning curves of codec training: PSNR and real bpp of held-out aligned faces against steps,
+beside JPEG rate-matched on the same faces (issue 17: a codec is worth its training time once it
+reconstructs faces at least as well as JPEG at equal rate).
+
+    python -m cdfv.trainer.codec_curve --shards faces --root shards/codec --eval-root shards/lfw-eval \\
+        --quality 1 --untrained-codec --max-steps 600 --every 100 --threads 1 --out curves/q1
+    python -m cdfv.trainer.codec_curve --plot curves/q1/curve.csv curves/q1-cosine/curve.csv --out curves/both.png
+
+Every --every steps the codec in training is copied, its entropy tables built, and the faces
+coded as cdfv-prep codes them (pipeline.coding: zero-padded to 256x256, range-coded strings,
+entropy-decoded from those strings, synthesised, cropped back to 224x224): bpp is 8 x bytes over
+the 224x224 face, PSNR is pipeline.quality's over the face, both averaged per face as cdfv-eval
+reports them. JPEG's quality is chosen by pipeline.ratematch, as `cdfv-prep anchor --match` does,
+so the mean rate is within 5 % of the codec's; a rate JPEG cannot reach is recorded as such.
+Training time per step, wall-clock and CPU (this process's, threads and loader included),
+excludes the evaluations: on a shared machine the CPU time compares runs. Writes <out>/curve.csv, curve.json, curve.png
+and the training run under <out>/run.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import datetime
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cdfv.pipeline.codecs import CodecSpec
+from cdfv.pipeline.coding import CodecEngine, pad_face, unpad_face
+from cdfv.pipeline.conventional import get_codec
+from cdfv.pipeline.quality import ms_ssim_batch, psnr
+from cdfv.pipeline.ratematch import RateNotReachable, match_rate
+from cdfv.pipeline.stages import sample_faces
+from cdfv.shards import open_shard_set
+from cdfv.shards import spec as S
+
+from .codec_train import CodecTrainConfig, train_codec
+
+FIELDS = ("step", "train_s", "s_per_step", "cpu_s_per_step", "eval_s", "bpp", "psnr", "ms_ssim", "y_bytes", "z_bytes",
+          "jpeg_quality", "jpeg_bpp", "jpeg_psnr", "psnr_minus_jpeg")
+EVAL_BATCH = 10  # faces per transform batch: bounds the memory of g_a on 100 faces
+
+
+def load_faces(shards: str, root: str | None, count: int) -> list[np.ndarray]:
+    """`count` aligned faces spread evenly through an image set (cdfv-prep anchor's sample)."""
+    return sample_faces(open_shard_set(shards, root), count)
+
+
+@torch.inference_mode()
+def code_faces(model: torch.nn.Module, spec: CodecSpec, faces: list[np.ndarray]) -> dict[str, float]:
+    """A copy of the codec, tables built, codes the faces with cdfv's engine on the CPU; returns
+    the per-face means of bpp, PSNR and MS-SSIM, and of the y and z strings' bytes."""
+    m = copy.deepcopy(model).cpu().eval()
+    m.update(force=True)
+    engine = CodecEngine(spec, m, torch.device("cpu"))
+    rates, y_bytes, z_bytes, decoded = [], [], [], []
+    for i in range(0, len(faces), EVAL_BATCH):
+        encoded = engine.encode([pad_face(f) for f in faces[i : i + EVAL_BATCH]])
+        y_hat = engine.entropy_decode([(e.strings, e.shape) for e in encoded])
+        decoded += [unpad_face(p) for p in engine.reconstruct(y_hat)]
+        rates += [S.bits_per_pixel(S.payload_bytes(e.strings)) for e in encoded]
+        y_bytes += [len(e.strings[0]) for e in encoded]
+        z_bytes += [len(e.strings[1]) for e in encoded]
+    return {"bpp": float(np.mean(rates)), "psnr": float(np.mean([psnr(f, d) for f, d in zip(faces, decoded)])),
+            "ms_ssim": float(np.mean(ms_ssim_batch(faces, decoded))),
+            "y_bytes": float(np.mean(y_bytes)), "z_bytes": float(np.mean(z_bytes))}
+
+
+def jpeg_at(faces: list[np.ndarray], target_bpp: float) -> dict[str, Any]:
+    """JPEG at the quality whose mean rate over the faces is within 5 % of target_bpp: its
+    quality, mean bpp and mean PSNR; None for each, with the reason, when no quality gets there."""
+    codec = get_codec("jpeg")
+    try:
+        quality, _ = match_rate(codec, faces, target_bpp)
+    except RateNotReachable as e:
+        return {"jpeg_quality": None, "jpeg_bpp": None, "jpeg_psnr": None, "jpeg_note": str(e)}
+    coded = [codec.code(f, quality) for f in faces]
+    return {"jpeg_quality": int(quality), "jpeg_bpp": float(np.mean([c.bpp for c in coded])),
+            "jpeg_psnr": float(np.mean([psnr(f, c.decoded) for f, c in zip(faces, coded)]))}
+
+
+class Curve:
+    """Evaluates the codec every `every` steps and at the last one, rewriting the CSV, JSON and
+    plot after each point so an interrupted run keeps what it measured."""
+
+    def __init__(self, out: Path, cfg: CodecTrainConfig, faces: list[np.ndarray], every: int, total: int,
+                 header: dict[str, Any]) -> None:
+        self.out, self.cfg, self.faces, self.every, self.total = out, cfg, faces, every, total
+        self.spec = CodecSpec(cfg.codec, cfg.quality, cfg.metric)
+        self.header = header
+        self.rows: list[dict[str, Any]] = []
+        self.started, self.started_cpu = time.perf_counter(), time.process_time()
+        self.eval_s = self.eval_cpu_s = 0.0
+
+    def __call__(self, step: int, model: torch.nn.Module) -> None:
+        if step % self.every and step != self.total:
+            return
+        began, began_cpu = time.perf_counter(), time.process_time()
+        train_s = began - self.started - self.eval_s
+        train_cpu_s = began_cpu - self.started_cpu - self.eval_cpu_s
+        row: dict[str, Any] = {"step": step, "train_s": round(train_s, 1), "s_per_step": round(train_s / step, 3),
+                               "cpu_s_per_step": round(train_cpu_s / step, 3)}
+        row.update(code_faces(model, self.spec, self.faces))
+        row.update(jpeg_at(self.faces, row["bpp"]))
+        row["psnr_minus_jpeg"] = row["psnr"] - row["jpeg_psnr"] if row["jpeg_psnr"] is not None else None
+        row["eval_s"] = round(time.perf_counter() - began, 1)
+        self.eval_s += row["eval_s"]
+        self.eval_cpu_s += time.process_time() - began_cpu
+        self.rows.append(row)
+        self.write()
+        jpeg = f"JPEG q{row['jpeg_quality']} {row['jpeg_psnr']:.2f} dB at {row['jpeg_bpp']:.3f}" if row["jpeg_psnr"] else "JPEG unreachable"
+        print(f"step {step}: {row['psnr']:.2f} dB at {row['bpp']:.4f} bpp (y {row['y_bytes']:.0f} B, z {row['z_bytes']:.0f} B); "
+              f"{jpeg}; {row['s_per_step']} s/step ({row['cpu_s_per_step']} CPU), eval {row['eval_s']} s", flush=True)
+
+    def write(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / "curve.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, FIELDS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows({k: _rounded(v) for k, v in r.items()} for r in self.rows)
+        (self.out / "curve.json").write_text(json.dumps({**self.header, "points": self.rows}, indent=1))
+        plot({self.out.name: self.rows}, self.out / "curve.png")
+
+
+def _rounded(value: Any) -> Any:
+    return round(value, 4) if isinstance(value, float) else value
+
+
+def read_curve(path: Path) -> list[dict[str, Any]]:
+    """A curve.csv back as rows of numbers (empty cells: None)."""
+    with open(path, newline="") as f:
+        return [{k: float(v) if v not in ("", None) else None for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def plot(curves: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    """PSNR (solid; JPEG at the matched rate dashed, same colour) and bpp against steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_psnr, ax_bpp) = plt.subplots(1, 2, figsize=(11, 4))
+    for i, (label, rows) in enumerate(curves.items()):
+        colour = f"C{i % 10}"
+        steps = [r["step"] for r in rows]
+        ax_psnr.plot(steps, [r["psnr"] for r in rows], color=colour, marker="o", ms=3, label=label)
+        ax_psnr.plot(steps, [r["jpeg_psnr"] if r["jpeg_psnr"] is not None else math.nan for r in rows],
+                     color=colour, ls="--", lw=1)
+        ax_bpp.plot(steps, [r["bpp"] for r in rows], color=colour, marker="o", ms=3, label=label)
+    ax_psnr.set(xlabel="training steps", ylabel="PSNR over the 224x224 face (dB)",
+                title="learned codec (solid), JPEG at the same bpp (dashed)")
+    ax_bpp.set(xlabel="training steps", ylabel="bpp (8 x bytes / 224^2)", title="rate of the coded strings")
+    for ax in (ax_psnr, ax_bpp):
+        ax.grid(alpha=0.3)
+    ax_psnr.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--plot", nargs="+", type=Path, metavar="CSV", help="only overlay these curve.csv files into --out (a .png)")
+    parser.add_argument("--labels", help="--plot: comma-separated labels (default: each CSV's folder)")
+    parser.add_argument("--shards", default="faces", help="training image set (cdfv-prep run --outputs faces)")
+    parser.add_argument("--root", help="where the training set lives")
+    parser.add_argument("--eval-shards", default="faces", help="held-out aligned faces (LFW; never trained on)")
+    parser.add_argument("--eval-root", help="where the held-out set lives")
+    parser.add_argument("--eval-faces", type=int, default=100)
+    parser.add_argument("--every", type=int, default=100, help="steps between evaluations")
+    parser.add_argument("--max-steps", type=int, default=600)
+    parser.add_argument("--quality", type=int, default=1)
+    parser.add_argument("--codec-weights", help="start from this codec file (e.g. a trained q1 for q3)")
+    parser.add_argument("--untrained-codec", action="store_true")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--patch", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--lr-schedule", default="constant")
+    parser.add_argument("--lr-final", type=float, default=0.01)
+    parser.add_argument("--aux-lr", type=float, default=1e-3)
+    parser.add_argument("--eb-init-scale", type=float)
+    parser.add_argument("--mask-padding", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.plot:
+        labels = args.labels.split(",") if args.labels else [p.parent.name for p in args.plot]
+        plot({label: read_curve(p) for label, p in zip(labels, args.plot)}, args.out)
+        return
+    cfg = CodecTrainConfig(shards=args.shards, root=args.root, out=str(args.out / "run"), quality=args.quality,
+                           weights=args.codec_weights, untrained=args.untrained_codec, epochs=10**6,
+                           batch_size=args.batch_size, patch=args.patch, lr=args.lr, lr_schedule=args.lr_schedule,
+                           lr_final=args.lr_final, aux_lr=args.aux_lr, eb_init_scale=args.eb_init_scale,
+                           mask_padding=args.mask_padding, seed=args.seed, workers=args.workers, max_steps=args.max_steps,
+                           progress=False, tensorboard=False, log_every=50)
+    faces = load_faces(args.eval_shards, args.eval_root, args.eval_faces)
+    header = {"config": asdict(cfg), "eval": {"shards": args.eval_shards, "root": args.eval_root, "faces": len(faces)},
+              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                          "torch": torch.__version__}}
+    train_codec(cfg, Curve(args.out, cfg, faces, args.every, args.max_steps, header))
+
+
+if __name__ == "__main__":
+    main()
