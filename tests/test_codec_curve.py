@@ -89,8 +89,10 @@ def test_jpeg_is_matched_to_the_rate_or_reported_unreachable(celeba_faces) -> No
     assert abs(point["jpeg_bpp"] / 0.5 - 1) <= 0.05
     coded = get_codec("jpeg").code(faces[0], point["jpeg_quality"])
     assert coded.bpp == pytest.approx(point["jpeg_bpp"], rel=0.5) and 15 < point["jpeg_psnr"] < 50
-    low = jpeg_at(faces, 0.01)  # below JPEG's headers
-    assert low["jpeg_psnr"] is None and "outside the reachable" in low["jpeg_note"]
+    assert point["jpeg_matched"] == 1 and "jpeg_note" not in point
+    low = jpeg_at(faces, 0.01)  # below JPEG's headers: its lowest rate, quality 1, flagged
+    assert low["jpeg_matched"] == 0 and low["jpeg_quality"] == 1 and low["jpeg_bpp"] > 0.05
+    assert "outside the reachable" in low["jpeg_note"]
 
 
 def test_the_curve_reports_what_cdfv_prep_measures_for_the_saved_codec(shard_root: Path, celeba_faces, tmp_path: Path) -> None:  # noqa: F811
