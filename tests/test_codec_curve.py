@@ -80,6 +80,23 @@ def test_training_follows_the_schedule_and_refuses_options_that_do_not_apply(sha
                                      **base))
 
 
+def test_resuming_keeps_the_schedule_and_accepts_checkpoints_older_than_the_options(shard_root: Path, tmp_path: Path) -> None:  # noqa: F811
+    from cdfv.trainer.checkpoint import load_checkpoint, save_checkpoint
+
+    base = dict(shards="faces-train", root=str(shard_root), out=str(tmp_path / "run"), untrained=True, batch_size=2, patch=64,
+                workers=0, progress=False)
+    train_codec(CodecTrainConfig(max_steps=2, lr_schedule="cosine", **base))
+    with pytest.raises(ValueError, match="--allow-change max_steps"):  # the cosine would jump back up
+        train_codec(CodecTrainConfig(max_steps=4, lr_schedule="cosine", resume=True, **base))
+    ckpt = tmp_path / "run" / "codec-checkpoint.pt"
+    state = load_checkpoint(ckpt)
+    for option in ("lr_schedule", "lr_final", "aux_lr", "eb_init_scale", "mask_padding"):
+        state["config"].pop(option)  # as written before these options existed
+    state["config"]["max_steps"] = 2
+    save_checkpoint(ckpt, {k: v for k, v in state.items() if k != "format"})
+    assert train_codec(CodecTrainConfig(max_steps=3, resume=True, **base))["steps"] == 3
+
+
 def test_jpeg_is_matched_to_the_rate_or_reported_unreachable(celeba_faces) -> None:  # noqa: F811
     from cdfv.pipeline.conventional import get_codec
     from cdfv.trainer.codec_curve import jpeg_at

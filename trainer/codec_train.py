@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -79,6 +79,11 @@ class CodecTrainConfig:
 def pad_faces(x: torch.Tensor) -> torch.Tensor:
     """uint8 (N, 3, 224, 224) -> float [0, 1] (N, 3, 256, 256), zero-padded on every side."""
     return F.pad(x.float() / 255.0, (PAD, PAD, PAD, PAD))
+
+
+def option_defaults() -> dict[str, Any]:
+    """The options' defaults: what a checkpoint written before an option existed ran with."""
+    return {f.name: f.default for f in fields(CodecTrainConfig) if f.default is not MISSING}
 
 
 def face_mask(x: torch.Tensor) -> torch.Tensor:
@@ -195,7 +200,11 @@ def _train_codec(cfg: CodecTrainConfig, on_step: StepHook | None) -> dict[str, A
                                             "step", "rng", "config", "start_weights"))
         if state["task"] != "codec" or state["codec"] != codec_spec.label:
             raise ValueError(f"--resume {ckpt_path}: checkpoint is for {state['codec']}, not {codec_spec.label}")
-        check_resume_config(ckpt_path, {**state["config"], "data": state.get("data")},
+        saved = {**option_defaults(), **state["config"]}  # an option newer than the checkpoint ran at its default
+        if cfg.lr_schedule != "constant" and saved["max_steps"] != cfg.max_steps and "max_steps" not in cfg.allow_change:
+            raise ValueError(f"--resume {ckpt_path}: --lr-schedule {cfg.lr_schedule} spans the run's --max-steps "
+                             f"({saved['max_steps']}); another ({cfg.max_steps}) bends its lr: --allow-change max_steps to do so")
+        check_resume_config(ckpt_path, {**saved, "data": state.get("data")},
                             {**asdict(cfg), "data": data_identity(shard_set)}, cfg.allow_change)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
