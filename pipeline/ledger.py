@@ -21,7 +21,7 @@ from typing import Any
 
 from cdfv.outlock import LOCK_NAME, output_lock
 from cdfv.provenance import provenance
-from cdfv.shards import atomic_write_bytes, run_digest
+from cdfv.shards import atomic_write_bytes, part_tags, run_digest
 
 RECORD = re.compile(r"^run-p(\d{3})of(\d{3})\.json$")
 LEDGER_LOCK = f"{LOCK_NAME}-ledger"  # held while a run record or the index is checked and written
@@ -194,7 +194,7 @@ def check_index(directory: Path, index: dict[str, Any]) -> None:
 def missing_parts(directory: Path, name: str) -> list[str]:
     """The parts of the set's split that have no shard in the directory (an index over the others
     would be a partial set)."""
-    tags = {p.name[len(name) + 1:].rsplit("-", 1)[0] for p in Path(directory).glob(f"{name}-p*of*-*.tar")}
+    tags = part_tags(directory, name)
     splits = {int(tag.split("of")[1]) for tag in tags}
     if len(splits) != 1:
         return []  # none, or mixed splits: write_index refuses those
@@ -207,8 +207,7 @@ def check_parts(directory: Path, name: str) -> None:
     needs its run record, and the records must agree on the stage and every option (codec weights,
     alignment, chunking, input set...); the message names the parts and what differs."""
     directory = Path(directory)
-    tags = sorted({p.name[len(name) + 1:].rsplit("-", 1)[0] for p in directory.glob(f"{name}-p*of*-*.tar")})
-    records = {tag: directory / f"run-{tag}.json" for tag in tags}
+    records = {tag: directory / f"run-{tag}.json" for tag in part_tags(directory, name)}
     if not any(path.is_file() for path in records.values()):
         return  # a set written without a ledger (a library writer): nothing to compare
     missing = [tag for tag, path in records.items() if not path.is_file()]

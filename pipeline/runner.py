@@ -8,14 +8,15 @@ and a restart with other inputs, chunking or options is refused rather than mixe
 from __future__ import annotations
 
 import time
-from contextlib import ExitStack
 from collections import Counter
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from cdfv import progress
 from cdfv.outlock import LOCK_NAME, output_lock
 from cdfv.shards import atomic_write_bytes, remove_stale_temporaries

@@ -13,7 +13,7 @@ from .reader import (
     resolve,
 )
 from .spec import FORMAT, VERSION, bits_per_pixel, make_key, pack_bitstream, unpack_bitstream
-from .writer import ShardSetWriter, atomic_write_bytes, remove_stale_temporaries, run_digest, write_index
+from .writer import ShardSetWriter, atomic_write_bytes, part_tags, remove_stale_temporaries, run_digest, write_index
 
 __all__ = [
     "DAMAGE_POLICIES",
@@ -32,6 +32,7 @@ __all__ = [
     "make_key",
     "open_shard_set",
     "pack_bitstream",
+    "part_tags",
     "read_shard",
     "remove_stale_temporaries",
     "resolve",

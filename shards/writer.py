@@ -153,13 +153,13 @@ def write_index(
         raise ValueError(f"kind must be one of {spec.KINDS}, got {kind!r}")
     directory = Path(directory)
     shards = sorted(directory.glob(f"{name}-p*of*-*.tar"))
-    totals = {p.name[len(name) :].split("-")[1].split("of")[1] for p in shards}
+    totals = {part_tag(name, p.name).split("of")[1] for p in shards}
     if len(totals) > 1:
         raise ValueError(f"{directory}: shards of {name!r} come from runs split {sorted(totals)} ways; use one split")
     entries = []
     for p in shards:
         samples, table = scan_shard(p)
-        run = run_digest(directory / f"run-{p.name[len(name) + 1:].rsplit('-', 1)[0]}.json")
+        run = run_digest(directory / f"run-{part_tag(name, p.name)}.json")
         entries.append({"url": p.name, "samples": samples, "bytes": p.stat().st_size, "table": table, "run": run})
     index = {
         "format": spec.FORMAT,
@@ -177,6 +177,17 @@ def write_index(
         check(index)
     atomic_write_bytes(directory / spec.INDEX_NAME, json.dumps(index, indent=1).encode())
     return index
+
+
+def part_tags(directory: Path, name: str) -> list[str]:
+    """The parts (`p<part>of<parts>`) of set `name` with a shard in the directory, sorted; shard
+    files are named `<name>-p<part>of<parts>-<chunk>.tar` (ShardSetWriter.shard_path)."""
+    return sorted({part_tag(name, p.name) for p in Path(directory).glob(f"{name}-p*of*-*.tar")})
+
+
+def part_tag(name: str, shard_file: str) -> str:
+    """`p<part>of<parts>` of one shard file of set `name`."""
+    return shard_file[len(name) + 1 :].rsplit("-", 1)[0]
 
 
 def run_digest(record: Path) -> str | None:
