@@ -156,11 +156,12 @@ def write_index(
     totals = {part_tag(name, p.name).split("of")[1] for p in shards}
     if len(totals) > 1:
         raise ValueError(f"{directory}: shards of {name!r} come from runs split {sorted(totals)} ways; use one split")
+    runs = {tag: run_digest(directory / f"run-{tag}.json") for tag in part_tags(directory, name)}  # once a part
     entries = []
     for p in shards:
         samples, table = scan_shard(p)
-        run = run_digest(directory / f"run-{part_tag(name, p.name)}.json")
-        entries.append({"url": p.name, "samples": samples, "bytes": p.stat().st_size, "table": table, "run": run})
+        entries.append({"url": p.name, "samples": samples, "bytes": p.stat().st_size, "table": table,
+                        "run": runs[part_tag(name, p.name)]})
     index = {
         "format": spec.FORMAT,
         "version": spec.VERSION,
