@@ -5,6 +5,7 @@ domain models side by side; scores to Parquet, metrics with confidence intervals
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import logging
 import os
@@ -130,6 +131,7 @@ def run(pairs_path: Path, faces: str | None, image_model: str | None, onnx_chann
     check_writable(out / "report")
     remove_stale_temporaries(out / "scores")
     pairs = read_pairs(pairs_path)
+    pairs_digest = hashlib.sha256(pairs_path.read_bytes()).hexdigest()  # every figure names the pairs file it comes from
     log.info("%s: %d pairs, %d same-person", pairs_path, len(pairs), sum(p.label for p in pairs))
     jobs = []  # (mode, model spec, probe set, reference set)
     if (decoded_sets or faces or image_model) and (faces is None or image_model is None):
@@ -152,7 +154,7 @@ def run(pairs_path: Path, faces: str | None, image_model: str | None, onnx_chann
             models[model_spec] = load_face_model(model_spec, device, flip=flip, precision=precision, onnx_channels=onnx_channels)
         probe_set, reference_set = (open_shard_set(name, root, damage=damaged) for name in (probe_name, reference_name))
         table, meta = evaluate(pairs, mode, models[model_spec], probe_set, reference_set, missing, batch_size, cache)
-        meta["pairs_file"] = str(pairs_path)
+        meta["pairs_file"], meta["pairs_sha256"] = str(pairs_path), pairs_digest
         path = out / "scores" / f"{meta['run']}.parquet"
         write_scores(path, table, meta)
         written.append(path)

@@ -183,8 +183,12 @@ def quality_vs_rate(rd: dict[str, dict[str, Any]], styles: Styles) -> Figure | N
 FIGURE_FILES = ("metrics_vs_bpp.png", "roc.png", "score_histograms.png", "quality_vs_bpp.png")
 
 
-def figures(runs: list[Run], rd: dict[str, dict[str, Any]]) -> dict[str, Figure]:
-    """Every figure of the report by file name (FIGURE_FILES), those that have something to show."""
+def figures(runs: list[Run], rd: dict[str, dict[str, Any]], pairs: str) -> dict[str, Figure]:
+    """Every figure of the report by file name (FIGURE_FILES), those that have something to show,
+    each naming the pairs file its figures come from (runs.pairs_label) in its top left corner."""
     styles = Styles.of(runs)
     made = (metrics_vs_rate(runs, styles), roc_figure(runs, styles), histograms(runs), quality_vs_rate(rd, styles))
-    return {name: fig for name, fig in zip(FIGURE_FILES, made) if fig is not None}
+    drawn = {name: fig for name, fig in zip(FIGURE_FILES, made) if fig is not None}
+    for fig in drawn.values():
+        fig.suptitle(f"LFW pairs: {pairs}", x=0.01, ha="left", fontsize=8, color="0.35")
+    return drawn

@@ -22,11 +22,11 @@ from .bd import INTERPOLATION, MIN_POINTS, compare
 from .markdown import cell, note_column, table
 from .metrics import POINT_METRICS
 from .plots import FIGURE_FILES, METRIC_TITLES, figures
-from .runs import Run, load_runs, plot_lines, rate_distortion
+from .runs import Run, load_runs, one_pairs_file, plot_lines, rate_distortion
 
 TAR_METRICS = POINT_METRICS[:2]  # the TAR@FAR columns, which carry a resolution note
 TABLE_COLUMNS = (
-    "run", "mode", "arch", "codec", "quality", "model_id", "pairs", "missing", "scored", "bpp", "psnr", "ms_ssim",
+    "run", "mode", "arch", "codec", "quality", "model_id", "pairs_file", "pairs", "missing", "scored", "bpp", "psnr", "ms_ssim",
     *(f"{m}{s}" for m in POINT_METRICS for s in ("", "_lo", "_hi")), "genuine_pairs", "impostor_pairs",
     *(f"{m}{s}" for m in TAR_METRICS for s in ("_impostors_above", "_note")), "accuracy", "accuracy_std",
 )
@@ -83,7 +83,7 @@ def metrics_markdown(runs: list[Run]) -> list[str]:
                                for r in rows]
     columns["1e-3 point set by"] = [f"impostor #{r['tar_at_far_1e-3_impostors_above'] + 1} of {r['impostor_pairs']}" for r in rows]
     columns["missing"] = [f"{r['missing']}/{r['pairs']}" for r in rows]
-    return [f"Made by {describe()}.", "", *table(list(columns), [list(row) for row in zip(*columns.values())]), "", METRICS_NOTE]
+    return [f"Pairs: {rows[0]['pairs_file']}. Made by {describe()}.", "", *table(list(columns), [list(row) for row in zip(*columns.values())]), "", METRICS_NOTE]
 
 
 def rd_file(codec: str) -> str:
@@ -157,12 +157,13 @@ def write_report(score_files: list[Path], out: Path, replicates: int = 1000, see
     if not score_files:
         raise ValueError("no scores files given")
     runs = load_runs(score_files, replicates, seed)
+    pairs = one_pairs_file(runs)
     rd = rate_distortion(runs)
     texts = report_texts(runs, rd, bd_anchor)
     with atomic_directory(out, owns=is_report_file) as tmp:
         for name, text in texts.items():
             _named(tmp / name, lambda path, text=text: path.write_text(text))
-        drawn = figures(runs, rd)
+        drawn = figures(runs, rd, pairs)
         for name, fig in drawn.items():
             _named(tmp / name, lambda path, fig=fig: fig.savefig(path, dpi=DPI))
     return [out / name for name in (*texts, *drawn)]

@@ -47,6 +47,26 @@ def _mean_per_probe(table: pa.Table, column: str) -> float:
     return float(np.mean(finite)) if finite else math.nan
 
 
+def pairs_label(meta: dict[str, Any]) -> str:
+    """The pairs file a scores file was scored on, as figures and tables name it: its name and the
+    start of its sha256 (two files of one name but other pairs never read as the same)."""
+    name = Path(meta["pairs_file"]).name if meta.get("pairs_file") else "an unrecorded pairs file"
+    return f"{name} (sha256 {meta['pairs_sha256'][:12]})" if meta.get("pairs_sha256") else name
+
+
+def one_pairs_file(runs: list["Run"]) -> str:
+    """The one pairs file all runs of a report were scored on; runs of several are refused, since
+    their metrics and rates are over other pairs and faces."""
+    labels: dict[str, str] = {}
+    for run in runs:
+        labels.setdefault(run.row["pairs_file"], run.row["source"])
+    if len(labels) > 1:
+        (a, first), (b, second) = list(labels.items())[:2]
+        raise ValueError(f"{second}: scored on {b}, but {first} on {a}; a report covers one pairs file "
+                         f"(report each pairs file into its own --out)")
+    return next(iter(labels))
+
+
 def load_run(path: Path, replicates: int = 1000, seed: int = 0) -> Run:
     """Reads a scores file and computes its metrics on the scored (non-NaN) pairs."""
     table, meta = read_scores(path)
@@ -57,6 +77,7 @@ def load_run(path: Path, replicates: int = 1000, seed: int = 0) -> Run:
     first = {name: table.column(name)[0].as_py() for name in ("run", "mode", "arch", "codec", "quality", "model_id")}
     row: dict[str, Any] = {
         **first,
+        "pairs_file": pairs_label(meta),
         "pairs": table.num_rows,
         "missing": int(sum(table.column("missing").to_pylist())),
         "scored": int(kept.sum()),

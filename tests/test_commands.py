@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from cdfv import __version__, shards, threads
 from cdfv import progress as progress_module
 from cdfv.eval.cli import main as eval_main
-from cdfv.eval.reproduce import main as reproduce_main
+from cdfv.reproduction.cli import main as reproduce_main
 from cdfv.pipeline.cli import main as prep_main
 from cdfv.pipeline.demo import main as demo_main
 from cdfv.provenance import provenance
@@ -29,7 +29,7 @@ from conftest import REPO
 
 HEAVY = ("torch", "compressai", "cv2", "matplotlib", "dlib", "onnxruntime")
 COMMANDS = {"cdfv-prep": "cdfv.pipeline.cli", "cdfv-train": "cdfv.trainer.cli", "cdfv-eval": "cdfv.eval.cli",
-            "cdfv-reproduce": "cdfv.eval.reproduce", "cdfv-demo": "cdfv.pipeline.demo"}
+            "cdfv-reproduce": "cdfv.reproduction.cli", "cdfv-demo": "cdfv.pipeline.demo"}
 PREP_STAGES = ("detect", "align", "encode", "entropy-decode", "crop-latent", "decode", "shard", "anchor", "run", "views", "teacher")
 
 

@@ -20,7 +20,7 @@ from cdfv.eval.markdown import cell, note_column
 from cdfv.eval.plot_style import ORIGINAL_COLOR, Styles
 from cdfv.eval.plots import MAX_CURVES, figures, histogram_rows, metrics_vs_rate, roc_figure, roc_panels
 from cdfv.eval.report import write_report
-from cdfv.eval.runs import Run, load_runs, natural_key, rate_distortion
+from cdfv.eval.runs import Run, load_runs, natural_key, one_pairs_file, rate_distortion
 
 from report_helpers import CODECS, LEARNED, cpu_preset_like
 
@@ -39,7 +39,7 @@ def runs(score_files: list[Path]) -> list[Run]:
 
 @pytest.fixture(scope="module")
 def drawn(runs: list[Run]) -> dict[str, Figure]:
-    made = figures(runs, rate_distortion(runs))
+    made = figures(runs, rate_distortion(runs), one_pairs_file(runs))
     for fig in made.values():
         FigureCanvasAgg(fig).draw()  # legends and text placed as in the PNG
     return made
@@ -231,3 +231,30 @@ def test_cells_round_for_people_and_notes_stay_with_their_numbers() -> None:
     assert note_column("TAR", ["1.000", "0.900"], ["FAR 1e-3 not resolved: 20 impostors, needs 1000", ""]) == \
         ("TAR", ["1.000 (FAR 1e-3 not resolved: 20 impostors, needs 1000)", "0.900"])
     assert note_column("TAR", ["1.000", "0.900"], ["n", "n"]) == ("TAR (n)", ["1.000", "0.900"])
+
+
+def test_every_figure_and_table_names_the_pairs_file_it_comes_from(runs: list[Run], drawn: dict[str, Figure],
+                                                                    score_files: list[Path], tmp_path: Path) -> None:
+    assert len(drawn) == 4
+    assert {fig.get_suptitle() for fig in drawn.values()} == {"LFW pairs: pairsDevTest.txt"}
+    files = write_report(score_files[:2], tmp_path / "report", replicates=0)
+    assert (tmp_path / "report" / "metrics.md").read_text().startswith("Pairs: pairsDevTest.txt. Made by cdfv")
+    with open(tmp_path / "report" / "metrics.csv") as f:
+        assert {row["pairs_file"] for row in csv.DictReader(f)} == {"pairsDevTest.txt"}
+    assert files
+
+
+def test_a_report_over_two_pairs_files_is_refused_naming_both(score_files: list[Path], tmp_path: Path) -> None:
+    """Scores of the same run names on another pairs file (View 2 against View 1) compare nothing."""
+    import pyarrow.parquet as pq
+
+    from cdfv.eval.scores import read_scores, write_scores
+
+    table, meta = read_scores(score_files[1])
+    other = tmp_path / "other.parquet"
+    write_scores(other, table, {**meta, "pairs_file": "/data/pairs.txt", "pairs_sha256": "ab" * 32})
+    assert pq.read_metadata(other).num_rows == table.num_rows
+    with pytest.raises(ValueError, match=r"other.parquet: scored on pairs.txt \(sha256 abababababab\), but .* on "
+                                         r"pairsDevTest.txt; a report covers one pairs file"):
+        write_report([score_files[0], other], tmp_path / "report", replicates=0)
+    assert not (tmp_path / "report").exists()

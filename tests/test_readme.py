@@ -40,7 +40,7 @@ def test_the_readme_library_example_runs(tmp_path: Path, monkeypatch: pytest.Mon
 # ---- the README's command blocks ------------------------------------------------------------------
 
 COMMANDS = {"cdfv-prep": "cdfv.pipeline.cli", "cdfv-train": "cdfv.trainer.cli", "cdfv-eval": "cdfv.eval.cli",
-            "cdfv-reproduce": "cdfv.eval.reproduce", "cdfv-demo": "cdfv.pipeline.demo"}
+            "cdfv-reproduce": "cdfv.reproduction.cli", "cdfv-demo": "cdfv.pipeline.demo"}
 SHARDS_ROOT = "shards/"  # where the README's cdfv-prep examples write, and its cdfv-train and cdfv-eval examples read
 
 

@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cdfv.eval.reproduce import PRESETS, Layout, Steps, main
-from cdfv.eval.summary import goal_rows, preset_changes, results_table, step_times, table7_table
+from cdfv.reproduction.cli import main
+from cdfv.reproduction.presets import PRESETS
+from cdfv.reproduction.steps import Evaluation, Layout, Steps
+from cdfv.reproduction.summary import goal_rows, preset_changes, results_table, step_times, table7_table
 
 
 def lfw_layout(data: Path) -> Path:
@@ -164,27 +166,32 @@ def test_the_summary_page_from_a_runs_files(tmp_path: Path) -> None:
     """The page written from a report, Table 7 and step records as a run leaves them: rounded,
     resolution notes, the goal's rule, the student judged at chance, step times in run order."""
     from cdfv.eval.report import write_report
-    from cdfv.eval.summary import GOAL_RULE, write_reproduction_summary
+    from cdfv.reproduction.summary import GOAL_RULE, write_reproduction_summary
     from report_helpers import LEARNED, cpu_preset_like
 
-    layout = Layout(tmp_path / "data", tmp_path / "pairsDevTest.txt", tmp_path / "lfw", tmp_path / "out")
+    layout = Layout(tmp_path / "data", tmp_path / "out")
+    (tmp_path / "pairsDevTest.txt").write_text("1\nAnn\t1\t2\n")
+    evaluation = Evaluation.of(layout.out, tmp_path / "pairsDevTest.txt", tmp_path / "lfw")
     files = [p for p in cpu_preset_like(tmp_path / "scores") if LEARNED in p.name or p.stem.endswith("original")]
-    write_report(files, layout.report, replicates=20)
-    (layout.report / "table7.csv").write_text(
+    write_report(files, evaluation.report, replicates=20)
+    (evaluation.report / "table7.csv").write_text(
         "solution,mode,quality,model_id,gmac_table7,gmac_true,kmac_per_px_table7,ms_per_pair\n"
         "dlib-resnet-v1_bmshj2018-hyperprior_q1,decoded,1,dlib-id,9.917753344,2.682578944,197.65930612244898,194.03855048748255\n"
         "cresnet39_bmshj2018-hyperprior_q1,compressed,1,c-id,0.151396352,0.151396352,3.01730612244898,4.264711412508859\n")
     for q in (1, 3):
         layout.codec(q).parent.mkdir(parents=True)
         layout.codec(q).write_bytes(b"weights")
-    (layout.out / "commands.sh").write_text("cdfv-prep run ...\n")
-    steps = Steps(layout.out)
-    records = {"link": {"celeba_photos": 8, "celeba_identities": 2, "natural": 1, "pairs": 1000, "lfw_images": 1549},
-               "codec-q3": {}, "codec-q1": {}, "anchors": {"sets": [], "unreachable": []}}
-    for name, record in records.items():
-        steps.run(name, lambda record=record: record)
-    steps.order.append("summary")
-    text = write_reproduction_summary(layout, PRESETS["cpu"], (1, 3), steps).read_text()
+    learned, measured = Steps(layout.out), Steps(evaluation.root)
+    learned.log.write_text("cdfv-train --task codec ...\n")
+    measured.log.write_text("cdfv-prep run --dataset lfw ...\n")
+    for steps, records in ((learned, {"link": {"celeba_photos": 8, "celeba_identities": 2, "natural": 1},
+                                      "codec-q3": {}, "codec-q1": {}}),
+                           (measured, {"link-lfw": {"pairs": 1000, "lfw_images": 1549, **evaluation.record()},
+                                       "anchors": {"sets": [], "unreachable": []}})):
+        for name, record in records.items():
+            steps.run(name, lambda record=record: record)
+    measured.order.append("summary")
+    text = write_reproduction_summary(layout, evaluation, PRESETS["cpu"], (1, 3), learned, measured).read_text()
     assert not re.search(r"\d\.\d{5,}", text)  # no 0.270854144
     assert "| 9.918 | 2.683 | 197.7 | 194.0 |" in text and "| 0.151 | 0.151 | 3.0 | 4.3 |" in text
     assert "| TAR@FAR=1e-3 (FAR 1e-3 not resolved: 500 impostors, needs 1000) | TAR@FAR=1e-2 |" in text
@@ -192,4 +199,67 @@ def test_the_summary_page_from_a_runs_files(tmp_path: Path) -> None:
     assert "The goal is missed with this preset's cuts." in text
     times = text.split("## Time per step")[1].split("##")[0]
     assert [line.split(" | ")[0] for line in times.splitlines() if line.startswith("| ") and "step" not in line] == \
-        ["| link", "| codec-q3", "| codec-q1", "| anchors", "| **total**"]
+        ["| link", "| codec-q3", "| codec-q1", "| link-lfw", "| anchors", "| **total**"]
+    assert f"evaluated on `{evaluation.pairs}` (sha256 " in text and "1000 pairs of" in text
+    commands = text.split("## Commands")[1]
+    assert commands.index("cdfv-train --task codec") < commands.index("cdfv-prep run --dataset lfw")
+
+
+def a_data_folder(root: Path) -> Path:
+    """The data layout with placeholder files: enough for the steps that only link and read pairs."""
+    data = lfw_layout(root)
+    for folder, person in (("celeba-subset", "1001"), ("celeba-more", "2002")):
+        (data / folder / person).mkdir(parents=True)
+        (data / folder / person / "000001.jpg").write_bytes(b"jpeg")
+    (data / "natural" / "kodak").mkdir(parents=True)
+    (data / "natural" / "kodak" / "kodim01.png").write_bytes(b"png")
+    for name, n in (("Ann", 2), ("Bob", 1), ("Cid", 1)):
+        (data / "lfw" / "deepfunneled" / name).mkdir(parents=True)
+        for i in range(1, n + 1):
+            (data / "lfw" / "deepfunneled" / name / f"{name}_{i:04d}.jpg").write_bytes(b"jpeg")
+    (data / "lfw" / "meta" / "other.txt").write_text("1\nAnn\t1\t2\nCid\t1\tAnn\t2\n")
+    return data
+
+
+def test_another_pairs_file_reuses_every_learned_model_and_codes_only_its_faces(tmp_path: Path, monkeypatch) -> None:
+    """The commands each invocation would run (recorded, not run): the second pairs file trains
+    nothing, prepares only the LFW images it names, and writes into its own evaluation folder."""
+    import cdfv.reproduction.cli as cli
+
+    ran: list[tuple[Path, str, list[str]]] = []
+
+    def record(steps: Steps, group: object, prog: str, args: list) -> None:
+        argv = [str(a) for a in args]
+        ran.append((steps.log, prog, argv))
+        Path(argv[argv.index("--out") + 1]).mkdir(parents=True, exist_ok=True)
+
+    monkeypatch.setattr(Steps, "command", record)
+    monkeypatch.setattr(cli, "write_summary", lambda *args: {})
+    data, out = a_data_folder(tmp_path / "data"), tmp_path / "out"
+    base = ["--data", str(data), "--preset", "smoke", "--device", "cpu", "--out", str(out)]
+    first = CliRunner().invoke(main, base)
+    assert first.exit_code == 0, first.output
+    assert any(prog == "cdfv-train" for _, prog, _ in ran) and "learned this run: link, faces-celeba" in first.output
+    learned = {p.name: p.stat().st_mtime_ns for p in (out / "steps").iterdir()}
+    ran.clear()
+    second = CliRunner().invoke(main, [*base, "--pairs", str(data / "lfw" / "meta" / "other.txt")])
+    assert second.exit_code == 0, second.output
+    assert "learned this run: nothing" in second.output
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "steps").iterdir()} == learned
+    assert {prog for _, prog, _ in ran} == {"cdfv-prep", "cdfv-eval"}
+    (evaluation,) = [p for p in (out / "evals").iterdir() if p.name.startswith("other-")]
+    assert {log for log, _, _ in ran} == {evaluation / "commands.sh"}
+    assert all(str(evaluation) in argv[argv.index("--out") + 1] for _, _, argv in ran)
+    linked = sorted(p.name for p in (evaluation / "work" / "lfw").rglob("*.jpg"))
+    assert linked == ["Ann_0001.jpg", "Ann_0002.jpg", "Cid_0001.jpg"]  # the images other.txt names, not Bob's
+    assert json.loads((evaluation / "evaluation.json").read_text())["pairs_file"].endswith("other.txt")
+    assert len(list((out / "evals").iterdir())) == 2  # the first pairs file's evaluation is its own folder
+
+
+def test_an_evaluation_continued_with_other_images_is_refused(tmp_path: Path) -> None:
+    data, out = a_data_folder(tmp_path / "data"), tmp_path / "out"
+    evaluation = Evaluation.of(out, data / "lfw" / "meta" / "pairsDevTest.txt", data / "lfw" / "deepfunneled")
+    evaluation.root.mkdir(parents=True)
+    (evaluation.root / "evaluation.json").write_text(json.dumps({**evaluation.record(), "images": "/elsewhere"}))
+    result = CliRunner().invoke(main, ["--data", str(data), "--preset", "smoke", "--device", "cpu", "--out", str(out)])
+    assert result.exit_code == 2 and "holds an evaluation of this pairs file with other settings (images differ" in result.output

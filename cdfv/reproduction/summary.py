@@ -9,16 +9,17 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cdfv.eval.complexity import DECIMALS, markdown_table
+from cdfv.eval.facemodels import DLIB_ARCH
+from cdfv.eval.markdown import cell, note_column, table
+from cdfv.eval.metrics import FAR_TARGETS, POINT_METRICS, far_label, resolution_note
 from cdfv.provenance import describe
 from cdfv.shards import atomic_write_bytes
 
-from .complexity import DECIMALS, markdown_table
-from .facemodels import DLIB_ARCH
-from .markdown import cell, note_column, table
-from .metrics import FAR_TARGETS, POINT_METRICS, far_label, resolution_note
+from .presets import PRESETS, Preset
 
 if TYPE_CHECKING:
-    from .reproduce import Layout, Preset, Steps
+    from .steps import Evaluation, Layout, Steps
 
 GOAL_QUALITIES = (1, 3)  # issue: at the rate of q1 and q3
 GOAL_TAR_GAP = 0.05  # TAR@FAR=1e-2 within this of the dlib decoded anchor
@@ -107,10 +108,12 @@ def table7_table(table7: list[dict[str, str]]) -> list[str]:
     return markdown_table([{c: _number(r[c]) for c in columns} for r in table7]).splitlines()
 
 
-def step_times(steps: "Steps") -> list[str]:
-    """Each finished step's seconds in the order the run took them, and their total."""
-    names = [n for n in steps.order if steps.done(n)]
-    seconds = [float(steps.record(n)["seconds"]) for n in names]
+def step_times(*parts: "Steps") -> list[str]:
+    """Each finished step's seconds in the order the run took them (the learned half, then the
+    measured one), and their total."""
+    done = [(steps, n) for steps in parts for n in steps.order if steps.done(n)]
+    names = [n for _, n in done]
+    seconds = [float(steps.record(n)["seconds"]) for steps, n in done]
     total = sum(seconds)
     return table(["step", "seconds"], [[n, cell(s, 1)] for n, s in zip(names, seconds)]
                  + [["**total**", f"**{cell(total, 1)}** ({cell(total / 60, 1)} min)"]])
@@ -130,18 +133,20 @@ def preset_changes(preset: "Preset", other: "Preset") -> list[str]:
             for label, f in PRESET_FIELDS if getattr(preset, f) != getattr(other, f)]
 
 
-def write_reproduction_summary(layout: "Layout", preset: "Preset", qualities: tuple[int, ...], steps: "Steps") -> Path:
-    report = layout.report
+def write_reproduction_summary(layout: "Layout", evaluation: "Evaluation", preset: Preset, qualities: tuple[int, ...],
+                               learned: "Steps", measured: "Steps") -> Path:
+    """report/README.md of one pairs file's evaluation: what produced every figure, and the figures."""
+    report = evaluation.report
     metrics = json.loads((report / "metrics.json").read_text())
     table7_path = report / "table7.csv"
     table7 = list(csv.DictReader(open(table7_path))) if table7_path.exists() else []
-    link = steps.record("link")
-    anchors = steps.record("anchors")
+    link, lfw = learned.record("link"), measured.record("link-lfw")
+    anchors = measured.record("anchors")
     lines = [
         "# cdfv reproduction on real faces",
         "",
         f"**What this is:** the thesis comparison (chapter 6) re-run with models trained here on a few thousand CelebA faces and "
-        f"codecs trained here, preset `{preset.name}`, evaluated on `{layout.pairs}`. It is not the thesis's setting: no VGGFace2, "
+        f"codecs trained here, preset `{preset.name}`, evaluated on `{evaluation.pairs}` (sha256 {lfw['pairs_sha256'][:16]}). It is not the thesis's setting: no VGGFace2, "
         f"no CompressAI pretrained weights. Every figure below comes from this run; the commands are at the end.",
         "",
         f"**Software:** {describe()} (each step's record in `steps/` and each scores file name the software that made it).",
@@ -152,8 +157,8 @@ def write_reproduction_summary(layout: "Layout", preset: "Preset", qualities: tu
         + (f" (at most {preset.per_identity} per identity)" if preset.per_identity else "")
         + f", {preset.views} views each (the face and {preset.views - 1} thesis augmentation(s): resize 256, random crop 224, grayscale p=0.2)",
         f"- codec training: the same CelebA faces and {link['natural']} natural images from `{layout.data / 'natural'}`",
-        f"- evaluation: {link['pairs']} pairs of `{layout.pairs}` over {link['lfw_images']} LFW images from `{layout.images}`; "
-        f"no LFW image is used for training",
+        f"- evaluation: {lfw['pairs']} pairs of `{evaluation.pairs}` over {lfw['lfw_images']} LFW images from `{evaluation.images}` "
+        f"(only the images these pairs name are prepared and coded); no LFW image is used for training",
         "",
         "## Weights",
     ]
@@ -190,7 +195,6 @@ def write_reproduction_summary(layout: "Layout", preset: "Preset", qualities: tu
     lines += table(["rate", "student TAR@1e-2", "dlib decoded TAR@1e-2", "gap", "accuracy goal", "student ms/pair",
                     "dlib decoded ms/pair", "speed-up", "speed goal"], goals)
     if preset.name != "gpu" and any(row[4] != "met" or row[8] == "missed" for row in goals):
-        from .reproduce import PRESETS
         lines += ["", "The goal is missed with this preset's cuts. What the `gpu` preset changes: "
                   + "; ".join(preset_changes(preset, PRESETS["gpu"])) + "."]
     if table7:
@@ -207,8 +211,9 @@ def write_reproduction_summary(layout: "Layout", preset: "Preset", qualities: tu
               "- ![ROC](roc.png)",
               "", "Rate-distortion files in CompressAI's format: `rd-*.json`; Bjontegaard deltas: `bd.csv` and metrics.md.",
               "", "## Time per step (seconds, this machine, in the order the run took them)", ""]
-    lines += step_times(steps)
-    lines += ["", "## Commands", "", "```bash", (layout.out / "commands.sh").read_text().strip(), "```", ""]
+    lines += step_times(learned, measured)
+    lines += ["", "## Commands", "", f"Learned once (`{learned.log}`), then measured on this pairs file (`{measured.log}`):", "",
+              "```bash", *(s.log.read_text().strip() for s in (learned, measured) if s.log.exists()), "```", ""]
     path = report / "README.md"
     atomic_write_bytes(path, "\n".join(lines).encode())
     return path

@@ -1,0 +1,68 @@
+"""What each machine affords a reproduction: the cpu preset for 2 cores in two hours, the gpu preset
+with the thesis's widths and epochs, and a smoke test. Every cut against the thesis is a field or
+a sentence here, and the summary page prints them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Preset:
+    """What a machine affords; every cut against the thesis is stated in the report."""
+
+    name: str
+    per_identity: int | None  # CelebA photos kept per identity (None: all)
+    identities: int | None  # CelebA identities kept (None: all)
+    views: int  # views per training face: the face and views-1 thesis augmentations
+    codec_steps: dict[int, int]  # training steps per quality
+    codec_init: dict[int, int | None]  # quality -> the quality whose trained codec it starts from
+    codec_patch: int | None  # training crop side (None: the whole 256x256 padded face)
+    codec_batch: int
+    codec_lr: float
+    student_width: int
+    student_epochs: int
+    student_batch: int
+    resnet_width: int
+    resnet_epochs: tuple[int, int]  # classify, arcface
+    resnet_batch: int
+    workers: int
+    timing: tuple[int, int, int]  # Table 7's timing: pairs per batch, timed batches, warm-up batches (thesis: 64, 50, -)
+    cuts: tuple[str, ...]  # what is cut against the thesis, in words
+
+
+PRESETS = {
+    "cpu": Preset(
+        "cpu", per_identity=4, identities=None, views=2,
+        codec_steps={1: 400, 3: 200, 6: 300, 8: 150}, codec_init={1: None, 3: 1, 6: None, 8: 6},
+        codec_patch=128, codec_batch=8, codec_lr=3e-4,
+        student_width=16, student_epochs=6, student_batch=32,
+        resnet_width=8, resnet_epochs=(4, 2), resnet_batch=32, workers=1, timing=(16, 5, 1),
+        cuts=(
+            "training faces: at most 4 CelebA photos per identity (about 1,200 of 6,300), 2 views each (the face and one "
+            "thesis augmentation), instead of VGGFace2's 3.1M",
+            "codecs: bmshj2018-hyperprior trained here from random weights for 400 steps (q1) and 300 (q6), fine-tuned for "
+            "200 (q3 from q1) and 150 (q8 from q6), batch 8 of 128x128 crops, Adam lr 3e-4, instead of CompressAI's "
+            "pretrained weights (trained for days)",
+            "cResNet39 students at width 16 (the thesis: 64), 6 epochs of distillation",
+            "ResNet50 at width 8 (the thesis: 64), 4 + 2 epochs (the thesis: 10 + 5)",
+            "Table 7 timed on 5 batches of 16 pairs after 1 warm-up batch (the thesis: 50 batches of 64 pairs)",
+        )),
+    "gpu": Preset(
+        "gpu", per_identity=None, identities=None, views=4,
+        codec_steps={1: 20000, 3: 10000, 6: 20000, 8: 10000}, codec_init={1: None, 3: 1, 6: None, 8: 6},
+        codec_patch=256, codec_batch=16, codec_lr=1e-4,
+        student_width=64, student_epochs=10, student_batch=64,
+        resnet_width=64, resnet_epochs=(10, 5), resnet_batch=64, workers=8, timing=(64, 50, 5),
+        cuts=(
+            "training faces: all 6,300 CelebA photos, 4 views each, instead of VGGFace2's 3.1M",
+            "codecs: bmshj2018-hyperprior trained here for 20,000 steps (q1, q6) and fine-tuned for 10,000 (q3, q8), "
+            "batch 16, instead of CompressAI's pretrained weights",
+        )),
+    "smoke": Preset(
+        "smoke", per_identity=4, identities=12, views=2,
+        codec_steps={1: 20, 3: 10, 6: 20, 8: 10}, codec_init={1: None, 3: 1, 6: None, 8: 6},
+        codec_patch=128, codec_batch=4, codec_lr=3e-4,
+        student_width=4, student_epochs=1, student_batch=8,
+        resnet_width=4, resnet_epochs=(1, 1), resnet_batch=8, workers=0, timing=(2, 2, 1),
+        cuts=("a smoke test of the command on 48 faces: no result",)),
+}
