@@ -126,16 +126,16 @@ def run(pairs_path: Path, faces: str | None, image_model: str | None, onnx_chann
     from .report import write_report
     from .scores import write_scores
 
+    if (decoded_sets or faces or image_model) and (faces is None or image_model is None):
+        raise click.UsageError("the original and decoded anchors need both --faces (references) and --image-model")
+    pairs = read_pairs(pairs_path)  # a wrong pairs file stops the command before it makes --out
+    pairs_digest = hashlib.sha256(pairs_path.read_bytes()).hexdigest()  # every figure names the pairs file it comes from
     click.get_current_context().with_resource(output_lock(out))  # held until the command ends
     check_writable(out / "scores")
     check_writable(out / "report")
     remove_stale_temporaries(out / "scores")
-    pairs = read_pairs(pairs_path)
-    pairs_digest = hashlib.sha256(pairs_path.read_bytes()).hexdigest()  # every figure names the pairs file it comes from
     log.info("%s: %d pairs, %d same-person", pairs_path, len(pairs), sum(p.label for p in pairs))
     jobs = []  # (mode, model spec, probe set, reference set)
-    if (decoded_sets or faces or image_model) and (faces is None or image_model is None):
-        raise click.UsageError("the original and decoded anchors need both --faces (references) and --image-model")
     if faces and image_model and not no_original:
         jobs.append(("original", image_model, faces, faces))
     jobs += [("decoded", image_model, name, faces) for name in decoded_sets]

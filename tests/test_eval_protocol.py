@@ -95,14 +95,16 @@ def test_view2_ok_and_unreadable(tmp_path: Path) -> None:
         read_pairs(path)
 
 
-def test_cli_reports_a_malformed_pairs_file_in_one_line_not_a_traceback(tmp_path) -> None:
+def test_cli_reports_a_malformed_pairs_file_in_one_line_not_a_traceback(tmp_path, monkeypatch) -> None:
     from click.testing import CliRunner
 
     from cdfv.eval.cli import main
 
     bad = tmp_path / "pairs.txt"
     bad.write_text("10\t300\nAbel_Pacheco\t1\n")
+    monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, ["--pairs", str(bad), "--faces", "faces", "--image-model", str(bad)])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit)  # a ClickException, not an escaped error
     assert f"Error: {bad}:3: header promises 6000 pairs" in result.output
     assert "Traceback" not in result.output
+    assert not (tmp_path / "results").exists()  # refused before making its default --out

@@ -130,7 +130,8 @@ def test_run_all_modes_scores_and_report(lfw_run: dict) -> None:
     assert len(rows) == 3 and all(0.0 <= float(r["auc"]) <= 1.0 and r["pairs"] == str(n) for r in rows)
     assert "TAR@FAR=1e-3 [95% CI]" in (report / "metrics.md").read_text()
     # what made the figures: the scoring software in each scores file and metrics row, the report's in its header
-    assert (report / "metrics.md").read_text().startswith(f"Made by {describe()}.")
+    assert (report / "metrics.md").read_text().startswith(f"Pairs: {Path(lfw_run['pairs_file']).name} (sha256 ")
+    assert f"Made by {describe()}." in (report / "metrics.md").read_text().splitlines()[0]
     assert all(row["provenance"] == {"scores": provenance(), "report": provenance()}
                for row in json.loads((report / "metrics.json").read_text()))
     assert all(read_scores(f)[1]["provenance"] == provenance() for f in files)
@@ -211,7 +212,7 @@ def test_mode_refuses_wrong_sets(lfw_run: dict) -> None:
     code, output = _invoke(["--pairs", lfw_run["pairs_file"], "--compressed",
                             f"{lfw_run['tmp'] / 'resnet50.pt'}={lfw_run['latents']}", "--out", lfw_run["tmp"] / "wrong"])
     assert code != 0 and "holds latents but model" in output
-    code, output = _invoke(["--pairs", lfw_run["pairs_file"], "--decoded", lfw_run["decoded"]])
+    code, output = _invoke(["--pairs", lfw_run["pairs_file"], "--decoded", lfw_run["decoded"], "--out", lfw_run["tmp"] / "wrong"])
     assert code != 0 and "need both --faces" in output
 
 
