@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from cdfv.reproduction.cli import main
 from cdfv.reproduction.presets import PRESETS
 from cdfv.reproduction.steps import Evaluation, Layout, Steps
-from cdfv.reproduction.summary import goal_rows, preset_changes, results_table, step_times, table7_table
+from cdfv.reproduction.summary import goal_met, goal_rows, preset_changes, results_table, step_times, table7_table
 
 
 def lfw_layout(data: Path) -> Path:
@@ -77,18 +77,27 @@ def metric(mode: str, q: int, tar: float, arch: str, auc_lo: float = 0.9, tar_lo
             "tar_at_far_1e-2_lo": tar - 0.02 if tar_lo is None else tar_lo, "auc_lo": auc_lo, "impostor_pairs": impostors}
 
 
-TABLE7 = [{"mode": "compressed", "quality": "1", "ms_per_pair": "2.0"}, {"mode": "decoded", "quality": "1", "ms_per_pair": "20.0"},
-          {"mode": "compressed", "quality": "3", "ms_per_pair": "5.0"}, {"mode": "decoded", "quality": "3", "ms_per_pair": "20.0"}]
+TABLE7 = [{"solution": "cresnet39_bmshj2018-hyperprior_q1", "mode": "compressed", "quality": "1", "ms_per_pair": "2.0",
+           "gmac_true": "0.151396352"},
+          {"solution": "dlib-resnet-v1_bmshj2018-hyperprior_q1", "mode": "decoded", "quality": "1", "ms_per_pair": "20.0"},
+          {"solution": "cresnet39_bmshj2018-hyperprior_q3", "mode": "compressed", "quality": "3", "ms_per_pair": "5.0"},
+          {"solution": "transplant-l2_bmshj2018-hyperprior_q3", "mode": "compressed", "quality": "3", "ms_per_pair": "2.5",
+           "gmac_true": "0.05"},
+          {"solution": "dlib-resnet-v1_bmshj2018-hyperprior_q3", "mode": "decoded", "quality": "3", "ms_per_pair": "20.0"}]
 
 
-def test_goal_rows_compare_the_student_with_the_dlib_decoded_anchor_at_the_same_rate() -> None:
+def test_goal_rows_compare_every_compressed_model_with_the_dlib_decoded_anchor_at_the_same_rate() -> None:
     metrics = [metric("compressed", 1, 0.90, "cresnet39"), metric("decoded", 1, 0.94, "dlib-resnet-v1"),
                metric("decoded", 1, 0.10, "resnet50"),  # another anchor at the same rate is not the goal's
-               metric("compressed", 3, 0.50, "cresnet39"), metric("decoded", 3, 0.80, "dlib-resnet-v1")]
-    q1, q3 = goal_rows(metrics, TABLE7, (1, 3, 6))
-    assert q1[:5] == ["q1", "0.900", "0.940", "0.040", "met"] and q1[7] == "10.0x" and q1[8] == "met"
-    assert q3[4] == "missed by 0.250" and q3[7] == "4.0x" and q3[8] == "missed"
-    assert goal_rows(metrics, TABLE7, (6, 8)) == []  # no goal quality in the run
+               metric("compressed", 3, 0.50, "cresnet39"), metric("decoded", 3, 0.80, "dlib-resnet-v1"),
+               metric("compressed", 3, 0.78, "transplant-l2")]
+    q1, q3, q3_transplant = goal_rows(metrics, TABLE7, (1, 3, 6))
+    assert q1 == ["q1", "cresnet39", "0.900", "0.940", "0.040", "met", "0.151", "2.0", "20.0", "10.0x", "met"]
+    assert q3[1] == "cresnet39" and q3[5] == "missed by 0.250" and q3[6] == "-" and q3[9:] == ["4.0x", "missed"]
+    assert q3_transplant[1:3] == ["transplant-l2", "0.780"] and q3_transplant[5] == "met" and q3_transplant[9:] == ["8.0x", "met"]
+    assert goal_met([q1, q3, q3_transplant], (1, 3))  # at each goal rate, some compressed-domain model meets both
+    assert not goal_met([q1, q3], (1, 3)) and not goal_met([q1], (1, 3))
+    assert goal_rows(metrics, TABLE7, (6, 8)) == [] and not goal_met([], (6, 8))  # no goal quality in the run
 
 
 @pytest.mark.parametrize("student, anchor, verdict", [
@@ -108,13 +117,13 @@ def test_goal_rows_compare_the_student_with_the_dlib_decoded_anchor_at_the_same_
 ])
 def test_the_goal_is_never_met_at_chance(student: dict, anchor: dict, verdict: str) -> None:
     (row,) = goal_rows([student, anchor], TABLE7, (1,))
-    assert row[4] == verdict
+    assert row[5] == verdict
 
 
 def test_a_goal_without_intervals_is_not_judged() -> None:
     student, anchor = metric("compressed", 1, 0.9, "cresnet39"), metric("decoded", 1, 0.92, "dlib-resnet-v1")
     del student["auc_lo"]
-    assert goal_rows([student, anchor], TABLE7, (1,))[0][4] == "not judged: student has no intervals"
+    assert goal_rows([student, anchor], TABLE7, (1,))[0][5] == "not judged: student has no intervals"
 
 
 def test_step_times_in_run_order_with_a_total(tmp_path: Path) -> None:
@@ -195,7 +204,7 @@ def test_the_summary_page_from_a_runs_files(tmp_path: Path) -> None:
     assert not re.search(r"\d\.\d{5,}", text)  # no 0.270854144
     assert "| 9.918 | 2.683 | 197.7 | 194.0 |" in text and "| 0.151 | 0.151 | 3.0 | 4.3 |" in text
     assert "| TAR@FAR=1e-3 (FAR 1e-3 not resolved: 500 impostors, needs 1000) | TAR@FAR=1e-2 |" in text
-    assert GOAL_RULE in text and "| q1 | 0.026 |" in text and "not met: student at chance" in text
+    assert GOAL_RULE in text and "| q1 | cresnet39 | 0.026 |" in text and "not met: student at chance" in text
     assert "The goal is missed with this preset's cuts." in text
     times = text.split("## Time per step")[1].split("##")[0]
     assert [line.split(" | ")[0] for line in times.splitlines() if line.startswith("| ") and "step" not in line] == \

@@ -56,28 +56,47 @@ def chance_verdict(metrics: dict[str, Any], who: str) -> str:
     return ""
 
 
+GOAL_HEADER = ["rate", "compressed-domain model", "TAR@1e-2", "dlib decoded TAR@1e-2", "gap", "accuracy goal", "GMAC (true)",
+               "ms/pair", "dlib decoded ms/pair", "speed-up", "speed goal"]
+
+
+def _same_quality(row: dict[str, Any], q: int) -> bool:
+    return str(row.get("quality")) in (str(q), f"{q}.0")
+
+
 def goal_rows(metrics: list[dict[str, Any]], table7: list[dict[str, Any]], qualities: tuple[int, ...]) -> list[list[str]]:
-    """Per goal quality: the distilled student's TAR@FAR=1e-2 against the dlib decoded anchor's at
-    the same rate, judged by GOAL_RULE, and their measured times per pair."""
+    """Per goal quality, every compressed-domain model (the from-scratch cResNet39 and each
+    transplanted student: the junction ablation) against the dlib decoded anchor at the same rate:
+    TAR@FAR=1e-2 judged by GOAL_RULE, operations and measured times per pair (Table 7's rows of
+    the same solution), in GOAL_HEADER's columns."""
     rows = []
     for q in GOAL_QUALITIES:
         if q not in qualities:
             continue
-        student = next((m for m in metrics if m["mode"] == "compressed" and m.get("quality") == q), None)
         anchor = next((m for m in metrics if m["mode"] == "decoded" and m.get("arch") == DLIB_ARCH
                        and m.get("quality") == q and str(m.get("codec", "")).startswith("bmshj2018")), None)
-        t_student = next((float(r["ms_per_pair"]) for r in table7 if r.get("mode") == "compressed" and str(r.get("quality")) in (str(q), f"{q}.0")), None)
-        t_anchor = next((float(r["ms_per_pair"]) for r in table7 if r.get("mode") == "decoded" and str(r.get("quality")) in (str(q), f"{q}.0")), None)
-        if student is None or anchor is None:
+        t_anchor = next((float(r["ms_per_pair"]) for r in table7 if r.get("mode") == "decoded" and _same_quality(r, q)), None)
+        if anchor is None:
             continue
-        gap = anchor["tar_at_far_1e-2"] - student["tar_at_far_1e-2"]
-        verdict = chance_verdict(student, "student") or chance_verdict(anchor, "anchor")
-        verdict = verdict or ("met" if gap <= GOAL_TAR_GAP else f"missed by {gap - GOAL_TAR_GAP:.3f}")
-        ratio = t_anchor / t_student if t_anchor and t_student else None
-        rows.append([f"q{q}", cell(student["tar_at_far_1e-2"], 3), cell(anchor["tar_at_far_1e-2"], 3), cell(gap, 3), verdict,
-                     cell(t_student, DECIMALS["ms"]), cell(t_anchor, DECIMALS["ms"]), "-" if ratio is None else f"{ratio:.1f}x",
-                     "-" if ratio is None else ("met" if ratio >= GOAL_SPEEDUP else "missed")])
+        for student in sorted((m for m in metrics if m["mode"] == "compressed" and m.get("quality") == q), key=lambda m: m["arch"]):
+            timed = next((r for r in table7 if r.get("mode") == "compressed" and _same_quality(r, q)
+                          and str(r.get("solution", "")).startswith(f"{student['arch']}_")), {})
+            t_student = float(timed["ms_per_pair"]) if timed.get("ms_per_pair") else None
+            gap = anchor["tar_at_far_1e-2"] - student["tar_at_far_1e-2"]
+            verdict = chance_verdict(student, "student") or chance_verdict(anchor, "anchor")
+            verdict = verdict or ("met" if gap <= GOAL_TAR_GAP else f"missed by {gap - GOAL_TAR_GAP:.3f}")
+            ratio = t_anchor / t_student if t_anchor and t_student else None
+            rows.append([f"q{q}", student["arch"], cell(student["tar_at_far_1e-2"], 3), cell(anchor["tar_at_far_1e-2"], 3),
+                         cell(gap, 3), verdict, cell(_number(timed["gmac_true"]) if timed.get("gmac_true") else None, DECIMALS["gmac"]),
+                         cell(t_student, DECIMALS["ms"]), cell(t_anchor, DECIMALS["ms"]),
+                         "-" if ratio is None else f"{ratio:.1f}x", "-" if ratio is None else ("met" if ratio >= GOAL_SPEEDUP else "missed")])
     return rows
+
+
+def goal_met(rows: list[list[str]], qualities: tuple[int, ...]) -> bool:
+    """Met when, at every goal quality of the run, some compressed-domain model meets both goals."""
+    wanted = [q for q in GOAL_QUALITIES if q in qualities]
+    return bool(wanted) and all(any(r[0] == f"q{q}" and r[5] == "met" and r[10] == "met" for r in rows) for q in wanted)
 
 
 def results_table(metrics: list[dict[str, Any]]) -> list[str]:
@@ -188,13 +207,14 @@ def write_reproduction_summary(layout: "Layout", evaluation: "Evaluation", prese
     lines += ["", "## Results", "",
               "TAR@FAR values with 95 % bootstrap intervals are in [metrics.md](metrics.md); rates are mean bpp over the probe faces.", ""]
     lines += results_table(metrics)
-    lines += ["", "### The goal: distilled compressed-domain model against the dlib decoded anchor", "",
-              f"At the rate of q1 and q3, TAR@FAR=1e-2 within {GOAL_TAR_GAP} of the dlib decoded anchor at no more than "
-              f"1/{GOAL_SPEEDUP:g} of its time per pair (times from Table 7, this machine). {GOAL_RULE}", ""]
+    lines += ["", "### The goal: compressed-domain models against the dlib decoded anchor", "",
+              f"At the rate of q1 and q3, some compressed-domain model with TAR@FAR=1e-2 within {GOAL_TAR_GAP} of the dlib "
+              f"decoded anchor at no more than 1/{GOAL_SPEEDUP:g} of its time per pair (operations and times from Table 7, "
+              f"this machine). One row per model: the from-scratch cResNet39 (the thesis's model) and each transplanted "
+              f"student, so the rows of one rate are the junction ablation. {GOAL_RULE}", ""]
     goals = goal_rows(metrics, table7, qualities)
-    lines += table(["rate", "student TAR@1e-2", "dlib decoded TAR@1e-2", "gap", "accuracy goal", "student ms/pair",
-                    "dlib decoded ms/pair", "speed-up", "speed goal"], goals)
-    if preset.name != "gpu" and any(row[4] != "met" or row[8] == "missed" for row in goals):
+    lines += table(GOAL_HEADER, goals)
+    if preset.name != "gpu" and not goal_met(goals, qualities):
         lines += ["", "The goal is missed with this preset's cuts. What the `gpu` preset changes: "
                   + "; ".join(preset_changes(preset, PRESETS["gpu"])) + "."]
     if table7:
