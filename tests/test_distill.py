@@ -66,7 +66,7 @@ def distill_root(celeba_root: Path, scaled_codec: Path, tmp_path_factory: pytest
     prep_ok("run", "--dataset", "folder", "--root", link_photos(people, slice(0, 12), root / "photos-train"),
             "--outputs", "faces", "--off-centre", "largest", "--out", train_root)
     prep_ok("views", "--input", "faces", "--views", "2", "--name", "views", "--out", train_root)
-    prep_ok("teacher", "--model", "dlib", "--input", "views", "--name", "views-dlib", "--out", train_root)
+    prep_ok("teacher", "--model", "dlib", "--input", "views", "--name", "views-dlib", "--maps", "level2", "--out", train_root)
     prep_ok("run", "--input", "views-dlib", "--quality", "1", "--weights", scaled_codec, "--outputs", "latents",
             "--verify", "0", "--out", train_root)
     prep_ok("run", "--dataset", "folder", "--root", link_photos(people, slice(12, 16), root / "photos-heldout"),
@@ -131,8 +131,21 @@ def test_distillation_lowers_its_loss_and_its_student_beats_chance_on_held_out_f
     assert info["arch"] == "cresnet39" and info["embedding_dim"] == 128
     # 8 identities x 4 photos that training never saw: 48 genuine of 496 pairs
     auc = held_out_auc(Path(summary["model"]), distill_root)
-    print(f"held-out AUC {auc:.3f}")
+    print(f"held-out AUC {auc:.3f}")  # a from-scratch student distilled in seconds: 0.52-0.66 seen, near chance
     assert 0.0 <= auc <= 1.0
-    if auc <= 0.6:  # the gap issue 16 names; a transplanted student must close it, and then this becomes an assert
-        pytest.xfail(f"a from-scratch student distilled in seconds is near chance on held-out faces (AUC {auc:.3f}; "
-                     f"0.52-0.66 seen, depending on the thread count): issue 16")
+
+
+def test_a_transplanted_student_scores_held_out_faces_well_above_chance(distill_root: Path, tmp_path: Path) -> None:
+    """An adapter to dlib's level-2 map, then dlib's own frozen tail (issue 16), trained as briefly
+    as the from-scratch student above. Held-out AUC over 8 identities x 4 unseen photos (48
+    genuine of 496 pairs): 0.75 is far above chance (0.5) and above the 0.52-0.66 the from-scratch
+    student reaches; its 95 % interval at these counts is about +-0.07, so a student at chance
+    cannot pass by luck."""
+    summary = train(TrainConfig(shards="latents-q1", root=str(distill_root / "train"), out=str(tmp_path / "t"), phase="transplant",
+                                junction="level2", distill_epochs=8, identity_weight=0.0, adapter_width=32, batch_size=16,
+                                workers=0, progress=False, log_every=1))
+    info = load_face_model(summary["model"]).info
+    assert info["arch"] == "dlib-transplant" and info["recipe"]["junction"] == "level2"
+    auc = held_out_auc(Path(summary["model"]), distill_root)
+    print(f"held-out AUC {auc:.3f}")
+    assert auc > 0.75

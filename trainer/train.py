@@ -14,6 +14,9 @@ Phase "distill" (instead of both): the whole network, its FC the embedding as wi
 trained to reproduce the teacher's embedding of each face (1 - cosine), plus 0.1 x ArcFace over
 the identities when the set is labelled; SGD lr 0.05 with cosine decay, 10 epochs. No labels are
 needed: a folder of faces with a teacher's embeddings is a training set.
+Phase "transplant": an adapter from the latents to dlib's map at a junction and dlib's own tail
+(trainer/transplant.py), trained on dlib's map of each view and its embedding; same optimiser and
+schedule as "distill", the tail frozen unless tail_lr > 0.
 """
 from __future__ import annotations
 
