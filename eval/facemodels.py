@@ -368,7 +368,7 @@ def chip_transform(details: Any) -> np.ndarray:
     """The 2x3 affine taking face pixels to dlib's chip pixels, from dlib's chip_details: its rect,
     rotated by its angle about the rect's centre, onto the chip's corners (dlib's
     get_mapping_to_chip); warping a face by it reproduces get_face_chip's chip to 1 grey level at
-    the 99th percentile (checked by tests/test_transplant.py)."""
+    the 99th percentile (checked by tests/test_distill.py)."""
     r, angle = details.rect, details.angle
     centre = np.array([(r.left() + r.right()) / 2, (r.top() + r.bottom()) / 2])
     rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])

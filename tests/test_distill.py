@@ -109,6 +109,30 @@ def test_teacher_embeddings_are_dlibs_and_carried_into_the_latents(distill_root:
         np.testing.assert_array_equal(carried[s["__key__"]], s["teacher.npy"])
 
 
+def test_dlibs_maps_and_chip_transforms_are_stored_and_carried_into_the_latents(distill_root: Path) -> None:
+    """teacher --maps level2: dlib's map of the chip it cut, and the face -> chip transform that
+    reproduces that chip (to 1 grey level at the 99th percentile; dlib interpolates a little
+    differently at the borders)."""
+    import cv2
+
+    views = open_shard_set("views-dlib", distill_root / "train")
+    assert views.meta["teacher"]["maps"] == ["level2"] and "teacher-level2.npy" in views.members
+    samples = list(views.samples())[:3]
+    dlib = load_face_model("dlib")
+    faces = [np.ascontiguousarray(s["png"]) for s in samples]
+    chips = dlib.chips(faces, dlib.shapes(faces, [np.array(s["json"]["align"]["landmarks"]) for s in samples]))
+    with torch.no_grad():
+        maps = dlib.network.model.junction_map(torch.from_numpy(chips).permute(0, 3, 1, 2).float(), "level2").numpy()
+    carried = {s["__key__"]: s for s in open_shard_set("latents-q1", distill_root / "train").samples()}
+    for s, chip, expected in zip(samples, chips, maps):
+        assert s["teacher-level2.npy"].dtype == np.float16 and s["teacher-level2.npy"].shape == (128, 8, 8)
+        np.testing.assert_allclose(s["teacher-level2.npy"].astype(np.float32), expected, rtol=2e-3, atol=2e-3)
+        warped = cv2.warpAffine(np.ascontiguousarray(s["png"]), np.array(s["json"]["teacher"]["chip"]), (150, 150), flags=cv2.INTER_LINEAR)
+        assert np.percentile(np.abs(warped.astype(int) - chip.astype(int))[5:-5, 5:-5], 99) <= 1
+        np.testing.assert_array_equal(carried[s["__key__"]]["teacher-level2.npy"], s["teacher-level2.npy"])
+        assert carried[s["__key__"]]["json"]["teacher"]["chip"] == s["json"]["teacher"]["chip"]
+
+
 def held_out_auc(model_path: Path, root: Path) -> float:
     samples = list(open_shard_set("latents-q1", root / "heldout").samples())
     model = load_face_model(model_path)
