@@ -159,17 +159,52 @@ def test_distillation_lowers_its_loss_and_its_student_beats_chance_on_held_out_f
     assert 0.0 <= auc <= 1.0
 
 
-def test_a_transplanted_student_scores_held_out_faces_well_above_chance(distill_root: Path, tmp_path: Path) -> None:
-    """An adapter to dlib's level-2 map, then dlib's own frozen tail (issue 16), trained as briefly
-    as the from-scratch student above. Held-out AUC over 8 identities x 4 unseen photos (48
-    genuine of 496 pairs): 0.75 is far above chance (0.5) and above the 0.52-0.66 the from-scratch
-    student reaches; its 95 % interval at these counts is about +-0.07, so a student at chance
-    cannot pass by luck."""
-    summary = train(TrainConfig(shards="latents-q1", root=str(distill_root / "train"), out=str(tmp_path / "t"), phase="transplant",
-                                junction="level2", distill_epochs=8, identity_weight=0.0, adapter_width=32, batch_size=16,
-                                workers=0, progress=False, log_every=1))
-    info = load_face_model(summary["model"]).info
-    assert info["arch"] == "dlib-transplant" and info["recipe"]["junction"] == "level2"
-    auc = held_out_auc(Path(summary["model"]), distill_root)
+@pytest.fixture(scope="module")
+def transplanted(distill_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An adapter to dlib's level-2 map, then dlib's own frozen tail (issue 16), trained on the
+    CelebA views as briefly as the from-scratch student above (96 steps)."""
+    summary = train(TrainConfig(shards="latents-q1", root=str(distill_root / "train"), out=str(tmp_path_factory.mktemp("transplant")),
+                                phase="transplant", junction="level2", distill_epochs=8, identity_weight=0.0, adapter_width=64,
+                                batch_size=16, workers=0, progress=False, log_every=1))
+    return Path(summary["model"])
+
+
+def test_a_transplanted_student_scores_held_out_faces_well_above_chance(transplanted: Path, distill_root: Path) -> None:
+    """Held-out AUC over 8 identities x 4 unseen photos (48 genuine of 496 pairs). 0.72 is far
+    above chance: at these counts the AUC of a chance scorer has a standard deviation of about 0.04
+    (Hanley-McNeil), so 0.72 is more than 5 of them above 0.5, and above the 0.52-0.66 the
+    from-scratch student reaches; 0.78-0.82 measured (adapter widths 32-64, one thread)."""
+    info = load_face_model(transplanted).info
+    assert info["arch"] == "dlib-transplant" and info["recipe"]["junction"] == "level2" and info["recipe"]["centre"]
+    auc = held_out_auc(transplanted, distill_root)
     print(f"held-out AUC {auc:.3f}")
-    assert auc > 0.75
+    assert auc > 0.72
+
+
+@pytest.mark.slow
+def test_a_transplanted_student_trained_on_celeba_scores_real_lfw_pairs_far_above_chance(
+        transplanted: Path, scaled_codec: Path, lfw_root: Path, lfw_meta: Path, tmp_path: Path) -> None:
+    """LFW View 1 test pairs (the first 200 same-person and the first 200 different-person pairs
+    of pairsDevTest.txt), their faces detected, aligned and coded by the same codec, scored by the
+    student trained on 96 CelebA photos alone. AUC above 0.62: with 200 + 200 pairs a chance
+    scorer's AUC has a standard deviation of about 0.029 (Hanley-McNeil), so 0.62 is 4 of them
+    above 0.5 (0.68 measured on 60 + 60 pairs). The codec is the random one of this module, not a
+    trained one: results/transplant-curves measures a trained codec's latents on all 1,000 pairs."""
+    from cdfv.eval.protocol import read_pairs
+
+    pairs = read_pairs(lfw_meta / "pairsDevTest.txt")
+    chosen = [p for p in pairs if p.label][:200] + [p for p in pairs if not p.label][:200]
+    for key in {k for p in chosen for k in (p.probe, p.reference)}:
+        name, stem = key.split("__")
+        (tmp_path / "lfw" / name).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "lfw" / name / f"{stem}.jpg").symlink_to(lfw_root / name / f"{stem}.jpg")
+    prep_ok("run", "--dataset", "lfw", "--root", tmp_path / "lfw", "--quality", "1", "--weights", scaled_codec, "--outputs", "latents",
+            "--verify", "0", "--out", tmp_path / "shards")
+    samples = {s["__key__"]: s for s in open_shard_set("latents-q1", tmp_path / "shards").samples()}
+    keys = sorted(samples)
+    e = load_face_model(transplanted).embed(np.stack([samples[k]["latent.npy"] for k in keys]), [samples[k]["json"] for k in keys])
+    at = {k: i for i, k in enumerate(keys)}
+    scores = np.array([e[at[p.probe]] @ e[at[p.reference]] for p in chosen])
+    auc = point_metrics(np.array([p.label for p in chosen], dtype=int), scores)["auc"]
+    print(f"LFW AUC {auc:.3f}")
+    assert auc > 0.62

@@ -14,7 +14,8 @@ from .archs import ARCHS, JUNCTION_NAMES
 
 # options that shape one task only, named as Click names them; given to the other task they are refused
 FACES_ONLY = ("arch", "phase", "classify_epochs", "arcface_epochs", "distill_epochs", "identity_weight", "val_shards", "init",
-              "width", "embedding_dim", "no_amp", "untrained", "in_channels", "junction", "map_weight", "tail_lr", "adapter_width")
+              "width", "embedding_dim", "no_amp", "untrained", "in_channels", "junction", "map_weight", "tail_lr", "adapter_width",
+              "centre")
 CODEC_ONLY = ("codec", "quality", "patch", "metric", "codec_weights", "untrained_codec", "lr_schedule", "lr_final", "aux_lr",
               "eb_init_scale", "mask_padding")
 
@@ -39,12 +40,15 @@ CODEC_ONLY = ("codec", "quality", "patch", "metric", "codec_weights", "untrained
 @click.option("--tail-lr", type=float, default=0.0,
               help="--phase transplant: dlib's tail trains at this fraction of --lr (0: frozen).")
 @click.option("--adapter-width", type=int, default=128, help="--phase transplant: channels of the adapter's convolutions.")
+@click.option("--centre/--no-centre", default=True,
+              help="--phase transplant: take the cosine to the teacher about the mean teacher embedding (dlib's crowd in a narrow cone).")
 @click.option("--epochs", type=int, help="Epochs of every phase run (default: thesis, 10+5 ResNet50, 6+3 cResNet).")
 @click.option("--classify-epochs", type=int, help="--task faces: phase 1 epochs (overrides --epochs).")
 @click.option("--arcface-epochs", type=int, help="--task faces: phase 2 epochs (overrides --epochs).")
 @click.option("--distill-epochs", type=int, help="--task faces: distillation or transplant epochs (overrides --epochs; default 10).")
-@click.option("--identity-weight", type=float, default=0.1,
-              help="--task faces, --phase distill on labelled shards: weight of ArcFace over the identities beside 1 - cos (0: teacher alone).")
+@click.option("--identity-weight", type=float, show_default="0.1 distill, 0 transplant",
+              help="--task faces, --phase distill or transplant on labelled shards: weight of ArcFace over the identities beside "
+                   "1 - cos (0: teacher alone; transplant: measured worse at 0.1, see results/transplant-curves).")
 @click.option("--batch-size", type=int, help="Per-rank batch (default 64 faces, 16 codec).")
 @click.option("--lr", type=float, help="Learning rate of the phase(s) run (default 0.1 classify, 0.005 arcface, 0.05 distill, 1e-4 codec).")
 @click.option("--val-shards", help="--task faces: held-out samples of the training identities: phase-1 validation each epoch.")
@@ -164,8 +168,9 @@ def run(o: dict) -> None:
     cfg = TrainConfig(shards=o["shards"], out=out, root=o["root"], val_shards=o["val_shards"], arch=o["arch"],
                       phase=o["phase"], classify_epochs=o["classify_epochs"] or o["epochs"],
                       arcface_epochs=o["arcface_epochs"] or o["epochs"], distill_epochs=o["distill_epochs"] or o["epochs"],
-                      identity_weight=o["identity_weight"], init=o["init"], width=o["width"], junction=o["junction"],
-                      map_weight=o["map_weight"], tail_lr=o["tail_lr"], adapter_width=o["adapter_width"],
+                      identity_weight=(0.0 if o["phase"] == "transplant" else 0.1) if o["identity_weight"] is None else o["identity_weight"],
+                      init=o["init"], width=o["width"], junction=o["junction"],
+                      map_weight=o["map_weight"], tail_lr=o["tail_lr"], adapter_width=o["adapter_width"], centre=o["centre"],
                       embedding_dim=o["embedding_dim"], seed=o["seed"], workers=o["workers"], device=o["device"],
                       amp=not o["no_amp"], max_steps=o["max_steps"], resume=o["resume"], tensorboard=o["tensorboard"],
                       augment=AugmentConfig(), allow_change=allow_change(o), damaged=o["damaged"])

@@ -61,7 +61,7 @@ from .export import embedding_info, save_embedding_model
 from .archs import INPUT_KIND, TRANSPLANT
 from .models import FaceResNet, build_model, replace_head
 from .tasks import ArcFaceTask, ClassifyTask, DistillTask
-from .transplant import TransplantStudent, TransplantTask, build_transplant, median_transform
+from .transplant import TransplantStudent, TransplantTask, build_transplant, median_transform, teacher_mean
 from .vggface2_weights import BGR_INPUT, read_vggface2_pickle
 
 logger = logging.getLogger(__name__)
@@ -108,6 +108,7 @@ class TrainConfig:
     map_weight: float = 1.0  # transplant: weight of the junction map's relative squared error beside 1 - cos
     tail_lr: float = 0.0  # transplant: the tail's lr as a fraction of the adapter's (0: frozen)
     adapter_width: int = 128  # transplant: channels of the adapter's convolutions
+    centre: bool = True  # transplant: cosine to the teacher about the teacher embeddings' mean (TransplantTask)
     embedding_dim: int = 2048
     width: int = 64  # 64 is the thesis model; smaller for tests
     init: str | None = None  # VGGFace2-pytorch .pkl or a cdfv-train checkpoint (trunk only)
@@ -496,8 +497,9 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
             head = seeded(cfg.seed + 2, lambda: ArcFace(probe.teacher_dim, len(shard_set.identities), cfg.arcface_s, cfg.arcface_m)
                           ) if with_identities else None
             head = head.to(ctx.device) if head else None
-            task = (TransplantTask(model, head, cfg.identity_weight, cfg.map_weight, frozen_tail=cfg.tail_lr == 0) if transplant
-                    else DistillTask(model, head, cfg.identity_weight))
+            task = (TransplantTask(model, head, cfg.identity_weight, cfg.map_weight, frozen_tail=cfg.tail_lr == 0,
+                                   centre=teacher_mean(shard_set, Damage(cfg.damaged)) if cfg.centre else None).to(ctx.device)
+                    if transplant else DistillTask(model, head, cfg.identity_weight))
             train_stream = ShardStream(shard_set, batch_size=cfg.batch_size, shuffle=True, labels=with_identities, teacher=probe.teacher_dim,
                                        teacher_map=spec.teacher_map(cfg.junction) if transplant else None, **common)
             val_stream = None
@@ -639,7 +641,8 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
             recipe.update(teacher=shard_set.meta.get("teacher"), identity_weight=cfg.identity_weight if labelled else 0.0,
                           lr=cfg.lr_distill, schedule="cosine")
         if transplant:
-            recipe.update(junction=cfg.junction, map_weight=cfg.map_weight, tail_lr=cfg.tail_lr, adapter_width=cfg.adapter_width)
+            recipe.update(junction=cfg.junction, map_weight=cfg.map_weight, tail_lr=cfg.tail_lr, adapter_width=cfg.adapter_width,
+                          centre=cfg.centre)
         info = embedding_info(model, arch, untrained=False, train_shards=describe(shard_set), recipe=recipe)
         save_embedding_model(out / "model.pt", model, info)
     return finish(cfg, ctx, log, model, arch, shard_set, step, steps_total, started, stopped=False, exported=exported)
