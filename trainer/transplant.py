@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cdfv.eval.dlib_arch import CHIP, JUNCTIONS, DlibResNet, junction_block
-from cdfv.shards import spec
+from cdfv.shards import Damage, ShardSet, spec
 
 ARCH = "dlib-transplant"
 LATENT_SIDE = 14
@@ -121,7 +121,7 @@ def build_transplant(in_channels: int, junction: str, face_to_chip: Sequence[Seq
     return TransplantStudent(in_channels, junction, face_to_chip, adapter_width)
 
 
-def teacher_mean(shard_set: Any, damage: Any) -> torch.Tensor:
+def teacher_mean(shard_set: ShardSet, damage: Damage) -> torch.Tensor:
     """The mean of a set's teacher embeddings (member teacher.npy)."""
     vectors = [s[spec.TEACHER] for s in shard_set.samples((spec.TEACHER,), damage=damage)]
     return torch.from_numpy(np.mean(np.stack(vectors).astype(np.float64), axis=0)).float()
@@ -146,7 +146,6 @@ class TransplantTask(nn.Module):
         self.head = head
         self.identity_weight = identity_weight
         self.map_weight = map_weight
-        self.frozen_tail = frozen_tail
         self.register_buffer("centre", centre if centre is not None else torch.zeros(model.fc.out_features))
         if frozen_tail:
             for p in model.tail_parameters():
