@@ -553,20 +553,19 @@ def teacher(o, model_spec, onnx_channels, input_name, name, device, maps) -> Non
     distillation, carried through encoding into the latent sets; with --maps, dlib's feature maps too."""
     import torch
 
+    from cdfv.eval.dlib_arch import JUNCTIONS
     from cdfv.eval.facemodels import load_face_model
 
     from . import stages
 
+    junctions = tuple(j.strip() for j in maps.split(",") if j.strip())
+    unknown = [j for j in junctions if j not in JUNCTIONS]
+    if unknown:
+        raise click.UsageError(f"--maps {','.join(unknown)}: dlib's junctions are {', '.join(JUNCTIONS)}")
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     model = load_face_model(model_spec, dev, onnx_channels=onnx_channels)
     if model.kind != "image":
         raise click.UsageError(f"--model {model_spec}: a teacher embeds faces; this model takes {model.kind}s")
     source = _input(o, input_name or FACES)
     out = name or f"{source.name}-{model.info['arch']}"
-    junctions = tuple(j.strip() for j in maps.split(",") if j.strip())
-    from cdfv.eval.dlib_arch import JUNCTIONS
-
-    unknown = [j for j in junctions if j not in JUNCTIONS]
-    if unknown:
-        raise click.UsageError(f"--maps {','.join(unknown)}: dlib's junctions are {', '.join(JUNCTIONS)}")
     report(stages.run_teacher(source, model, o, out, junctions), o, o.out / out)

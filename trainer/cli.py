@@ -53,7 +53,9 @@ CODEC_ONLY = ("codec", "quality", "patch", "metric", "codec_weights", "untrained
 @click.option("--lr", type=float, help="Learning rate of the phase(s) run (default 0.1 classify, 0.005 arcface, 0.05 distill, 1e-4 codec).")
 @click.option("--val-shards", help="--task faces: held-out samples of the training identities: phase-1 validation each epoch.")
 @click.option("--init", type=click.Path(dir_okay=False, exists=True),
-              help="--task faces: trunk weights: a VGGFace2-pytorch resnet50_*_weight.pkl or a cdfv-train checkpoint.pt.")
+              help="--task faces: trunk weights: a VGGFace2-pytorch resnet50_*_weight.pkl, a cdfv-train checkpoint.pt or model.pt, "
+                   "or a ResNet50 state dict (torchvision's names); cResNet39/50 take a ResNet50's stages, their M-channel input "
+                   "layers stay fresh.")
 @click.option("--width", type=int, default=64, help="--task faces: stage width (64 = thesis model; smaller for tests).")
 @click.option("--embedding-dim", type=int, default=2048, help="--task faces: embedding size (the ArcFace phase, --untrained; distillation takes the teacher's).")
 @click.option("--seed", type=int, default=0)

@@ -111,7 +111,7 @@ class TrainConfig:
     centre: bool = True  # transplant: cosine to the teacher about the teacher embeddings' mean (TransplantTask)
     embedding_dim: int = 2048
     width: int = 64  # 64 is the thesis model; smaller for tests
-    init: str | None = None  # VGGFace2-pytorch .pkl or a cdfv-train checkpoint (trunk only)
+    init: str | None = None  # trunk weights: VGGFace2-pytorch .pkl, cdfv-train checkpoint or model.pt, ResNet50 state dict
     seed: int = 0
     workers: int = 4
     shuffle_buffer: int = 1000
