@@ -188,7 +188,7 @@ def test_a_transplanted_student_trained_on_celeba_scores_real_lfw_pairs_far_abov
     of pairsDevTest.txt), their faces detected, aligned and coded by the same codec, scored by the
     student trained on 96 CelebA photos alone. AUC above 0.62: with 200 + 200 pairs a chance
     scorer's AUC has a standard deviation of about 0.029 (Hanley-McNeil), so 0.62 is 4 of them
-    above 0.5 (0.68 measured on 60 + 60 pairs). The codec is the random one of this module, not a
+    above 0.5 (0.71 measured). The codec is the random one of this module, not a
     trained one: results/transplant-curves measures a trained codec's latents on all 1,000 pairs."""
     from cdfv.eval.protocol import read_pairs
 
