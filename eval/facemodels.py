@@ -346,6 +346,37 @@ class DlibFaceModel(DlibModel):
     def _descriptors(self, faces: list[np.ndarray], landmarks: list[np.ndarray]) -> np.ndarray:
         return self.descriptors(self.chips(faces, self.shapes(faces, landmarks)))
 
+    def embed_with_maps(self, raw: np.ndarray, metas: Sequence[Mapping[str, Any]], junctions: Sequence[str]
+                        ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+        """What a transplanted student learns from (trainer/transplant.py): the embeddings, the
+        network's float16 maps at each junction (eval/dlib_arch.JUNCTIONS) and each face's 2x3
+        face -> chip affine transform, of the same chips."""
+        if self.flip:
+            raise ValueError("junction maps are of one chip per face; a flipped teacher has two")
+        faces = [np.ascontiguousarray(f, dtype=np.uint8) for f in raw]
+        shapes = self.shapes(faces, [face_landmarks(meta, i) for i, meta in enumerate(metas)])
+        x = prepare_images(self.chips(faces, shapes), self.network.device)
+        with torch.inference_mode():
+            net = self.network.model
+            maps = {j: net.junction_map(x, j).half().cpu().numpy() for j in junctions}
+        transforms = np.stack([chip_transform(self._dlib.get_face_chip_details(shape, self.side, DLIB_PADDING))
+                               for shape in shapes])
+        return self.network.embed_prepared(x).cpu().numpy(), maps, transforms
+
+
+def chip_transform(details: Any) -> np.ndarray:
+    """The 2x3 affine taking face pixels to dlib's chip pixels, from dlib's chip_details: its rect,
+    rotated by its angle about the rect's centre, onto the chip's corners (dlib's
+    get_mapping_to_chip); warping a face by it reproduces get_face_chip's chip to 1 grey level at
+    the 99th percentile (checked by tests/test_distill.py)."""
+    r, angle = details.rect, details.angle
+    centre = np.array([(r.left() + r.right()) / 2, (r.top() + r.bottom()) / 2])
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    corners = np.array([[r.left(), r.top()], [r.right(), r.top()], [r.right(), r.bottom()]])
+    src = (corners - centre) @ rotation.T + centre
+    dst = np.array([[0, 0], [details.cols - 1, 0], [details.cols - 1, details.rows - 1]], dtype=np.float64)
+    return cv2.getAffineTransform(src.astype(np.float32), dst.astype(np.float32)).astype(np.float64)
+
 
 class DlibNativeFaceModel(DlibModel):
     """dlib's own compute_face_descriptor (C++), the reference the torch port is checked against.

@@ -543,20 +543,29 @@ def views(o, input_name, count, name, seed) -> None:
 @click.option("--input", "input_name", help="Image set of aligned faces (default: faces).")
 @click.option("--name", help="Output set (default <input>-<model arch>).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda for model.pt, dlib and ONNX models.")
+@click.option("--maps", default="", metavar="JUNCTION[,JUNCTION]",
+              help="--model dlib: also store its feature map after these residual levels (level0 32x35x35, level1 64x17x17, "
+                   "level2 128x8x8; float16 members teacher-<junction>.npy) and each face's chip transform: the dense targets "
+                   "of cdfv-train --phase transplant.")
 @user_errors
-def teacher(o, model_spec, onnx_channels, input_name, name, device) -> None:
+def teacher(o, model_spec, onnx_channels, input_name, name, device, maps) -> None:
     """Store a pretrained face model's embedding of every face (member teacher.npy): the targets of
-    distillation, carried through encoding into the latent sets."""
+    distillation, carried through encoding into the latent sets; with --maps, dlib's feature maps too."""
     import torch
 
+    from cdfv.eval.dlib_arch import JUNCTIONS
     from cdfv.eval.facemodels import load_face_model
 
     from . import stages
 
+    junctions = tuple(j.strip() for j in maps.split(",") if j.strip())
+    unknown = [j for j in junctions if j not in JUNCTIONS]
+    if unknown:
+        raise click.UsageError(f"--maps {','.join(unknown)}: dlib's junctions are {', '.join(JUNCTIONS)}")
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     model = load_face_model(model_spec, dev, onnx_channels=onnx_channels)
     if model.kind != "image":
         raise click.UsageError(f"--model {model_spec}: a teacher embeds faces; this model takes {model.kind}s")
     source = _input(o, input_name or FACES)
     out = name or f"{source.name}-{model.info['arch']}"
-    report(stages.run_teacher(source, model, o, out), o, o.out / out)
+    report(stages.run_teacher(source, model, o, out, junctions), o, o.out / out)

@@ -67,20 +67,29 @@ def _writer(o: RunOptions, name: str) -> shards.ShardSetWriter:
     return shards.ShardSetWriter(o.out / name, name, o.part, o.parts)
 
 
-CARRIED = (S.LABEL, S.TEACHER)  # members a stage carries from a face to what is made of it, where present
+CARRIED = (S.LABEL, S.TEACHER)  # members a stage carries from a face to what is made of it, where present (and teacher maps)
+
+
+def is_carried(member: str) -> bool:
+    return member in CARRIED or S.is_teacher_map(member)
+
+
+def is_taught(member: str) -> bool:
+    """A teacher's output (embedding or map): of one face, so views and a new teacher replace it."""
+    return member == S.TEACHER or S.is_teacher_map(member)
 
 
 def carried(sample: dict[str, Any]) -> dict[str, Any]:
-    return {m: sample[m] for m in CARRIED if m in sample}
+    return {m: v for m, v in sample.items() if is_carried(m)}
 
 
 def _reads(source: shards.ShardSet, *members: str) -> tuple[str, ...]:
     """The members a stage reads from its input: its own, and those it carries that the set has."""
-    return (*members, *(m for m in CARRIED if m in source.members))
+    return (*members, *_carried_members(source))
 
 
 def _carried_members(source: shards.ShardSet) -> list[str]:
-    return [m for m in CARRIED if m in source.members]
+    return [m for m in source.members if is_carried(m)]
 
 
 def _base(item: Item, dataset: str) -> dict[str, Any]:
@@ -652,7 +661,7 @@ def run_stream(source: Dataset | shards.ShardSet, detector: Detector | None, cod
     def face_batches(chunk: list, rejects: list[Reject], rows: list[dict]) -> Iterator[tuple[list[Face], int]]:
         """The chunk's faces a batch at a time, each with the number of inputs it took."""
         if from_set:
-            members = (S.IMAGE, S.META, *(m for m in CARRIED if m in source.members))
+            members = (S.IMAGE, S.META, *_carried_members(source))
             for batch in _batches(_samples(chunk, members, o, "run", rejects), o.batch_size):
                 yield [Face(s["__key__"], s[S.IMAGE], s[S.META], carried(s)) for s in batch], len(batch)
             return
@@ -763,7 +772,7 @@ def run_views(source: shards.ShardSet, o: RunOptions, name: str, count: int, see
                 meta = {**s[S.META], "key": view_key(s["__key__"], view["index"]), "view": {"of": s["__key__"], **view},
                         "align": {**align, "landmarks": _view_landmarks(align.get("landmarks"), view)}}
                 # a teacher's embedding of the original face is not one of the view's: views are taught anew
-                samples.append({"__key__": meta["key"], S.IMAGE: face, **carried({k: v for k, v in s.items() if k != S.TEACHER}),
+                samples.append({"__key__": meta["key"], S.IMAGE: face, **carried({k: v for k, v in s.items() if not is_taught(k)}),
                                 S.META: meta})
             advance(1)
         return ChunkResult({name: samples}, rejects, Counter(views=len(samples)))
@@ -778,37 +787,59 @@ def run_views(source: shards.ShardSet, o: RunOptions, name: str, count: int, see
     return stats
 
 
-def run_teacher(source: shards.ShardSet, model: Any, o: RunOptions, name: str) -> RunStats:
+def run_teacher(source: shards.ShardSet, model: Any, o: RunOptions, name: str, junctions: tuple[str, ...] = ()) -> RunStats:
     """The image set again with each face's embedding by `model` (a cdfv.eval.facemodels model)
-    as member teacher.npy; the other members are copied as they were stored."""
+    as member teacher.npy, and with `junctions` (dlib only) its feature map at each as
+    teacher-<junction>.npy and its face -> chip transform in the json (teacher.chip): the dense
+    targets of a transplanted student. The other members are copied as they were stored."""
     if source.kind != "image":
         raise shards.ShardSetError(f"{source.directory}: teacher needs an image set of faces, got kind {source.kind!r}")
-    members = tuple(m for m in source.members if m != S.TEACHER)
+    if junctions and not hasattr(model, "embed_with_maps"):
+        raise ValueError(f"--maps {','.join(junctions)}: junction maps come from dlib's network (--model dlib), "
+                         f"not {model.info['model_id']}")
+    members = tuple(m for m in source.members if not is_taught(m))
 
-    def embed(batch: list[dict[str, Any]], rejects: list[Reject]) -> list[np.ndarray | None]:
+    def one(faces: np.ndarray, metas: list[dict]) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray | None]:
+        if junctions:
+            return model.embed_with_maps(faces, metas, junctions)
+        return model.embed(faces, metas), {}, None
+
+    def embed(batch: list[dict[str, Any]], rejects: list[Reject]) -> list[dict[str, Any] | None]:
+        """Per sample, the members the teacher adds (and its json, with the chip transform)."""
         faces = np.stack([shards.decode_member(S.IMAGE, s[S.IMAGE]) for s in batch])
-        metas = [{"key": s["__key__"], **shards.decode_member(S.META, s[S.META])} for s in batch]
+        stored = [shards.decode_member(S.META, s[S.META]) for s in batch]
+        metas = [{"key": s["__key__"], **m} for s, m in zip(batch, stored)]
+
+        def members_of(e: np.ndarray, maps: dict[str, np.ndarray], chips: np.ndarray | None, i: int, json: dict) -> dict[str, Any]:
+            out = {S.TEACHER: np.asarray(e[i], dtype=np.float32), **{S.teacher_map(j): m[i] for j, m in maps.items()}}
+            if chips is not None:
+                out[S.META] = {**json, "teacher": {"chip": chips[i].round(6).tolist()}}
+            return out
+
         try:
-            return list(model.embed(faces, metas))
+            e, maps, chips = one(faces, metas)
+            return [members_of(e, maps, chips, i, j) for i, j in enumerate(stored)]
         except ValueError:  # one face the model cannot take: find it, keep the others
-            return [attempt("teacher", s["__key__"], m.get("source", ""), lambda f=f, m=m: model.embed(f[None], [m])[0], rejects)
-                    for s, f, m in zip(batch, faces, metas)]
+            return [attempt("teacher", s["__key__"], m.get("source", ""),
+                            lambda f=f, m=m, j=j: members_of(*one(f[None], [m]), 0, j), rejects)
+                    for s, f, m, j in zip(batch, faces, metas, stored)]
 
     def process(chunk: list[shards.Shard], advance: Advance) -> ChunkResult:
         samples, rejects = [], []
         for batch in _batches(_samples(chunk, members, o, "teacher", rejects, decode=False), o.batch_size):
-            for s, e in zip(batch, embed(batch, rejects)):
-                if e is not None:
-                    samples.append({**{k: v for k, v in s.items() if k == "__key__" or not k.startswith("__")},
-                                    S.TEACHER: np.asarray(e, dtype=np.float32)})
+            for s, taught in zip(batch, embed(batch, rejects)):
+                if taught is not None:
+                    samples.append({**{k: v for k, v in s.items() if k == "__key__" or not k.startswith("__")}, **taught})
             advance(len(batch))
         return ChunkResult({name: samples}, rejects, Counter(embedded=len(samples)))
 
     info = {k: model.info.get(k) for k in ("model_id", "arch", "embedding_dim", "weights", "preprocessing")}
-    options = _options(o, input=_input_identity(source), teacher=info["model_id"])
+    options = _options(o, input=_input_identity(source), teacher=info["model_id"], **({"maps": list(junctions)} if junctions else {}))
     stats = run_chunks("teacher", _shard_chunks(source, o), process, {name: _writer(o, name)}, {name: options}, _shard_inputs,
                        o.part, o.parts, o.strict, _count)
-    finish_set(o, name, "image", [*members, S.TEACHER], source.identities,
+    if junctions:
+        info["maps"] = list(junctions)
+    finish_set(o, name, "image", [*members, S.TEACHER, *(S.teacher_map(j) for j in junctions)], source.identities,
                {**source.meta, "stage": "teacher", "teacher": info, "input_set": source.name})
     return stats
 

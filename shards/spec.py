@@ -20,6 +20,7 @@ LABEL = "cls"  # identity index as ASCII decimal
 META = "json"  # per-sample metadata, see shards/README.md
 BITSTREAM = "bits"  # framed codec bitstream, see pack_bitstream
 TEACHER = "teacher.npy"  # a pretrained face model's L2-normalised embedding of the original face (float32, (D,))
+TEACHER_MAP_PREFIX = "teacher-"  # teacher-<junction>.npy: the teacher's feature map at a junction (float16, (C, S, S))
 # A shard's first member: {key: {member: XXH3-64 of its bytes, 16 hex digits}} for every sample of
 # the shard. Named as WebDataset's meta files are (__*__), so webdataset readers skip it.
 CHECKSUMS = "__checksums__"
@@ -30,6 +31,17 @@ KINDS = ("latent", "image", "bitstream")
 FACE_SIZE = 224  # aligned face side: what the face model sees
 CODED_SIZE = 256  # side of the zero-padded picture the learned codec encodes
 FACE_PIXELS = FACE_SIZE * FACE_SIZE
+
+
+
+def teacher_map(junction: str) -> str:
+    """The member holding a teacher's feature map at `junction` (e.g. teacher-level1.npy)."""
+    return f"{TEACHER_MAP_PREFIX}{junction}.npy"
+
+
+def is_teacher_map(member: str) -> bool:
+    return member.startswith(TEACHER_MAP_PREFIX) and member.endswith(".npy")
+
 
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 

@@ -66,7 +66,7 @@ def distill_root(celeba_root: Path, scaled_codec: Path, tmp_path_factory: pytest
     prep_ok("run", "--dataset", "folder", "--root", link_photos(people, slice(0, 12), root / "photos-train"),
             "--outputs", "faces", "--off-centre", "largest", "--out", train_root)
     prep_ok("views", "--input", "faces", "--views", "2", "--name", "views", "--out", train_root)
-    prep_ok("teacher", "--model", "dlib", "--input", "views", "--name", "views-dlib", "--out", train_root)
+    prep_ok("teacher", "--model", "dlib", "--input", "views", "--name", "views-dlib", "--maps", "level2", "--out", train_root)
     prep_ok("run", "--input", "views-dlib", "--quality", "1", "--weights", scaled_codec, "--outputs", "latents",
             "--verify", "0", "--out", train_root)
     prep_ok("run", "--dataset", "folder", "--root", link_photos(people, slice(12, 16), root / "photos-heldout"),
@@ -109,6 +109,30 @@ def test_teacher_embeddings_are_dlibs_and_carried_into_the_latents(distill_root:
         np.testing.assert_array_equal(carried[s["__key__"]], s["teacher.npy"])
 
 
+def test_dlibs_maps_and_chip_transforms_are_stored_and_carried_into_the_latents(distill_root: Path) -> None:
+    """teacher --maps level2: dlib's map of the chip it cut, and the face -> chip transform that
+    reproduces that chip (to 1 grey level at the 99th percentile; dlib interpolates a little
+    differently at the borders)."""
+    import cv2
+
+    views = open_shard_set("views-dlib", distill_root / "train")
+    assert views.meta["teacher"]["maps"] == ["level2"] and "teacher-level2.npy" in views.members
+    samples = list(views.samples())[:3]
+    dlib = load_face_model("dlib")
+    faces = [np.ascontiguousarray(s["png"]) for s in samples]
+    chips = dlib.chips(faces, dlib.shapes(faces, [np.array(s["json"]["align"]["landmarks"]) for s in samples]))
+    with torch.no_grad():
+        maps = dlib.network.model.junction_map(torch.from_numpy(chips).permute(0, 3, 1, 2).float(), "level2").numpy()
+    carried = {s["__key__"]: s for s in open_shard_set("latents-q1", distill_root / "train").samples()}
+    for s, chip, expected in zip(samples, chips, maps):
+        assert s["teacher-level2.npy"].dtype == np.float16 and s["teacher-level2.npy"].shape == (128, 8, 8)
+        np.testing.assert_allclose(s["teacher-level2.npy"].astype(np.float32), expected, rtol=2e-3, atol=2e-3)
+        warped = cv2.warpAffine(np.ascontiguousarray(s["png"]), np.array(s["json"]["teacher"]["chip"]), (150, 150), flags=cv2.INTER_LINEAR)
+        assert np.percentile(np.abs(warped.astype(int) - chip.astype(int))[5:-5, 5:-5], 99) <= 1
+        np.testing.assert_array_equal(carried[s["__key__"]]["teacher-level2.npy"], s["teacher-level2.npy"])
+        assert carried[s["__key__"]]["json"]["teacher"]["chip"] == s["json"]["teacher"]["chip"]
+
+
 def held_out_auc(model_path: Path, root: Path) -> float:
     samples = list(open_shard_set("latents-q1", root / "heldout").samples())
     model = load_face_model(model_path)
@@ -131,8 +155,56 @@ def test_distillation_lowers_its_loss_and_its_student_beats_chance_on_held_out_f
     assert info["arch"] == "cresnet39" and info["embedding_dim"] == 128
     # 8 identities x 4 photos that training never saw: 48 genuine of 496 pairs
     auc = held_out_auc(Path(summary["model"]), distill_root)
-    print(f"held-out AUC {auc:.3f}")
+    print(f"held-out AUC {auc:.3f}")  # a from-scratch student distilled in seconds: 0.52-0.66 seen, near chance
     assert 0.0 <= auc <= 1.0
-    if auc <= 0.6:  # the gap issue 16 names; a transplanted student must close it, and then this becomes an assert
-        pytest.xfail(f"a from-scratch student distilled in seconds is near chance on held-out faces (AUC {auc:.3f}; "
-                     f"0.52-0.66 seen, depending on the thread count): issue 16")
+
+
+@pytest.fixture(scope="module")
+def transplanted(distill_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An adapter to dlib's level-2 map, then dlib's own frozen tail (issue 16), trained on the
+    CelebA views as briefly as the from-scratch student above (96 steps)."""
+    summary = train(TrainConfig(shards="latents-q1", root=str(distill_root / "train"), out=str(tmp_path_factory.mktemp("transplant")),
+                                phase="transplant", junction="level2", distill_epochs=8, identity_weight=0.0, adapter_width=64,
+                                batch_size=16, workers=0, progress=False, log_every=1))
+    return Path(summary["model"])
+
+
+def test_a_transplanted_student_scores_held_out_faces_well_above_chance(transplanted: Path, distill_root: Path) -> None:
+    """Held-out AUC over 8 identities x 4 unseen photos (48 genuine of 496 pairs). 0.72 is far
+    above chance: at these counts the AUC of a chance scorer has a standard deviation of about 0.04
+    (Hanley-McNeil), so 0.72 is more than 5 of them above 0.5, and above the 0.52-0.66 the
+    from-scratch student reaches; 0.78-0.82 measured (adapter widths 32-64, one thread)."""
+    info = load_face_model(transplanted).info
+    assert info["arch"] == "dlib-transplant" and info["recipe"]["junction"] == "level2" and info["recipe"]["centre"]
+    auc = held_out_auc(transplanted, distill_root)
+    print(f"held-out AUC {auc:.3f}")
+    assert auc > 0.72
+
+
+@pytest.mark.slow
+def test_a_transplanted_student_trained_on_celeba_scores_real_lfw_pairs_far_above_chance(
+        transplanted: Path, scaled_codec: Path, lfw_root: Path, lfw_meta: Path, tmp_path: Path) -> None:
+    """LFW View 1 test pairs (the first 200 same-person and the first 200 different-person pairs
+    of pairsDevTest.txt), their faces detected, aligned and coded by the same codec, scored by the
+    student trained on 96 CelebA photos alone. AUC above 0.62: with 200 + 200 pairs a chance
+    scorer's AUC has a standard deviation of about 0.029 (Hanley-McNeil), so 0.62 is 4 of them
+    above 0.5 (0.71 measured). The codec is the random one of this module, not a
+    trained one: results/transplant-curves measures a trained codec's latents on all 1,000 pairs."""
+    from cdfv.eval.protocol import read_pairs
+
+    pairs = read_pairs(lfw_meta / "pairsDevTest.txt")
+    chosen = [p for p in pairs if p.label][:200] + [p for p in pairs if not p.label][:200]
+    for key in {k for p in chosen for k in (p.probe, p.reference)}:
+        name, stem = key.split("__")
+        (tmp_path / "lfw" / name).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "lfw" / name / f"{stem}.jpg").symlink_to(lfw_root / name / f"{stem}.jpg")
+    prep_ok("run", "--dataset", "lfw", "--root", tmp_path / "lfw", "--quality", "1", "--weights", scaled_codec, "--outputs", "latents",
+            "--verify", "0", "--out", tmp_path / "shards")
+    samples = {s["__key__"]: s for s in open_shard_set("latents-q1", tmp_path / "shards").samples()}
+    keys = sorted(samples)
+    e = load_face_model(transplanted).embed(np.stack([samples[k]["latent.npy"] for k in keys]), [samples[k]["json"] for k in keys])
+    at = {k: i for i, k in enumerate(keys)}
+    scores = np.array([e[at[p.probe]] @ e[at[p.reference]] for p in chosen])
+    auc = point_metrics(np.array([p.label for p in chosen], dtype=int), scores)["auc"]
+    print(f"LFW AUC {auc:.3f}")
+    assert auc > 0.62

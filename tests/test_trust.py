@@ -124,7 +124,7 @@ def test_init_and_resume_files_never_run_code(tmp_path: Path) -> None:
     common = ("--shards", "lat", "--root", tmp_path, "--width", "4", "--workers", "0", "--quiet", "--batch-size", "4")
 
     code, out = run(train_main, *common, "--init", evil_pt, "--out", tmp_path / "a")
-    assert code == 2 and "not a cdfv training checkpoint that loads safely" in one_line_error(out)
+    assert code == 2 and "not a cdfv training checkpoint, model.pt or ResNet50 state dict that loads safely" in one_line_error(out)
     code, out = run(train_main, *common, "--init", evil_pkl, "--out", tmp_path / "b")
     assert code == 2 and "refused to load io.open: a weight file holds only numpy arrays" in one_line_error(out)
     planted = tmp_path / "c"

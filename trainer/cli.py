@@ -10,11 +10,12 @@ import click
 from cdfv.options import common_options, version_option
 from cdfv.shards import DAMAGE_POLICIES, ShardSetError
 
-from .archs import ARCHS
+from .archs import ARCHS, JUNCTION_NAMES
 
 # options that shape one task only, named as Click names them; given to the other task they are refused
 FACES_ONLY = ("arch", "phase", "classify_epochs", "arcface_epochs", "distill_epochs", "identity_weight", "val_shards", "init",
-              "width", "embedding_dim", "no_amp", "untrained", "in_channels")
+              "width", "embedding_dim", "no_amp", "untrained", "in_channels", "junction", "map_weight", "tail_lr", "adapter_width",
+              "centre")
 CODEC_ONLY = ("codec", "quality", "patch", "metric", "codec_weights", "untrained_codec", "lr_schedule", "lr_final", "aux_lr",
               "eb_init_scale", "mask_padding")
 
@@ -27,20 +28,34 @@ CODEC_ONLY = ("codec", "quality", "patch", "metric", "codec_weights", "untrained
               help="faces: face model (thesis recipe); codec: train/fine-tune a CompressAI codec on image shards.")
 @click.option("--arch", type=click.Choice(("auto",) + ARCHS), default="auto",
               help="--task faces: auto: resnet50 on image shards, cresnet39 on latent shards.")
-@click.option("--phase", type=click.Choice(["both", "classify", "arcface", "distill"]), default="both",
+@click.option("--phase", type=click.Choice(["both", "classify", "arcface", "distill", "transplant"]), default="both",
               help="--task faces: classify: cross-entropy over all identities; arcface: embedding FC on a frozen trunk; both: the thesis "
-                   "recipe; distill: reproduce a teacher's embeddings (member teacher.npy), with --identity-weight ArcFace.")
+                   "recipe; distill: reproduce a teacher's embeddings (member teacher.npy), with --identity-weight ArcFace; "
+                   "transplant: an adapter from the latents to dlib's map at --junction, then dlib's own remaining layers, "
+                   "trained on dlib's maps and embeddings (cdfv-prep teacher --maps).")
+@click.option("--junction", type=click.Choice(JUNCTION_NAMES), default="level1",
+              help="--phase transplant: dlib's map the adapter makes, after residual level 0 (32x35x35), 1 (64x17x17) or 2 (128x8x8).")
+@click.option("--map-weight", type=float, default=1.0,
+              help="--phase transplant: weight of the map's relative squared error beside 1 - cos to dlib's embedding.")
+@click.option("--tail-lr", type=float, default=0.0,
+              help="--phase transplant: dlib's tail trains at this fraction of --lr (0: frozen).")
+@click.option("--adapter-width", type=int, default=128, help="--phase transplant: channels of the adapter's convolutions.")
+@click.option("--centre/--no-centre", default=True,
+              help="--phase transplant: take the cosine to the teacher about the mean teacher embedding (dlib's crowd in a narrow cone).")
 @click.option("--epochs", type=int, help="Epochs of every phase run (default: thesis, 10+5 ResNet50, 6+3 cResNet).")
 @click.option("--classify-epochs", type=int, help="--task faces: phase 1 epochs (overrides --epochs).")
 @click.option("--arcface-epochs", type=int, help="--task faces: phase 2 epochs (overrides --epochs).")
-@click.option("--distill-epochs", type=int, help="--task faces: distillation epochs (overrides --epochs; default 10).")
-@click.option("--identity-weight", type=float, default=0.1,
-              help="--task faces, --phase distill on labelled shards: weight of ArcFace over the identities beside 1 - cos (0: teacher alone).")
+@click.option("--distill-epochs", type=int, help="--task faces: distillation or transplant epochs (overrides --epochs; default 10).")
+@click.option("--identity-weight", type=float, show_default="0.1 distill, 0 transplant",
+              help="--task faces, --phase distill or transplant on labelled shards: weight of ArcFace over the identities beside "
+                   "1 - cos (0: teacher alone; transplant: measured worse at 0.1, see results/transplant-curves).")
 @click.option("--batch-size", type=int, help="Per-rank batch (default 64 faces, 16 codec).")
 @click.option("--lr", type=float, help="Learning rate of the phase(s) run (default 0.1 classify, 0.005 arcface, 0.05 distill, 1e-4 codec).")
 @click.option("--val-shards", help="--task faces: held-out samples of the training identities: phase-1 validation each epoch.")
 @click.option("--init", type=click.Path(dir_okay=False, exists=True),
-              help="--task faces: trunk weights: a VGGFace2-pytorch resnet50_*_weight.pkl or a cdfv-train checkpoint.pt.")
+              help="--task faces: trunk weights: a VGGFace2-pytorch resnet50_*_weight.pkl, a cdfv-train checkpoint.pt or model.pt, "
+                   "or a ResNet50 state dict (torchvision's names); cResNet39/50 take a ResNet50's stages, their M-channel input "
+                   "layers stay fresh.")
 @click.option("--width", type=int, default=64, help="--task faces: stage width (64 = thesis model; smaller for tests).")
 @click.option("--embedding-dim", type=int, default=2048, help="--task faces: embedding size (the ArcFace phase, --untrained; distillation takes the teacher's).")
 @click.option("--seed", type=int, default=0)
@@ -83,6 +98,7 @@ def main(**o) -> None:
     \b
     cdfv-train --shards latents-q6                     # cResNet39, phases 1+2, exports runs/latents-q6/model.pt
     cdfv-train --shards faces --arch resnet50
+    cdfv-train --shards latents-q1 --phase transplant --junction level1   # adapter + dlib's tail
     torchrun --nproc-per-node 8 -m cdfv.trainer --shards latents-q6
     cdfv-train --shards faces --task codec --quality 3  # fine-tune bmshj2018 q3, writes codec.pt
     cdfv-train --untrained --arch cresnet39 --in-channels 192 --out runs/demo
@@ -154,7 +170,9 @@ def run(o: dict) -> None:
     cfg = TrainConfig(shards=o["shards"], out=out, root=o["root"], val_shards=o["val_shards"], arch=o["arch"],
                       phase=o["phase"], classify_epochs=o["classify_epochs"] or o["epochs"],
                       arcface_epochs=o["arcface_epochs"] or o["epochs"], distill_epochs=o["distill_epochs"] or o["epochs"],
-                      identity_weight=o["identity_weight"], init=o["init"], width=o["width"],
+                      identity_weight=(0.0 if o["phase"] == "transplant" else 0.1) if o["identity_weight"] is None else o["identity_weight"],
+                      init=o["init"], width=o["width"], junction=o["junction"],
+                      map_weight=o["map_weight"], tail_lr=o["tail_lr"], adapter_width=o["adapter_width"], centre=o["centre"],
                       embedding_dim=o["embedding_dim"], seed=o["seed"], workers=o["workers"], device=o["device"],
                       amp=not o["no_amp"], max_steps=o["max_steps"], resume=o["resume"], tensorboard=o["tensorboard"],
                       augment=AugmentConfig(), allow_change=allow_change(o), damaged=o["damaged"])

@@ -60,7 +60,9 @@ def scan_labels(shard_set: ShardSet, damage: Damage) -> list[list[int]]:
 
 class ShardStream(IterableDataset):
     """Decoded (input, label, teacher embedding) triples from a shard set, for one rank of
-    `world`: the label is -1 and the embedding empty where `labels` / `teacher` are off.
+    `world`: the label is -1 and the embedding empty where `labels` / `teacher` are off. With
+    `teacher_map` (a member teacher-<junction>.npy) the embedding is followed by the flattened
+    float32 map, so a transplant batch's dense target travels in the same tensor.
 
     The stream is cut into `steps` batches of `batch_size` per rank, and reader r of a rank's
     workers produces batches r, r + workers, ... (the DataLoader's own round-robin order) from
@@ -86,13 +88,16 @@ class ShardStream(IterableDataset):
         damage_log: Path | None = None,
         labels: bool = True,
         teacher: int = 0,
+        teacher_map: str | None = None,
     ) -> None:
         super().__init__()
         self.shards = shard_set.shards
         self.kind = shard_set.kind
         self.member = spec.LATENT if self.kind == "latent" else spec.IMAGE
-        self.reads = (self.member, *([spec.LABEL] if labels else []), *([spec.TEACHER] if teacher else []))
+        self.reads = (self.member, *([spec.LABEL] if labels else []), *([spec.TEACHER] if teacher else []),
+                      *([teacher_map] if teacher_map else []))
         self.teacher_dim = teacher
+        self.teacher_map = teacher_map
         self.batch_size = batch_size
         self.seed = seed
         self.shuffle = shuffle
@@ -131,6 +136,8 @@ class ShardStream(IterableDataset):
                 return None
         value = sample[self.member]
         teacher = torch.from_numpy(self._teacher(sample)) if self.teacher_dim else torch.zeros(0)
+        if self.teacher_map:
+            teacher = torch.cat([teacher, torch.from_numpy(np.asarray(sample[self.teacher_map], dtype=np.float32).ravel())])
         if self.kind == "latent":
             return torch.from_numpy(np.asarray(value, dtype=np.float32)), label, teacher
         return torch.from_numpy(np.ascontiguousarray(value.transpose(2, 0, 1))), label, teacher

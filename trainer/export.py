@@ -7,6 +7,7 @@ needs to know how the trainer scaled its inputs.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 from pathlib import Path
@@ -19,14 +20,20 @@ from cdfv.provenance import provenance
 from cdfv.safe_load import load_torch_file
 from cdfv.shards.writer import atomic_write_bytes
 
-from .archs import INPUT_KIND, INPUT_SIZE
+from .archs import INPUT_KIND, INPUT_SIZE, TRANSPLANT
 from .models import arch_kwargs, build_model
+from .transplant import TransplantStudent, build_transplant
 
 FORMAT = "cdfv-model"
 VERSION = 1
 REQUIRED_INFO = (
     "arch", "input_kind", "in_channels", "input_size", "embedding_dim", "untrained", "model_id", "train_shards",
 )
+
+
+def model_kwargs(model: nn.Module) -> dict[str, Any]:
+    """The keyword arguments that rebuild `model` (build_model's, or build_transplant's)."""
+    return dict(model.kwargs) if isinstance(model, TransplantStudent) else arch_kwargs(model)
 
 
 def state_digest(state_dict: dict[str, torch.Tensor]) -> str:
@@ -42,15 +49,15 @@ def embedding_info(
     model: nn.Module, arch: str, *, untrained: bool, train_shards: dict[str, Any] | None, **extra: Any
 ) -> dict[str, Any]:
     """The info block for an embedding model; extra keys (recipe, epochs, ...) are kept."""
-    kwargs = arch_kwargs(model)
+    kwargs = model_kwargs(model)
     tag = "untrained-" if untrained else ""
     return {
         "arch": arch,
         "input_kind": INPUT_KIND[arch],
         "in_channels": kwargs["in_channels"],
         "input_size": INPUT_SIZE[arch],
-        "embedding_dim": kwargs["embedding_dim"],
-        "width": kwargs["width"],
+        "embedding_dim": model.fc.out_features,
+        "width": kwargs.get("width"),
         "untrained": bool(untrained),
         "model_id": f"{arch}-{tag}{state_digest(model.state_dict())}",
         "train_shards": train_shards,
@@ -69,7 +76,7 @@ def save_embedding_model(path: str | Path, model: nn.Module, info: dict[str, Any
         "format": FORMAT,
         "version": VERSION,
         "arch": info["arch"],
-        "arch_kwargs": arch_kwargs(model),
+        "arch_kwargs": model_kwargs(model),
         "state_dict": state,
         "info": dict(info),
         "provenance": provenance(),
@@ -92,7 +99,8 @@ def load_embedding_model(path: str | Path, device: str | torch.device = "cpu") -
     if missing:
         raise ValueError(f"{path}: {FORMAT} file lacks {', '.join(missing)}")
     try:
-        model = build_model(blob["arch"], **blob["arch_kwargs"])
+        build = build_transplant if blob["arch"] == TRANSPLANT else functools.partial(build_model, blob["arch"])
+        model = build(**blob["arch_kwargs"])
         model.load_state_dict(blob["state_dict"])
     except (TypeError, RuntimeError, ValueError) as e:
         raise ValueError(f"{path}: its weights do not fit its {blob['arch']} ({str(e).splitlines()[0]})") from e

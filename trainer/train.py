@@ -14,6 +14,9 @@ Phase "distill" (instead of both): the whole network, its FC the embedding as wi
 trained to reproduce the teacher's embedding of each face (1 - cosine), plus 0.1 x ArcFace over
 the identities when the set is labelled; SGD lr 0.05 with cosine decay, 10 epochs. No labels are
 needed: a folder of faces with a teacher's embeddings is a training set.
+Phase "transplant": an adapter from the latents to dlib's map at a junction and dlib's own tail
+(trainer/transplant.py), trained on dlib's map of each view and its embedding; same optimiser and
+schedule as "distill", the tail frozen unless tail_lr > 0.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from pathlib import Path
 from contextlib import nullcontext
 from typing import Any, Callable, ContextManager, TypeVar
 
+import numpy as np
 import torch
 import torch.distributed as torch_dist
 import torch.nn.functional as F
@@ -34,10 +38,12 @@ from torch import nn
 from cdfv import progress
 from cdfv.outlock import output_lock
 from cdfv.provenance import provenance
+from cdfv.safe_load import load_torch_file
 from cdfv.shards import Damage, ShardSet, ShardSetError, atomic_write_bytes, open_shard_set, remove_stale_temporaries, spec
 
 from .arcface import ArcFace
 from .augment import AugmentConfig, prepare_eval, prepare_train
+from .checkpoint import FORMAT as CHECKPOINT_FORMAT
 from .checkpoint import check_resume_config, data_identity, load_checkpoint, restore_rng, rng_state, save_checkpoint
 from .data import (
     InputProbe,
@@ -50,24 +56,28 @@ from .data import (
     probe_input,
     scan_labels,
 )
+from .export import FORMAT as MODEL_FORMAT
 from .export import embedding_info, save_embedding_model
-from .archs import INPUT_KIND
+from .archs import INPUT_KIND, TRANSPLANT
 from .models import FaceResNet, build_model, replace_head
 from .tasks import ArcFaceTask, ClassifyTask, DistillTask
-from .vggface2_weights import load_vggface2_weights
+from .transplant import TransplantStudent, TransplantTask, build_transplant, median_transform, teacher_mean
+from .vggface2_weights import BGR_INPUT, read_vggface2_pickle
 
 logger = logging.getLogger(__name__)
 # An ArcFace validation split of fewer identities says nothing (one identity: accuracy 1.0 whatever
 # the model); the plateau scheduler then follows the epoch's training loss instead.
 MIN_VAL_IDENTITIES = 5
 T = TypeVar("T")
-PHASES = {"both": ("classify", "arcface"), "classify": ("classify",), "arcface": ("arcface",), "distill": ("distill",)}
+PHASES = {"both": ("classify", "arcface"), "classify": ("classify",), "arcface": ("arcface",), "distill": ("distill",),
+          "transplant": ("transplant",)}
 RESUME_KEYS = ("config", "arch", "in_channels", "phase", "epoch", "step_in_epoch", "step", "model", "head", "optimizer",
                "scheduler", "rng")
 RECIPE_EPOCHS = {  # thesis 5.5.2 (ResNet50) and 6.3.2 (cResNet39; cResNet50 follows it); distillation: ours
     "resnet50": {"classify": 10, "arcface": 5, "distill": 10},
     "cresnet39": {"classify": 6, "arcface": 3, "distill": 10},
     "cresnet50": {"classify": 6, "arcface": 3, "distill": 10},
+    TRANSPLANT: {"transplant": 10},
 }
 
 
@@ -94,9 +104,14 @@ class TrainConfig:
     distill_epochs: int | None = None
     lr_distill: float = 0.05  # SGD, cosine decay to 0 over the phase
     identity_weight: float = 0.1  # distill: weight of ArcFace over the identities beside 1 - cos (0: teacher alone)
+    junction: str = "level1"  # transplant: where the adapter joins dlib's network
+    map_weight: float = 1.0  # transplant: weight of the junction map's relative squared error beside 1 - cos
+    tail_lr: float = 0.0  # transplant: the tail's lr as a fraction of the adapter's (0: frozen)
+    adapter_width: int = 128  # transplant: channels of the adapter's convolutions
+    centre: bool = True  # transplant: cosine to the teacher about the teacher embeddings' mean (TransplantTask)
     embedding_dim: int = 2048
     width: int = 64  # 64 is the thesis model; smaller for tests
-    init: str | None = None  # VGGFace2-pytorch .pkl or a cdfv-train checkpoint (trunk only)
+    init: str | None = None  # trunk weights: VGGFace2-pytorch .pkl, cdfv-train checkpoint or model.pt, ResNet50 state dict
     seed: int = 0
     workers: int = 4
     shuffle_buffer: int = 1000
@@ -150,7 +165,11 @@ def setup_context(device: str) -> Context:
     return Context(torch_dist.get_rank(), world, dev)
 
 
-def resolve_arch(arch: str, probe: InputProbe) -> str:
+def resolve_arch(arch: str, probe: InputProbe, phase: str = "both") -> str:
+    if phase == "transplant":
+        if arch != "auto":
+            raise ValueError(f"--phase transplant trains its own model (an adapter and dlib's tail), not --arch {arch}")
+        return TRANSPLANT
     return ("resnet50" if probe.kind == "image" else "cresnet39") if arch == "auto" else arch
 
 
@@ -226,15 +245,77 @@ class MetricsLog:
             self.board.close()
 
 
-def load_init(model: FaceResNet, path: str) -> None:
-    """Trunk weights from a VGGFace2-pytorch pickle or an earlier cdfv-train checkpoint."""
+def init_tensors(path: str) -> dict[str, torch.Tensor]:
+    """The named tensors of an --init file, read without running code from it: a VGGFace2-pytorch
+    .pkl (its BGR first convolution flipped to RGB), a cdfv-train checkpoint.pt or model.pt, or a
+    plain state dict (torchvision's resnet50 names its tensors as these models do)."""
     if path.endswith(".pkl"):
-        load_vggface2_weights(model, path, include_fc=False)
-        return
-    state = {k: v for k, v in load_checkpoint(Path(path), required=("model",))["model"].items() if not k.startswith("fc.")}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or [k for k in missing if not k.startswith("fc.")]:
-        raise ValueError(f"--init {path}: trunk does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        arrays = read_vggface2_pickle(path)
+        tensors = {name: torch.from_numpy(np.ascontiguousarray(a)) for name, a in arrays.items()}
+        if BGR_INPUT in tensors:
+            tensors[BGR_INPUT] = tensors[BGR_INPUT].flip(1)
+        return tensors
+    blob = load_torch_file(Path(path), "cdfv training checkpoint, model.pt or ResNet50 state dict")
+    state = blob
+    if isinstance(blob, dict) and blob.get("format") in (CHECKPOINT_FORMAT, MODEL_FORMAT):
+        state = blob.get("model" if blob["format"] == CHECKPOINT_FORMAT else "state_dict")
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"--init {path}: holds no state dict of named tensors (a cdfv-train checkpoint.pt or model.pt, "
+                         f"a VGGFace2-pytorch .pkl, or a ResNet50 state dict)")
+    return state
+
+
+def input_side(model: FaceResNet) -> tuple[str, ...]:
+    """The tensors of a latent model that read its input (M channels), which a ResNet50's
+    weights cannot fill: its stem, else its first block's first convolution and shortcut."""
+    if model.stem_names:
+        return tuple(n for n in model.state_dict() if n.split(".")[0] in model.stem_names)
+    first = f"{model.stage_names[0]}.0."
+    return (first + "conv1.weight", first + "downsample.0.weight")
+
+
+def load_init(model: FaceResNet, arch: str, path: str) -> list[str]:
+    """Copies every tensor of the model's trunk from an --init file (init_tensors) and returns
+    their names; a latent model's input side (input_side) keeps its fresh weights where the file's
+    shapes differ, so cResNet39's stages 2-4 start from a ResNet50's. Refuses, naming the file, a
+    file missing any other trunk tensor or holding it in another shape."""
+    tensors = init_tensors(path)
+    own = model.state_dict()
+    fresh = input_side(model) if INPUT_KIND[arch] == "latent" else ()
+    trunk = [n for n in own if not n.startswith(("fc.", "normalize.")) and not n.endswith("num_batches_tracked")]
+    taken, wrong = [], []
+    for name in trunk:
+        if name in tensors and tensors[name].shape == own[name].shape:
+            taken.append(name)
+        elif name not in fresh:
+            wrong.append(name if name not in tensors else f"{name} {tuple(tensors[name].shape)} (the model's {tuple(own[name].shape)})")
+    if wrong:
+        raise ValueError(f"--init {path}: does not fit the model's trunk ({len(wrong)} tensors missing or of another shape, "
+                         f"e.g. {', '.join(wrong[:3])})")
+    with torch.no_grad():
+        for name in taken:
+            own[name].copy_(tensors[name])
+    return taken
+
+
+def transplant_model(shard_set: ShardSet, probe: InputProbe, cfg: TrainConfig) -> TransplantStudent:
+    """An adapter resampling by the median face -> chip transform of the set's unaugmented faces
+    (trainer/transplant.py), and dlib's tail with the weights of the teacher the set's maps came
+    from."""
+    from cdfv.eval.dlib_arch import load_dlib_resnet
+    from cdfv.eval.facemodels import DLIB_ARCH, dlib_model_files
+
+    teacher = shard_set.meta.get("teacher") or {}
+    member = spec.teacher_map(cfg.junction)
+    if member not in shard_set.members or teacher.get("arch") != DLIB_ARCH:
+        raise ShardSetError(f"{shard_set.directory}: --phase transplant --junction {cfg.junction} needs dlib's maps at that "
+                            f"junction (member {member}); make them with `cdfv-prep teacher --model dlib --maps {cfg.junction}` "
+                            f"before encoding")
+    chips = [s[spec.META]["teacher"]["chip"] for s in shard_set.samples((spec.META,), damage=Damage(cfg.damaged))
+             if not (s[spec.META].get("view") or {}).get("augmented") and "chip" in (s[spec.META].get("teacher") or {})]
+    model = build_transplant(probe.channels, cfg.junction, median_transform(chips), cfg.adapter_width)
+    model.copy_teacher(load_dlib_resnet(dlib_model_files()[0]))
+    return model
 
 
 def start_run_directory(out: Path, checkpoint: Path, resume: bool) -> None:
@@ -312,7 +393,8 @@ def evaluate_arcface(task: ArcFaceTask, stream: ShardStream, n_val: int, ctx: Co
 
 
 def phase_epochs(cfg: TrainConfig, arch: str, phase: str) -> int:
-    given = {"classify": cfg.classify_epochs, "arcface": cfg.arcface_epochs, "distill": cfg.distill_epochs}[phase]
+    given = {"classify": cfg.classify_epochs, "arcface": cfg.arcface_epochs, "distill": cfg.distill_epochs,
+             "transplant": cfg.distill_epochs}[phase]
     return given or RECIPE_EPOCHS[arch][phase]
 
 
@@ -354,7 +436,7 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
         start_run_directory(out, ckpt_path, cfg.resume)
     shard_set = open_shard_set(cfg.shards, cfg.root, damage=cfg.damaged)
     probe = probe_input(shard_set, cfg.damaged)
-    arch = resolve_arch(cfg.arch, probe)
+    arch = resolve_arch(cfg.arch, probe, cfg.phase)
     check_inputs(arch, probe, shard_set, cfg.augment)
     val_set = open_shard_set(cfg.val_shards, cfg.root, damage=cfg.damaged) if cfg.val_shards else None
     if val_set is not None:
@@ -369,7 +451,8 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
         changes = check_resume_config(ckpt_path, {**resume["config"], "data": resume.get("data")},
                                       {**asdict(cfg), "data": data_identity(shard_set, val_set)}, cfg.allow_change)
         history = resume.get("config_changes", []) + ([{"step": resume["step"], "changed": changes}] if changes else [])
-    distill = cfg.phase == "distill"
+    transplant = cfg.phase == "transplant"
+    distill = cfg.phase == "distill" or transplant
     labelled = bool(shard_set.identities) and spec.LABEL in shard_set.members
     if distill and not probe.teacher_dim:
         raise ShardSetError(f"{shard_set.directory}: --phase distill needs a teacher's embeddings (member {spec.TEACHER}); "
@@ -379,11 +462,16 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
                             f"(train it with --phase distill on a teacher's embeddings)")
     in_channels = probe.channels if probe.kind == "latent" else None
     # distillation: the FC is the embedding, as wide as the teacher's; otherwise phase 1's identity classifier
-    model = seeded(cfg.seed, lambda: build_model(
-        arch, in_channels=in_channels, num_classes=None if distill else len(shard_set.identities),
-        embedding_dim=probe.teacher_dim if distill else cfg.embedding_dim, width=cfg.width))
+    if transplant:
+        if cfg.init:
+            raise ValueError(f"--init {cfg.init}: --phase transplant takes dlib's own weights for its tail")
+        model = seeded(cfg.seed, lambda: transplant_model(shard_set, probe, cfg))
+    else:
+        model = seeded(cfg.seed, lambda: build_model(
+            arch, in_channels=in_channels, num_classes=None if distill else len(shard_set.identities),
+            embedding_dim=probe.teacher_dim if distill else cfg.embedding_dim, width=cfg.width))
     if cfg.init and resume is None:
-        load_init(model, cfg.init)
+        load_init(model, arch, cfg.init)
     model.to(ctx.device)
     if ctx.device.type == "cuda" and cfg.amp:
         model.to(memory_format=torch.channels_last)
@@ -404,13 +492,16 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
         epochs = phase_epochs(cfg, arch, phase)
         common = dict(seed=cfg.seed, rank=ctx.rank, world=ctx.world, shuffle_buffer=cfg.shuffle_buffer,
                       damage_policy=cfg.damaged, damage_log=damage_log)
-        if phase == "distill":
+        if phase in ("distill", "transplant"):
             with_identities = labelled and cfg.identity_weight > 0
             head = seeded(cfg.seed + 2, lambda: ArcFace(probe.teacher_dim, len(shard_set.identities), cfg.arcface_s, cfg.arcface_m)
                           ) if with_identities else None
-            task = DistillTask(model, head.to(ctx.device) if head else None, cfg.identity_weight)
+            head = head.to(ctx.device) if head else None
+            task = (TransplantTask(model, head, cfg.identity_weight, cfg.map_weight, frozen_tail=cfg.tail_lr == 0,
+                                   centre=teacher_mean(shard_set, Damage(cfg.damaged)) if cfg.centre else None).to(ctx.device)
+                    if transplant else DistillTask(model, head, cfg.identity_weight))
             train_stream = ShardStream(shard_set, batch_size=cfg.batch_size, shuffle=True, labels=with_identities, teacher=probe.teacher_dim,
-                                       **common)
+                                       teacher_map=spec.teacher_map(cfg.junction) if transplant else None, **common)
             val_stream = None
             if val_set is not None:
                 per_rank = val_set.num_samples // ctx.world
@@ -444,10 +535,15 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
                                "training loss", n_val, "y" if n_val == 1 else "ies", MIN_VAL_IDENTITIES)
             lr, scheduler_on = cfg.lr_arcface, True
         params = [p for p in task.parameters() if p.requires_grad]
-        optimizer = torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        groups: list[dict[str, Any]] = [{"params": params}]
+        if transplant and cfg.tail_lr > 0:  # the tail fine-tuned at its own, smaller rate
+            tail = {id(p) for p in model.tail_parameters()}
+            groups = [{"params": [p for p in params if id(p) not in tail]},
+                      {"params": [p for p in params if id(p) in tail], "lr": lr * cfg.tail_lr}]
+        optimizer = torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience) if scheduler_on else None
-        if phase == "distill":  # stepped every step
+        if phase in ("distill", "transplant"):  # stepped every step
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * train_stream.steps)
         start_epoch, start_step = 0, 0
         epoch_train = [0.0, 0.0]  # the epoch's training loss sum and count so far (checkpointed: a resume steps alike)
@@ -499,7 +595,7 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
-                    if phase == "distill":
+                    if phase in ("distill", "transplant"):
                         scheduler.step()
                     step, steps_total = step + 1, steps_total + 1
                     for name, value in {"loss": loss.detach() * len(y), "count": torch.tensor(float(len(y)), device=ctx.device),
@@ -525,7 +621,7 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
                 start_step = 0
                 if val_stream is not None:
                     metrics = (evaluate_classify(task, val_stream, ctx, cfg) if phase == "classify"
-                               else evaluate_distill(task, val_stream, ctx, cfg) if phase == "distill"
+                               else evaluate_distill(task, val_stream, ctx, cfg) if phase in ("distill", "transplant")
                                else evaluate_arcface(task, val_stream, n_val, ctx, cfg))
                     log.write({"phase": phase, "split": "val", "epoch": epoch, "step": step, **metrics,
                                "lr": optimizer.param_groups[0]["lr"]})
@@ -544,6 +640,9 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
         if distill:
             recipe.update(teacher=shard_set.meta.get("teacher"), identity_weight=cfg.identity_weight if labelled else 0.0,
                           lr=cfg.lr_distill, schedule="cosine")
+        if transplant:
+            recipe.update(junction=cfg.junction, map_weight=cfg.map_weight, tail_lr=cfg.tail_lr, adapter_width=cfg.adapter_width,
+                          centre=cfg.centre)
         info = embedding_info(model, arch, untrained=False, train_shards=describe(shard_set), recipe=recipe)
         save_embedding_model(out / "model.pt", model, info)
     return finish(cfg, ctx, log, model, arch, shard_set, step, steps_total, started, stopped=False, exported=exported)
