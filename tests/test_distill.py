@@ -175,7 +175,7 @@ def test_a_transplanted_student_scores_held_out_faces_well_above_chance(transpla
     (Hanley-McNeil), so 0.72 is more than 5 of them above 0.5, and above the 0.52-0.66 the
     from-scratch student reaches; 0.78-0.82 measured (adapter widths 32-64, one thread)."""
     info = load_face_model(transplanted).info
-    assert info["arch"] == "dlib-transplant" and info["recipe"]["junction"] == "level2" and info["recipe"]["centre"]
+    assert info["arch"] == "dlib-transplant-level2" and info["recipe"]["junction"] == "level2" and info["recipe"]["centre"]
     auc = held_out_auc(transplanted, distill_root)
     print(f"held-out AUC {auc:.3f}")
     assert auc > 0.72

@@ -16,7 +16,8 @@ from cdfv.trainer.export import embedding_info, save_embedding_model
 from cdfv.trainer.macs import count_macs
 from cdfv.trainer.models import build_model
 from cdfv.trainer.train import load_init
-from cdfv.trainer.transplant import ARCH, build_transplant, sampling_grid
+from cdfv.trainer.archs import transplant_arch
+from cdfv.trainer.transplant import build_transplant, sampling_grid
 
 M = 192
 # a face -> chip transform that maps the 224 face exactly onto the 150 chip
@@ -74,9 +75,9 @@ def test_a_transplant_model_file_loads_scores_and_counts_adapter_and_tail(dlib_n
     student.copy_teacher(dlib_net)
     student.eval()
     path = tmp_path / "model.pt"
-    save_embedding_model(path, student, embedding_info(student, ARCH, untrained=False, train_shards=None))
+    save_embedding_model(path, student, embedding_info(student, transplant_arch("level2"), untrained=False, train_shards=None))
     loaded = load_face_model(path)
-    assert loaded.info["arch"] == ARCH and loaded.info["input_size"] == 14 and loaded.info["embedding_dim"] == 128
+    assert loaded.info["arch"] == "dlib-transplant-level2" and loaded.info["input_size"] == 14 and loaded.info["embedding_dim"] == 128
     latents = np.random.default_rng(0).integers(-6, 7, (4, M, 16, 16)).astype(np.int16)  # stored 16x16: centre-cropped
     with torch.no_grad():
         expected = torch.nn.functional.normalize(student(torch.from_numpy(latents[:, :, 1:15, 1:15]).float()), dim=1)

@@ -20,7 +20,7 @@ from cdfv.provenance import provenance
 from cdfv.safe_load import load_torch_file
 from cdfv.shards.writer import atomic_write_bytes
 
-from .archs import INPUT_KIND, INPUT_SIZE, TRANSPLANT
+from .archs import INPUT_KIND, INPUT_SIZE, TRANSPLANTS
 from .models import arch_kwargs, build_model
 from .transplant import TransplantStudent, build_transplant
 
@@ -98,8 +98,10 @@ def load_embedding_model(path: str | Path, device: str | torch.device = "cpu") -
     missing = [k for k in ("arch", "arch_kwargs", "state_dict", "info") if k not in blob]
     if missing:
         raise ValueError(f"{path}: {FORMAT} file lacks {', '.join(missing)}")
+    if blob["arch"] in TRANSPLANTS and (blob["arch_kwargs"] or {}).get("junction") != TRANSPLANTS[blob["arch"]]:
+        raise ValueError(f"{path}: a {blob['arch']} whose adapter joins at {(blob['arch_kwargs'] or {}).get('junction')!r}")
     try:
-        build = build_transplant if blob["arch"] == TRANSPLANT else functools.partial(build_model, blob["arch"])
+        build = build_transplant if blob["arch"] in TRANSPLANTS else functools.partial(build_model, blob["arch"])
         model = build(**blob["arch_kwargs"])
         model.load_state_dict(blob["state_dict"])
     except (TypeError, RuntimeError, ValueError) as e:

@@ -58,7 +58,7 @@ from .data import (
 )
 from .export import FORMAT as MODEL_FORMAT
 from .export import embedding_info, save_embedding_model
-from .archs import INPUT_KIND, TRANSPLANT
+from .archs import INPUT_KIND, TRANSPLANTS, transplant_arch
 from .models import FaceResNet, build_model, replace_head
 from .tasks import ArcFaceTask, ClassifyTask, DistillTask
 from .transplant import TransplantStudent, TransplantTask, build_transplant, median_transform, teacher_mean
@@ -77,7 +77,7 @@ RECIPE_EPOCHS = {  # thesis 5.5.2 (ResNet50) and 6.3.2 (cResNet39; cResNet50 fol
     "resnet50": {"classify": 10, "arcface": 5, "distill": 10},
     "cresnet39": {"classify": 6, "arcface": 3, "distill": 10},
     "cresnet50": {"classify": 6, "arcface": 3, "distill": 10},
-    TRANSPLANT: {"transplant": 10},
+    **{arch: {"transplant": 10} for arch in TRANSPLANTS},
 }
 
 
@@ -165,11 +165,11 @@ def setup_context(device: str) -> Context:
     return Context(torch_dist.get_rank(), world, dev)
 
 
-def resolve_arch(arch: str, probe: InputProbe, phase: str = "both") -> str:
+def resolve_arch(arch: str, probe: InputProbe, phase: str = "both", junction: str = "level1") -> str:
     if phase == "transplant":
         if arch != "auto":
             raise ValueError(f"--phase transplant trains its own model (an adapter and dlib's tail), not --arch {arch}")
-        return TRANSPLANT
+        return transplant_arch(junction)
     return ("resnet50" if probe.kind == "image" else "cresnet39") if arch == "auto" else arch
 
 
@@ -436,7 +436,7 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
         start_run_directory(out, ckpt_path, cfg.resume)
     shard_set = open_shard_set(cfg.shards, cfg.root, damage=cfg.damaged)
     probe = probe_input(shard_set, cfg.damaged)
-    arch = resolve_arch(cfg.arch, probe, cfg.phase)
+    arch = resolve_arch(cfg.arch, probe, cfg.phase, cfg.junction)
     check_inputs(arch, probe, shard_set, cfg.augment)
     val_set = open_shard_set(cfg.val_shards, cfg.root, damage=cfg.damaged) if cfg.val_shards else None
     if val_set is not None:

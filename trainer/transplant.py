@@ -30,7 +30,6 @@ from torch import nn
 from cdfv.eval.dlib_arch import CHIP, JUNCTIONS, DlibResNet, junction_block
 from cdfv.shards import Damage, ShardSet, spec
 
-ARCH = "dlib-transplant"
 LATENT_SIDE = 14
 ADAPTER_WIDTH = 128
 
