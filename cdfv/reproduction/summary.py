@@ -140,7 +140,9 @@ def step_times(*parts: "Steps") -> list[str]:
 
 PRESET_FIELDS = (("CelebA photos per identity", "per_identity"), ("views per face", "views"),
                  ("codec training steps per quality", "codec_steps"), ("codec training crop", "codec_patch"),
-                 ("codec batch", "codec_batch"), ("student width", "student_width"), ("student epochs", "student_epochs"),
+                 ("codec batch", "codec_batch"), ("codec lr", "codec_lr"), ("codec lr schedule", "codec_schedule"),
+                 ("student width", "student_width"), ("student epochs", "student_epochs"),
+                 ("transplant junctions", "transplant_junctions"), ("transplant epochs", "transplant_epochs"),
                  ("ResNet50 width", "resnet_width"), ("ResNet50 epochs (classify, ArcFace)", "resnet_epochs"))
 
 
