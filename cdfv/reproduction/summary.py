@@ -211,10 +211,12 @@ def write_reproduction_summary(layout: "Layout", evaluation: "Evaluation", prese
     for q in qualities:
         for junction in preset.transplant_junctions:
             model = layout.transplant(q, junction)
+            last = _last_training(model, 'transplant')
             lines.append(f"- transplanted student {junction} q{q}: an adapter trained here from the q{q} latents to dlib's map after "
                          f"residual {junction}, then dlib's own remaining layers with dlib's weights, trained on dlib's maps and "
                          f"embeddings of the views, {preset.transplant_epochs} epochs, {_model_ref(model)}; last training cosine "
-                         f"to the teacher {cell(_last_training(model, 'transplant').get('cos'), 3)}")
+                         f"to the teacher {cell(last.get('cos'), 3)}, {cell(last.get('centred_cos'), 3)} after subtracting "
+                         f"the teacher embeddings' mean (what the loss maximises)")
     resnet = layout.runs / "resnet50" / "model.pt"
     lines.append(f"- ResNet50: trained here by the thesis recipe (cross-entropy, then ArcFace) on the CelebA faces, width "
                  f"{preset.resnet_width}, {preset.resnet_epochs[0]} + {preset.resnet_epochs[1]} epochs, {_model_ref(resnet)}")
