@@ -5,7 +5,6 @@ domain models side by side; scores to Parquet, metrics with confidence intervals
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import logging
 import os
@@ -122,14 +121,14 @@ def run(pairs_path: Path, faces: str | None, image_model: str | None, onnx_chann
 
     from .evaluate import EmbeddingCache, evaluate
     from .facemodels import FaceModel, load_face_model
-    from .protocol import read_pairs
+    from .protocol import pairs_sha256, read_pairs
     from .report import write_report
     from .scores import write_scores
 
     if (decoded_sets or faces or image_model) and (faces is None or image_model is None):
         raise click.UsageError("the original and decoded anchors need both --faces (references) and --image-model")
     pairs = read_pairs(pairs_path)  # a wrong pairs file stops the command before it makes --out
-    pairs_digest = hashlib.sha256(pairs_path.read_bytes()).hexdigest()  # every figure names the pairs file it comes from
+    pairs_digest = pairs_sha256(pairs_path)  # every figure names the pairs file it comes from
     click.get_current_context().with_resource(output_lock(out))  # held until the command ends
     check_writable(out / "scores")
     check_writable(out / "report")

@@ -3,6 +3,7 @@ plain CSV of shard keys, parsed strictly so a malformed file fails on its line, 
 from __future__ import annotations
 
 import csv
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,6 +141,11 @@ def _parse_csv(path: Path, lines: list[str]) -> list[Pair]:
     if not pairs:
         raise ProtocolError(path, 1, "CSV holds no pairs")
     return _distinct(path, pairs, lines)
+
+
+def pairs_sha256(path: str | Path) -> str:
+    """The pairs file's sha256: scores, reports and evaluation folders name the pairs they come from by it."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def read_pairs(path: str | Path) -> list[Pair]:

