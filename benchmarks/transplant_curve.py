@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -41,6 +42,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, required=True)
     p.add_argument("--steps", required=True, help="comma-separated global steps to stop and score at")
     p.add_argument("--csv", required=True)
+    p.add_argument("--trainer", default=f"{sys.executable} -m cdfv.trainer",
+                   help="the command that trains (a variant's, e.g. results/transplant-curves/variants/variants.py trainer ...)")
     p.add_argument("train_args", nargs="*", help="more cdfv-train options, after --")
     a = p.parse_args()
     out = Path(a.runs) / a.name
@@ -59,7 +62,7 @@ def main() -> None:
         if new:
             writer.writerow(COLUMNS)
         for stop in (int(s) for s in a.steps.split(",")):
-            cmd = [sys.executable, "-m", "cdfv.trainer", "--shards", a.shards, "--root", a.train_root, "--phase", "transplant",
+            cmd = [*shlex.split(a.trainer), "--shards", a.shards, "--root", a.train_root, "--phase", "transplant",
                    "--epochs", str(a.epochs), "--workers", "0", "--threads", "1", "--max-steps", str(stop), "--out", str(out),
                    "--quiet", *a.train_args]
             if (out / "checkpoint.pt").exists():
