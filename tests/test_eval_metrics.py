@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from cdfv.eval.metrics import (
-    Roc, best_threshold, bootstrap_intervals, eer, kfold_accuracy, point_metrics, resolution_note, roc, summarize, tar_at_far,
+    Roc, best_threshold, bootstrap_intervals, eer, kfold_accuracy, paired_differences, point_metrics, resolution_note, roc, summarize, tar_at_far,
 )
 
 GENUINE = [0.9, 0.8, 0.7, 0.4]
@@ -109,3 +109,18 @@ def test_a_far_is_resolved_from_1_over_t_impostors() -> None:
     labels = np.array([True] * 20 + [False] * 20)  # 20 impostors: TAR@FAR=1e-3 is the TAR at FAR 0
     result = summarize(labels, np.r_[np.linspace(0.6, 1, 20), np.linspace(-1, 0.5, 20)], np.full(40, -1), replicates=0)
     assert result["tar_at_far_1e-3"] == 1.0 and result["tar_at_far_1e-3_note"] == "FAR 1e-3 not resolved: 20 impostors, needs 1000"
+
+
+def test_paired_differences_resample_the_same_pairs_for_both_scorers() -> None:
+    rng = np.random.default_rng(1)
+    labels = np.array([1] * 200 + [0] * 300)
+    weak = rng.normal(size=500) + labels * 1.0
+    strong = weak + labels * 1.5  # the same scores, genuine ones raised: better on every replicate's pairs
+    same = paired_differences(labels, weak, weak.copy(), replicates=50)
+    assert all(np.array_equal(v, np.zeros(50)) for v in same.values())
+    better = paired_differences(labels, weak, strong, replicates=50)
+    assert better["auc"].shape == (50,) and (better["auc"] > 0).all() and (better["eer"] < 0).all()
+    point = point_metrics(labels, strong)["auc"] - point_metrics(labels, weak)["auc"]
+    assert abs(better["auc"].mean() - point) < 0.01
+    again = paired_differences(labels, weak, strong, replicates=50)
+    assert np.array_equal(again["auc"], better["auc"])  # seeded

@@ -14,7 +14,7 @@ import json
 import numpy as np
 import torch
 
-from cdfv.eval.metrics import point_metrics
+from cdfv.eval.metrics import paired_differences, point_metrics
 from cdfv.eval.protocol import read_pairs
 from cdfv.shards import open_shard_set, spec
 from cdfv.trainer.checkpoint import load_checkpoint
@@ -59,20 +59,13 @@ def main() -> None:
         names.append(name)
         runs.append(scores(checkpoint, root, latents, index, pairs))
     point = [point_metrics(labels, s) for s in runs]
-    rng = np.random.default_rng(a.seed)
-    gen, imp = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
-    diffs = {m: [] for m in METRICS}
-    for _ in range(a.replicates):
-        idx = np.concatenate([rng.choice(gen, len(gen)), rng.choice(imp, len(imp))])
-        ma, mb = (point_metrics(labels[idx], s[idx]) for s in runs)
-        for m in METRICS:
-            diffs[m].append(mb[m] - ma[m])
+    diffs = paired_differences(labels, runs[0], runs[1], a.replicates, a.seed)
     out = {"A": names[0], "B": names[1], "replicates": a.replicates, "seed": a.seed,
            names[0]: {m: round(point[0][m], 4) for m in METRICS}, names[1]: {m: round(point[1][m], 4) for m in METRICS},
            "difference_B_minus_A": {m: {"point": round(point[1][m] - point[0][m], 4),
                                         "ci95": [round(float(np.percentile(diffs[m], 2.5)), 4),
                                                  round(float(np.percentile(diffs[m], 97.5)), 4)],
-                                        "share_above_0": round(float(np.mean(np.array(diffs[m]) > 0)), 3)}
+                                        "share_above_0": round(float(np.mean(diffs[m] > 0)), 3)}
                                     for m in METRICS}}
     print(json.dumps(out, indent=1))
 

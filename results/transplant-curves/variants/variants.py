@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cdfv.eval.metrics import point_metrics
+from cdfv.eval.metrics import paired_differences, point_metrics
 from cdfv.eval.protocol import read_pairs
 from cdfv.shards import open_shard_set, spec
 from cdfv.shards.writer import ShardSetWriter, write_index
@@ -191,18 +191,11 @@ def score(a: argparse.Namespace) -> None:
 def compare(a: argparse.Namespace) -> None:
     """Paired bootstrap of B - A (TAR@FAR=1e-2, AUC): genuine and impostor pairs resampled, the same for both."""
     labels = np.array([p.label for p in read_pairs(a.pairs)])
-    first, second = np.load(a.a), np.load(a.b)
-    rng = np.random.default_rng(0)
-    genuine, impostor = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
-    diffs = []
-    for _ in range(a.replicates):
-        idx = np.concatenate([rng.choice(genuine, len(genuine)), rng.choice(impostor, len(impostor))])
-        ma, mb = point_metrics(labels[idx], first[idx]), point_metrics(labels[idx], second[idx])
-        diffs.append([mb["tar_at_far_1e-2"] - ma["tar_at_far_1e-2"], mb["auc"] - ma["auc"]])
-    d = np.array(diffs)
-    for j, metric in enumerate(("tar_at_far_1e-2", "auc")):
-        lo, hi = np.percentile(d[:, j], [2.5, 97.5])
-        print(f"{metric}: B - A {d[:, j].mean():+.3f} [{lo:+.3f}, {hi:+.3f}], above 0 in {(d[:, j] > 0).mean():.0%} of replicates")
+    differences = paired_differences(labels, np.load(a.a), np.load(a.b), a.replicates)
+    for metric in ("tar_at_far_1e-2", "auc"):
+        d = differences[metric]
+        lo, hi = np.percentile(d, [2.5, 97.5])
+        print(f"{metric}: B - A {d.mean():+.3f} [{lo:+.3f}, {hi:+.3f}], above 0 in {(d > 0).mean():.0%} of replicates")
 
 
 def agreement(a: argparse.Namespace) -> None:
