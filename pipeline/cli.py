@@ -545,8 +545,9 @@ def views(o, input_name, count, name, seed) -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda for model.pt, dlib and ONNX models.")
 @click.option("--maps", default="", metavar="JUNCTION[,JUNCTION]",
               help="--model dlib: also store its feature map after these residual levels (level0 32x35x35, level1 64x17x17, "
-                   "level2 128x8x8; float16 members teacher-<junction>.npy) and each face's chip transform: the dense targets "
-                   "of cdfv-train --phase transplant.")
+                   "level2 128x8x8; float16 members teacher-<junction>.npy): the dense targets of cdfv-train --phase "
+                   "transplant. dlib always stores each face's chip transform (json teacher.chip), which cdfv-train --task "
+                   "codec --identity-weight warps reconstructions by.")
 @user_errors
 def teacher(o, model_spec, onnx_channels, input_name, name, device, maps) -> None:
     """Store a pretrained face model's embedding of every face (member teacher.npy): the targets of

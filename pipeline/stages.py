@@ -789,18 +789,21 @@ def run_views(source: shards.ShardSet, o: RunOptions, name: str, count: int, see
 
 def run_teacher(source: shards.ShardSet, model: Any, o: RunOptions, name: str, junctions: tuple[str, ...] = ()) -> RunStats:
     """The image set again with each face's embedding by `model` (a cdfv.eval.facemodels model)
-    as member teacher.npy, and with `junctions` (dlib only) its feature map at each as
-    teacher-<junction>.npy and its face -> chip transform in the json (teacher.chip): the dense
-    targets of a transplanted student. The other members are copied as they were stored."""
+    as member teacher.npy; dlib's torch network also stores each face's face -> chip transform in
+    the json (teacher.chip), which an identity-preserving codec warps its reconstruction by, and
+    with `junctions` its feature map at each as teacher-<junction>.npy: the dense targets of a
+    transplanted student. The other members are copied as they were stored."""
     if source.kind != "image":
         raise shards.ShardSetError(f"{source.directory}: teacher needs an image set of faces, got kind {source.kind!r}")
     if junctions and not hasattr(model, "embed_with_maps"):
         raise ValueError(f"--maps {','.join(junctions)}: junction maps come from dlib's network (--model dlib), "
                          f"not {model.info['model_id']}")
+    if junctions and model.flip:
+        raise ValueError(f"--maps {','.join(junctions)}: junction maps are of one chip per face; a flipped teacher has two")
     members = tuple(m for m in source.members if not is_taught(m))
 
     def one(faces: np.ndarray, metas: list[dict]) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray | None]:
-        if junctions:
+        if hasattr(model, "embed_with_maps") and not model.flip:
             return model.embed_with_maps(faces, metas, junctions)
         return model.embed(faces, metas), {}, None
 

@@ -17,7 +17,7 @@ FACES_ONLY = ("arch", "phase", "classify_epochs", "arcface_epochs", "distill_epo
               "width", "embedding_dim", "no_amp", "untrained", "in_channels", "junction", "map_weight", "tail_lr", "adapter_width",
               "centre")
 CODEC_ONLY = ("codec", "quality", "patch", "metric", "codec_weights", "untrained_codec", "lr_schedule", "lr_final", "aux_lr",
-              "eb_init_scale", "mask_padding")
+              "eb_init_scale", "mask_padding", "id_weight", "id_distance", "id_map", "id_map_weight")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -89,6 +89,15 @@ CODEC_ONLY = ("codec", "quality", "patch", "metric", "codec_weights", "untrained
                    "smaller starts z's density near its scale, so z stops costing bits within a few hundred steps).")
 @click.option("--mask-padding", is_flag=True,
               help="--task codec: measure the distortion over the 224x224 face only, not its zero padding (as PSNR is).")
+@click.option("--id-weight", type=float, default=0.0,
+              help="--task codec: weight of the identity term, dlib's distance between the original face and the "
+                   "reconstruction's chip, beside rate and distortion (0: none; needs a dlib teacher set, cdfv-prep teacher).")
+@click.option("--id-distance", type=click.Choice(["cos", "centred"]), default="cos",
+              help="--task codec: the identity term's 1 - cos to dlib's embedding of the original, or about the teacher mean.")
+@click.option("--id-map", type=click.Choice(JUNCTION_NAMES),
+              help="--task codec: add dlib's map at this junction to the identity term (teacher set made with --maps).")
+@click.option("--id-map-weight", type=float, default=1.0,
+              help="--task codec: weight of that map's relative squared error inside the identity term.")
 @click.option("--tensorboard/--no-tensorboard", default=None, show_default="on when the tensorboard package is installed",
               help="TensorBoard event files in <out>/tensorboard (codec: <out>/tensorboard-codec) beside the JSON-lines metrics.")
 @common_options
@@ -158,7 +167,8 @@ def run(o: dict) -> None:
                                    max_steps=o["max_steps"], tensorboard=o["tensorboard"], resume=o["resume"],
                                    allow_change=allow_change(o), damaged=o["damaged"], lr_schedule=o["lr_schedule"],
                                    lr_final=o["lr_final"], aux_lr=o["aux_lr"], eb_init_scale=o["eb_init_scale"],
-                                   mask_padding=o["mask_padding"])
+                                   mask_padding=o["mask_padding"], identity_weight=o["id_weight"],
+                                   identity_distance=o["id_distance"], identity_map=o["id_map"], identity_map_weight=o["id_map_weight"])
             for key, value in (("epochs", o["epochs"]), ("batch_size", o["batch_size"]), ("lr", o["lr"])):
                 if value is not None:
                     setattr(cfg, key, value)

@@ -10,6 +10,10 @@ of the learning rate (`lr_schedule`), the hyperprior's entropy-bottleneck densit
 (`eb_init_scale`: CompressAI's init_scale 10 makes the near-zero z of a fresh codec cost ~1,400
 bytes a face, which Adam takes thousands of steps to undo), and the distortion measured on the
 224x224 face alone (`mask_padding`), since PSNR is. None changes the architecture or the coding.
+
+With `identity_weight` the loss adds a frozen face model's distance between the original face and
+the reconstruction (trainer/identity.py): the codec then spends its bits where dlib reads identity.
+It trains on a teacher set (`cdfv-prep teacher --model dlib`, with `--maps J` for `--id-map J`).
 """
 from __future__ import annotations
 
@@ -25,10 +29,11 @@ import torch.nn.functional as F
 from cdfv import progress
 from cdfv.provenance import provenance
 from cdfv.pipeline.codecs import CodecSpec, load_codec, save_codec
-from cdfv.shards import ShardSetError, open_shard_set, remove_stale_temporaries, spec
+from cdfv.shards import Damage, ShardSet, ShardSetError, open_shard_set, remove_stale_temporaries, spec
 
 from .checkpoint import check_resume_config, data_identity, load_checkpoint, restore_rng, rng_state, save_checkpoint
 from .data import ShardStream, make_loader
+from .identity import IdentityLoss
 from .train import (Context, MetricsLog, phase_total, rank_zero_lock, setup_context, start_run_directory, tensorboard_dir,
                     tensorboard_note)
 
@@ -74,6 +79,10 @@ class CodecTrainConfig:
     resume: bool = False  # continue from <out>/codec-checkpoint.pt
     allow_change: tuple[str, ...] = ()  # options a --resume may change
     damaged: str = "error"  # damaged shards: error stops, skip reads past them
+    identity_weight: float = 0.0  # weight of the identity term (trainer/identity.py) beside rate and distortion; 0: none
+    identity_distance: str = "cos"  # cos: 1 - cos to the teacher; centred: about the teacher embeddings' mean
+    identity_map: str | None = None  # also dlib's map at this junction (the teacher set's teacher-<junction>.npy)
+    identity_map_weight: float = 1.0  # weight of that map's relative squared error inside the identity term
 
 
 def pad_faces(x: torch.Tensor) -> torch.Tensor:
@@ -133,6 +142,34 @@ def random_patches(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Te
     return torch.stack([x[i, :, t : t + size, l : l + size] for i, (t, l) in enumerate(zip(top, left))])
 
 
+def identity_term(cfg: CodecTrainConfig, shard_set: ShardSet, device: torch.device) -> IdentityLoss | None:
+    """The identity term the config asks for, with dlib's network on `device`, after checking that
+    the set carries what it reads (dlib's embeddings and chip transforms, the map if asked)."""
+    if cfg.identity_weight == 0:
+        if cfg.identity_map is not None or cfg.identity_distance != "cos":
+            raise ValueError("--id-map and --id-distance shape the identity term: give --id-weight too")
+        return None
+    from cdfv.eval.dlib_arch import load_dlib_resnet
+    from cdfv.eval.facemodels import DLIB_ARCH, dlib_model_files
+
+    from .transplant import teacher_mean
+
+    teacher = shard_set.meta.get("teacher") or {}
+    if spec.TEACHER not in shard_set.members or teacher.get("arch") != DLIB_ARCH:
+        raise ShardSetError(f"{shard_set.directory}: the identity term needs dlib's embeddings of the faces "
+                            f"(cdfv-prep teacher --model dlib), this set has {teacher.get('model_id') or 'no teacher'}")
+    if cfg.identity_map is not None and spec.teacher_map(cfg.identity_map) not in shard_set.members:
+        raise ShardSetError(f"{shard_set.directory}: --id-map {cfg.identity_map} needs dlib's maps there "
+                            f"(cdfv-prep teacher --model dlib --maps {cfg.identity_map})")
+    if cfg.patch is not None:
+        raise ValueError("--patch crops the faces; the identity term reads each whole face's chip")
+    if cfg.identity_weight < 0:
+        raise ValueError(f"--id-weight {cfg.identity_weight:g}: must be positive")
+    centre = teacher_mean(shard_set, Damage(cfg.damaged)) if cfg.identity_distance == "centred" else None
+    return IdentityLoss(load_dlib_resnet(dlib_model_files()[0]), cfg.identity_distance, cfg.identity_map,
+                        cfg.identity_map_weight, centre).to(device)
+
+
 StepHook = Callable[[int, torch.nn.Module], None]  # (steps done, the codec in training) after each step
 
 
@@ -166,6 +203,7 @@ def _train_codec(cfg: CodecTrainConfig, on_step: StepHook | None) -> dict[str, A
         raise ValueError("--mask-padding measures the mse over the face; the ms-ssim metric has no such mask")
     if cfg.lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"--lr-schedule {cfg.lr_schedule}: one of {', '.join(LR_SCHEDULES)}")
+    identity = identity_term(cfg, shard_set, ctx.device)
     model.to(ctx.device).train()
     criterion = RateDistortionLoss(lmbda=LAMBDAS[cfg.metric][cfg.quality - 1],
                                    metric="mse" if cfg.metric == "mse" else "ms-ssim")
@@ -181,7 +219,9 @@ def _train_codec(cfg: CodecTrainConfig, on_step: StepHook | None) -> dict[str, A
     if ctx.main:
         start_run_directory(out, ckpt_path, cfg.resume)
     stream = ShardStream(shard_set, batch_size=cfg.batch_size, seed=cfg.seed, shuffle=True, rank=ctx.rank, world=ctx.world,
-                         shuffle_buffer=cfg.shuffle_buffer, damage_policy=cfg.damaged, damage_log=out / "damaged.tsv", labels=False)
+                         shuffle_buffer=cfg.shuffle_buffer, damage_policy=cfg.damaged, damage_log=out / "damaged.tsv", labels=False,
+                         teacher=identity.network.fc.out_features if identity else 0, chip=identity is not None,
+                         teacher_map=spec.teacher_map(cfg.identity_map) if identity and cfg.identity_map else None)
     rng = torch.Generator().manual_seed(cfg.seed)  # the patches' corners
 
     def checkpoint(epoch: int, step_in_epoch: int) -> None:
@@ -222,7 +262,7 @@ def _train_codec(cfg: CodecTrainConfig, on_step: StepHook | None) -> dict[str, A
                 break
             stream.set_epoch(epoch, start_step)
             step_in_epoch = start_step
-            for step_in_epoch, (faces, _, _) in enumerate(make_loader(stream, cfg.workers, ctx.device.type == "cuda"),
+            for step_in_epoch, (faces, _, teacher) in enumerate(make_loader(stream, cfg.workers, ctx.device.type == "cuda"),
                                                           start=start_step + 1):
                 x = pad_faces(faces.to(ctx.device, non_blocking=True))
                 x = torch.cat([x, face_mask(x)], 1)  # one crop for picture and mask
@@ -234,6 +274,10 @@ def _train_codec(cfg: CodecTrainConfig, on_step: StepHook | None) -> dict[str, A
                 if cfg.mask_padding:
                     losses["mse_loss"] = masked_mse(coded["x_hat"], x, mask)
                     losses["loss"] = criterion.lmbda * 255**2 * losses["mse_loss"] + losses["bpp_loss"]
+                parts: dict[str, float] = {}
+                if identity is not None:
+                    id_loss, parts = identity(coded["x_hat"], teacher.to(ctx.device, non_blocking=True))
+                    losses["loss"] = losses["loss"] + cfg.identity_weight * id_loss
                 if not torch.isfinite(losses["loss"]):  # stop before a diverged codec is saved or checkpointed
                     raise ValueError(f"codec training diverged at step {step + 1} (loss {losses['loss'].item()}); "
                                      f"start again with a lower --lr (now {cfg.lr:g})")
@@ -255,7 +299,7 @@ def _train_codec(cfg: CodecTrainConfig, on_step: StepHook | None) -> dict[str, A
                     record = {"phase": "codec", "split": "train", "epoch": epoch, "step": step,
                               "loss": losses["loss"].item(), "bpp": losses["bpp_loss"].item(),
                               "distortion": losses.get("mse_loss", losses.get("ms_ssim_loss")).item(), "aux": aux.item(),
-                              "lr": optimizer.param_groups[0]["lr"]}
+                              "lr": optimizer.param_groups[0]["lr"], **parts}
                     log.write(record)
                     history.append(record)
                     bar.set_postfix({"epoch": f"{epoch + 1}/{cfg.epochs}", "loss": f"{record['loss']:.4f}", "bpp": f"{record['bpp']:.3f}"})

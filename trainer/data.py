@@ -27,6 +27,9 @@ from cdfv.shards import Damage, ShardSet, ShardSetError, read_shard, spec
 from cdfv.shards.reader import Lost
 
 
+CHIP_VALUES = 6  # a face's 2 x 3 face -> chip transform, flattened, at the end of its teacher row (ShardStream chip=True)
+
+
 @dataclass(frozen=True)
 class InputProbe:
     """What the first sample of a shard set looks like."""
@@ -62,7 +65,8 @@ class ShardStream(IterableDataset):
     """Decoded (input, label, teacher embedding) triples from a shard set, for one rank of
     `world`: the label is -1 and the embedding empty where `labels` / `teacher` are off. With
     `teacher_map` (a member teacher-<junction>.npy) the embedding is followed by the flattened
-    float32 map, so a transplant batch's dense target travels in the same tensor.
+    float32 map, so a transplant batch's dense target travels in the same tensor; with `chip`, by
+    the face's 2 x 3 face -> chip transform too (an identity-preserving codec's warp).
 
     The stream is cut into `steps` batches of `batch_size` per rank, and reader r of a rank's
     workers produces batches r, r + workers, ... (the DataLoader's own round-robin order) from
@@ -89,15 +93,17 @@ class ShardStream(IterableDataset):
         labels: bool = True,
         teacher: int = 0,
         teacher_map: str | None = None,
+        chip: bool = False,
     ) -> None:
         super().__init__()
         self.shards = shard_set.shards
         self.kind = shard_set.kind
         self.member = spec.LATENT if self.kind == "latent" else spec.IMAGE
         self.reads = (self.member, *([spec.LABEL] if labels else []), *([spec.TEACHER] if teacher else []),
-                      *([teacher_map] if teacher_map else []))
+                      *([teacher_map] if teacher_map else []), *([spec.META] if chip else []))
         self.teacher_dim = teacher
         self.teacher_map = teacher_map
+        self.chip = chip
         self.batch_size = batch_size
         self.seed = seed
         self.shuffle = shuffle
@@ -138,6 +144,8 @@ class ShardStream(IterableDataset):
         teacher = torch.from_numpy(self._teacher(sample)) if self.teacher_dim else torch.zeros(0)
         if self.teacher_map:
             teacher = torch.cat([teacher, torch.from_numpy(np.asarray(sample[self.teacher_map], dtype=np.float32).ravel())])
+        if self.chip:
+            teacher = torch.cat([teacher, torch.from_numpy(self._chip(sample))])
         if self.kind == "latent":
             return torch.from_numpy(np.asarray(value, dtype=np.float32)), label, teacher
         return torch.from_numpy(np.ascontiguousarray(value.transpose(2, 0, 1))), label, teacher
@@ -152,6 +160,16 @@ class ShardStream(IterableDataset):
             raise ShardSetError(f"{sample['__shard__']}:{sample['__key__']}: {spec.TEACHER} has {what}; the set's teacher "
                                 f"embeddings are finite vectors of {self.teacher_dim} (remake it with `cdfv-prep teacher`)")
         return target
+
+    def _chip(self, sample: dict[str, Any]) -> np.ndarray:
+        """The sample's face -> chip transform (json teacher.chip), refused by name where its
+        teacher set was made without one."""
+        chip = ((sample.get(spec.META) or {}).get("teacher") or {}).get("chip")
+        transform = np.asarray(chip if chip is not None else [], dtype=np.float32)
+        if transform.shape != (2, 3) or not np.isfinite(transform).all():
+            raise ShardSetError(f"{sample['__shard__']}:{sample['__key__']}: no face -> chip transform (json teacher.chip); "
+                                f"made by `cdfv-prep teacher --model dlib`")
+        return transform.ravel()
 
     def _read(self, spans: Iterator[tuple[int, int, int | None]], barren_limit: int) -> Iterator[tuple[torch.Tensor, int, torch.Tensor]]:
         """Decoded samples of the given shards in order: of shard `index`, its usable samples

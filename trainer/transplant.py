@@ -126,6 +126,19 @@ def teacher_mean(shard_set: ShardSet, damage: Damage) -> torch.Tensor:
     return torch.from_numpy(np.mean(np.stack(vectors).astype(np.float64), axis=0)).float()
 
 
+def centred_cosine(embeddings: torch.Tensor, target: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+    """Per face, the cosine of the normalised embedding and the (unit) teacher embedding after
+    subtracting the teacher embeddings' mean from both (TransplantTask says why)."""
+    return F.cosine_similarity(F.normalize(embeddings, dim=1) - centre, target - centre, dim=1)
+
+
+def relative_map_error(junction_map: torch.Tensor, target_map: torch.Tensor) -> torch.Tensor:
+    """Per face, ||s - t||^2 / ||t||^2 of a feature map against the teacher's: scale-free across
+    junctions, so one weight serves each."""
+    error = (junction_map.float() - target_map.float()).pow(2).flatten(1).sum(1)
+    return error / target_map.float().pow(2).flatten(1).sum(1).clamp_min(1e-6)
+
+
 class TransplantTask(nn.Module):
     """map_weight x relative squared error of the junction map (||s - t||^2 / ||t||^2 per face) +
     (1 - cos) to the teacher's embedding, + identity_weight x ArcFace with a head. The teacher
@@ -158,9 +171,8 @@ class TransplantTask(nn.Module):
         embeddings = self.model.from_map(junction_map).float()
         target = teacher[:, :dim].float()
         cos = F.cosine_similarity(embeddings, target, dim=1)
-        centred = F.cosine_similarity(F.normalize(embeddings, dim=1) - self.centre, target - self.centre, dim=1)
-        error = (junction_map.float() - target_map.float()).pow(2).flatten(1).sum(1)
-        relative = error / target_map.float().pow(2).flatten(1).sum(1).clamp_min(1e-6)
+        centred = centred_cosine(embeddings, target, self.centre)
+        relative = relative_map_error(junction_map, target_map)
         loss = self.map_weight * relative.mean() + (1.0 - centred).mean()
         sums: dict[str, Any] = {"cos": cos.detach().sum(), "centred_cos": centred.detach().sum(), "map": relative.detach().sum()}
         if self.head is not None:

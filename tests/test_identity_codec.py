@@ -1,0 +1,132 @@
+"""The identity term of codec training (trainer/identity.py) on real CelebA faces: the
+reconstruction's chip is cut as dlib cuts the original's, the term is zero where the codec is
+perfect and its gradient reaches the codec, and `cdfv-train --task codec --id-weight` trains with
+it and refuses what it cannot read."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cdfv.eval.dlib_arch import load_dlib_resnet
+from cdfv.eval.facemodels import dlib_model_files, load_face_model
+from cdfv.pipeline.coding import pad_face
+from cdfv.shards import open_shard_set
+from cdfv.trainer.cli import main as train_cli
+from cdfv.trainer.codec_train import pad_faces
+from cdfv.trainer.identity import IdentityLoss, chips_of
+from cdfv.trainer.transplant import teacher_mean
+
+from prep_helpers import celeba_images, invoke_ok, link_dataset
+
+
+@pytest.fixture(scope="module")
+def taught(celeba_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """faces/ of 2 CelebA identities x 4 photos, and faces-dlib/: dlib's embeddings, level2 maps
+    and chip transforms of them."""
+    root = tmp_path_factory.mktemp("identity")
+    photos = link_dataset(celeba_images(celeba_root, 2, 4), root / "photos")
+    invoke_ok("run", "--dataset", "folder", "--root", photos, "--outputs", "faces", "--off-centre", "largest", "--out", root)
+    invoke_ok("teacher", "--model", "dlib", "--input", "faces", "--name", "faces-dlib", "--maps", "level2", "--out", root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def batch(taught: Path) -> tuple[torch.Tensor, list[dict]]:
+    samples = list(open_shard_set("faces-dlib", taught).samples())
+    faces = torch.from_numpy(np.stack([s["png"] for s in samples])).permute(0, 3, 1, 2)
+    return faces, samples
+
+
+def teacher_rows(samples: list[dict], junction: str | None) -> torch.Tensor:
+    rows = [np.concatenate([s["teacher.npy"], *([s[f"teacher-{junction}.npy"].astype(np.float32).ravel()] if junction else []),
+                            np.asarray(s["json"]["teacher"]["chip"], dtype=np.float32).ravel()]) for s in samples]
+    return torch.from_numpy(np.stack(rows))
+
+
+def test_dlib_teacher_stores_chip_transforms_without_maps(taught: Path) -> None:
+    invoke_ok("teacher", "--model", "dlib", "--input", "faces", "--name", "faces-dlib-plain", "--out", taught)
+    plain = open_shard_set("faces-dlib-plain", taught)
+    assert not any(m.startswith("teacher-") for m in plain.members)
+    mapped = {s["__key__"]: s["json"]["teacher"]["chip"] for s in open_shard_set("faces-dlib", taught).samples()}
+    for s in plain.samples():
+        assert s["json"]["teacher"]["chip"] == mapped[s["__key__"]]
+
+
+def test_the_reconstructions_chip_is_dlibs_chip_of_the_face(batch: tuple[torch.Tensor, list[dict]]) -> None:
+    """The differentiable warp of the padded picture gives dlib's own get_face_chip to 1 grey level
+    at the 99th percentile away from the border (where dlib interpolates a little differently)."""
+    faces, samples = batch
+    dlib = load_face_model("dlib")
+    pictures = [np.ascontiguousarray(s["png"]) for s in samples]
+    expected = dlib.chips(pictures, dlib.shapes(pictures, [np.array(s["json"]["align"]["landmarks"]) for s in samples]))
+    transforms = torch.tensor([s["json"]["teacher"]["chip"] for s in samples], dtype=torch.float32)
+    chips = chips_of(pad_faces(faces), transforms).round().permute(0, 2, 3, 1).numpy()
+    for chip, want in zip(chips, expected):
+        assert np.percentile(np.abs(chip - want.astype(np.float64))[5:-5, 5:-5], 99) <= 1
+
+
+@pytest.mark.parametrize("junction", [None, "level2"])
+def test_the_identity_term_is_zero_on_the_original_and_its_gradient_lowers_it(batch: tuple[torch.Tensor, list[dict]],
+                                                                             junction: str | None) -> None:
+    faces, samples = batch
+    net = load_dlib_resnet(dlib_model_files()[0])
+    teacher = teacher_rows(samples, junction)
+    loss_fn = IdentityLoss(net, "cos", junction, 1.0)
+    exact, parts = loss_fn(pad_faces(faces), teacher)
+    assert exact.item() < 5e-3 and parts["id_cos"] > 0.995  # the original face is its own teacher (chip to 1 grey level)
+    gen = torch.Generator().manual_seed(0)
+    noisy = (pad_faces(faces) + 0.15 * torch.randn(pad_faces(faces).shape, generator=gen)).clamp(0, 1).requires_grad_(True)
+    optimiser = torch.optim.Adam([noisy], lr=2e-3)
+    before, _ = loss_fn(noisy, teacher)
+    for _ in range(8):
+        loss, _ = loss_fn(noisy, teacher)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    after, _ = loss_fn(noisy, teacher)
+    assert before.item() > 10 * exact.item() and after.item() < 0.7 * before.item()
+    assert all(p.grad is None for p in net.parameters())  # dlib stays frozen
+
+
+def test_the_centred_distance_reads_the_teacher_mean(taught: Path, batch: tuple[torch.Tensor, list[dict]]) -> None:
+    faces, samples = batch
+    net = load_dlib_resnet(dlib_model_files()[0])
+    with pytest.raises(ValueError, match="teacher embeddings' mean"):
+        IdentityLoss(net, "centred")
+    from cdfv.shards import Damage
+
+    centre = teacher_mean(open_shard_set("faces-dlib", taught), Damage("error"))
+    exact, parts = IdentityLoss(net, "centred", centre=centre)(pad_faces(faces), teacher_rows(samples, None))
+    assert exact.item() < 0.05 and parts["id_cos"] > 0.995
+
+
+def train(*args: object) -> tuple[int, str]:
+    result = CliRunner().invoke(train_cli, ["--task", "codec", "--device", "cpu", "--workers", "0", *map(str, args)])
+    return result.exit_code, result.output
+
+
+def test_codec_training_with_the_identity_term_logs_it_and_refuses_what_it_cannot_read(taught: Path, tmp_path: Path) -> None:
+    code, output = train("--shards", "faces-dlib", "--root", taught, "--untrained-codec", "--eb-init-scale", "0.1",
+                         "--batch-size", "4", "--max-steps", "2", "--id-weight", "10", "--id-map", "level2",
+                         "--out", tmp_path / "run")
+    assert code == 0, output
+    records = [json.loads(line) for line in (tmp_path / "run" / "codec-metrics.jsonl").read_text().splitlines()]
+    assert records and all(0 < r["id_cos"] <= 1 and r["id_map"] > 0 for r in records)
+    assert (tmp_path / "run" / "codec.pt").is_file()
+    refusals = [
+        (("--shards", "faces"), "needs dlib's embeddings"),
+        (("--shards", "faces-dlib", "--id-map", "level0"), "teacher --model dlib --maps level0"),
+        (("--shards", "faces-dlib", "--patch", "128"), "--patch crops the faces"),
+    ]
+    for extra, message in refusals:
+        code, output = train("--root", taught, "--untrained-codec", "--max-steps", "1", "--id-weight", "1", *extra,
+                             "--out", tmp_path / "refused")
+        assert code == 2 and message in output, output
+    code, output = train("--shards", "faces-dlib", "--root", taught, "--untrained-codec", "--id-map", "level2",
+                         "--out", tmp_path / "refused")
+    assert code == 2 and "give --id-weight too" in output, output
