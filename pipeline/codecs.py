@@ -107,7 +107,7 @@ def _build(spec: CodecSpec, state_dict: dict[str, torch.Tensor] | None) -> nn.Mo
     return cls.from_state_dict(load_pretrained(state_dict))
 
 
-def _file_id(path: Path) -> str:
+def weights_file_id(path: Path) -> str:
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     return f"file:{path.name}:sha256-{digest}"
 
@@ -156,7 +156,7 @@ def load_codec(
     if weights is not None and untrained:
         raise ValueError("--weights and --untrained exclude each other")
     if weights is not None:
-        model, weights_id = _build(spec, _read_weights(Path(weights), spec, any_quality)), _file_id(Path(weights))
+        model, weights_id = _build(spec, _read_weights(Path(weights), spec, any_quality)), weights_file_id(Path(weights))
         if model.M != spec.latent_channels:  # latents of another width would reach models built for M
             raise ValueError(f"--weights {weights}: a codec with M = {model.M} latent channels, "
                              f"but {spec.name} q{spec.quality} has M = {spec.latent_channels}")

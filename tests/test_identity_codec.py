@@ -42,10 +42,12 @@ def batch(taught: Path) -> tuple[torch.Tensor, list[dict]]:
     return faces, samples
 
 
-def teacher_rows(samples: list[dict], junction: str | None) -> torch.Tensor:
-    rows = [np.concatenate([s["teacher.npy"], *([s[f"teacher-{junction}.npy"].astype(np.float32).ravel()] if junction else []),
-                            np.asarray(s["json"]["teacher"]["chip"], dtype=np.float32).ravel()]) for s in samples]
-    return torch.from_numpy(np.stack(rows))
+def targets(samples: list[dict], junction: str | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(teacher embeddings, face -> chip transforms, teacher maps at the junction or None)."""
+    embeddings = torch.from_numpy(np.stack([s["teacher.npy"] for s in samples]))
+    chips = torch.tensor([s["json"]["teacher"]["chip"] for s in samples], dtype=torch.float32)
+    maps = torch.from_numpy(np.stack([s[f"teacher-{junction}.npy"].astype(np.float32) for s in samples])) if junction else None
+    return embeddings, chips, maps
 
 
 def test_dlib_teacher_stores_chip_transforms_without_maps(taught: Path) -> None:
@@ -75,20 +77,20 @@ def test_the_identity_term_is_zero_on_the_original_and_its_gradient_lowers_it(ba
                                                                              junction: str | None) -> None:
     faces, samples = batch
     net = load_dlib_resnet(dlib_model_files()[0])
-    teacher = teacher_rows(samples, junction)
+    teacher = targets(samples, junction)
     loss_fn = IdentityLoss(net, "cos", junction, 1.0)
-    exact, parts = loss_fn(pad_faces(faces), teacher)
+    exact, parts = loss_fn(pad_faces(faces), *teacher)
     assert exact.item() < 5e-3 and parts["id_cos"] > 0.995  # the original face is its own teacher (chip to 1 grey level)
     gen = torch.Generator().manual_seed(0)
     noisy = (pad_faces(faces) + 0.15 * torch.randn(pad_faces(faces).shape, generator=gen)).clamp(0, 1).requires_grad_(True)
     optimiser = torch.optim.Adam([noisy], lr=2e-3)
-    before, _ = loss_fn(noisy, teacher)
+    before, _ = loss_fn(noisy, *teacher)
     for _ in range(8):
-        loss, _ = loss_fn(noisy, teacher)
+        loss, _ = loss_fn(noisy, *teacher)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-    after, _ = loss_fn(noisy, teacher)
+    after, _ = loss_fn(noisy, *teacher)
     assert before.item() > 10 * exact.item() and after.item() < 0.7 * before.item()
     assert all(p.grad is None for p in net.parameters())  # dlib stays frozen
 
@@ -101,7 +103,7 @@ def test_the_centred_distance_reads_the_teacher_mean(taught: Path, batch: tuple[
     from cdfv.shards import Damage
 
     centre = teacher_mean(open_shard_set("faces-dlib", taught), Damage("error"))
-    exact, parts = IdentityLoss(net, "centred", centre=centre)(pad_faces(faces), teacher_rows(samples, None))
+    exact, parts = IdentityLoss(net, "centred", centre=centre)(pad_faces(faces), *targets(samples, None))
     assert exact.item() < 0.05 and parts["id_cos"] > 0.995
 
 
@@ -130,3 +132,61 @@ def test_codec_training_with_the_identity_term_logs_it_and_refuses_what_it_canno
     code, output = train("--shards", "faces-dlib", "--root", taught, "--untrained-codec", "--id-map", "level2",
                          "--out", tmp_path / "refused")
     assert code == 2 and "give --id-weight too" in output, output
+
+
+def save_level2_student(path: Path, quality: int = 1) -> None:
+    """dlib's level2 tail with a fresh adapter, filed as trained on bmshj2018-hyperprior latents."""
+    from cdfv.trainer.archs import transplant_arch
+    from cdfv.trainer.export import embedding_info, save_embedding_model
+    from cdfv.trainer.transplant import build_transplant
+
+    torch.manual_seed(0)
+    student = build_transplant(192, "level2", [[0.6, 0.0, 5.0], [0.0, 0.6, 10.0]])
+    student.copy_teacher(load_dlib_resnet(dlib_model_files()[0]))
+    codec = {"name": "bmshj2018-hyperprior", "quality": quality, "metric": "mse", "weights": "untrained:seed0", "untrained": True}
+    save_embedding_model(path, student, embedding_info(student, transplant_arch("level2"), untrained=False,
+                                                       train_shards={"name": "latents", "meta": {"codec": codec}}))
+
+
+def test_the_students_loss_reaches_the_encoder_through_the_rounding() -> None:
+    from cdfv.pipeline.codecs import CodecSpec, load_codec
+    from cdfv.trainer.joint import LatentTap
+
+    codec, _ = load_codec(CodecSpec("bmshj2018-hyperprior", 1), untrained=True)
+    codec.train()
+    tap = LatentTap(codec)
+    codec(torch.rand(2, 3, 256, 256))
+    latents = tap.student_input(14)
+    assert latents.shape == (2, 192, 14, 14)
+    torch.testing.assert_close(latents.detach(), torch.round(tap.y.detach())[..., 1:15, 1:15])  # what cdfv-prep stores
+    (latents * torch.randn(latents.shape)).sum().backward()  # any loss of the rounded latents
+    assert codec.g_a[0].weight.grad.abs().sum() > 0 and codec.g_s[0].weight.grad is None
+
+
+def test_joint_training_writes_a_codec_and_its_student_filed_under_that_codec(taught: Path, tmp_path: Path) -> None:
+    from cdfv.pipeline.codecs import weights_file_id
+
+    save_level2_student(tmp_path / "student-q1.pt")
+    code, output = train("--shards", "faces-dlib", "--root", taught, "--untrained-codec", "--batch-size", "4", "--max-steps", "2",
+                         "--student", tmp_path / "student-q1.pt", "--id-weight", "5", "--id-map", "level2", "--out", tmp_path / "run")
+    assert code == 0, output
+    record = json.loads((tmp_path / "run" / "codec-metrics.jsonl").read_text().splitlines()[0])
+    assert record["student_loss"] > 0 and -1 <= record["student_centred_cos"] <= 1 and record["id_cos"] > 0
+    model = load_face_model(tmp_path / "run" / "student.pt")
+    codec = model.info["train_shards"]["meta"]["codec"]
+    assert (codec["name"], codec["quality"]) == ("bmshj2018-hyperprior", 1)
+    assert codec["weights"] == weights_file_id(tmp_path / "run" / "codec.pt")
+    assert model.info["joint"]["steps"] == 2 and model.info["started_from"] != model.info["model_id"]
+
+    save_level2_student(tmp_path / "student-q3.pt", quality=3)
+    for extra, message in [
+        (("--student", tmp_path / "student-q3.pt"), "trained on bmshj2018-hyperprior q3 latents"),
+        (("--student", tmp_path / "student-q1.pt", "--codec", "cheng2020-attn"), "rounds about predicted means"),
+    ]:
+        code, output = train("--shards", "faces-dlib", "--root", taught, "--untrained-codec", "--max-steps", "1", *extra,
+                             "--out", tmp_path / "refused")
+        assert code == 2 and message in output, output
+    invoke_ok("teacher", "--model", "dlib", "--input", "faces", "--name", "faces-dlib-l0", "--maps", "level0", "--out", taught)
+    code, output = train("--shards", "faces-dlib-l0", "--root", taught, "--untrained-codec", "--max-steps", "1",
+                         "--student", tmp_path / "student-q1.pt", "--out", tmp_path / "refused")
+    assert code == 2 and "--maps level2" in output, output

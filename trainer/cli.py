@@ -17,7 +17,8 @@ FACES_ONLY = ("arch", "phase", "classify_epochs", "arcface_epochs", "distill_epo
               "width", "embedding_dim", "no_amp", "untrained", "in_channels", "junction", "map_weight", "tail_lr", "adapter_width",
               "centre")
 CODEC_ONLY = ("codec", "quality", "patch", "metric", "codec_weights", "untrained_codec", "lr_schedule", "lr_final", "aux_lr",
-              "eb_init_scale", "mask_padding", "id_weight", "id_distance", "id_map", "id_map_weight")
+              "eb_init_scale", "mask_padding", "id_weight", "id_distance", "id_map", "id_map_weight",
+              "student", "student_weight")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -98,6 +99,11 @@ CODEC_ONLY = ("codec", "quality", "patch", "metric", "codec_weights", "untrained
               help="--task codec: add dlib's map at this junction to the identity term (teacher set made with --maps).")
 @click.option("--id-map-weight", type=float, default=1.0,
               help="--task codec: weight of that map's relative squared error inside the identity term.")
+@click.option("--student", type=click.Path(dir_okay=False, exists=True),
+              help="--task codec: a transplanted student's model.pt (cdfv-train --phase transplant on this codec's latents) "
+                   "trained with the encoder: its teacher loss joins rate and distortion; writes <out>/student.pt beside codec.pt "
+                   "(the teacher set needs dlib's maps at its junction).")
+@click.option("--student-weight", type=float, default=1.0, help="--task codec --student: weight of the student's teacher loss.")
 @click.option("--tensorboard/--no-tensorboard", default=None, show_default="on when the tensorboard package is installed",
               help="TensorBoard event files in <out>/tensorboard (codec: <out>/tensorboard-codec) beside the JSON-lines metrics.")
 @common_options
@@ -168,7 +174,8 @@ def run(o: dict) -> None:
                                    allow_change=allow_change(o), damaged=o["damaged"], lr_schedule=o["lr_schedule"],
                                    lr_final=o["lr_final"], aux_lr=o["aux_lr"], eb_init_scale=o["eb_init_scale"],
                                    mask_padding=o["mask_padding"], identity_weight=o["id_weight"],
-                                   identity_distance=o["id_distance"], identity_map=o["id_map"], identity_map_weight=o["id_map_weight"])
+                                   identity_distance=o["id_distance"], identity_map=o["id_map"], identity_map_weight=o["id_map_weight"],
+                                   student=o["student"], student_weight=o["student_weight"])
             for key, value in (("epochs", o["epochs"]), ("batch_size", o["batch_size"]), ("lr", o["lr"])):
                 if value is not None:
                     setattr(cfg, key, value)

@@ -14,6 +14,8 @@ bytes a face, which Adam takes thousands of steps to undo), and the distortion m
 With `identity_weight` the loss adds a frozen face model's distance between the original face and
 the reconstruction (trainer/identity.py): the codec then spends its bits where dlib reads identity.
 It trains on a teacher set (`cdfv-prep teacher --model dlib`, with `--maps J` for `--id-map J`).
+With `student` a transplanted student trains with the encoder (trainer/joint.py), on the same
+teacher set with dlib's maps at the student's junction.
 """
 from __future__ import annotations
 
@@ -28,12 +30,15 @@ import torch
 import torch.nn.functional as F
 from cdfv import progress
 from cdfv.provenance import provenance
-from cdfv.pipeline.codecs import CodecSpec, load_codec, save_codec
+from cdfv.eval.dlib_arch import EMBEDDING_DIM
+from cdfv.pipeline.codecs import CodecSpec, load_codec, save_codec, weights_file_id
 from cdfv.shards import Damage, ShardSet, ShardSetError, open_shard_set, remove_stale_temporaries, spec
 
 from .checkpoint import check_resume_config, data_identity, load_checkpoint, restore_rng, rng_state, save_checkpoint
-from .data import ShardStream, make_loader
+from .data import CHIP_VALUES, ShardStream, make_loader
 from .identity import IdentityLoss
+from .joint import LatentTap, save_student
+from .transplant import LATENT_SIDE, TransplantTask
 from .train import (Context, MetricsLog, phase_total, rank_zero_lock, setup_context, start_run_directory, tensorboard_dir,
                     tensorboard_note)
 
@@ -83,6 +88,9 @@ class CodecTrainConfig:
     identity_distance: str = "cos"  # cos: 1 - cos to the teacher; centred: about the teacher embeddings' mean
     identity_map: str | None = None  # also dlib's map at this junction (the teacher set's teacher-<junction>.npy)
     identity_map_weight: float = 1.0  # weight of that map's relative squared error inside the identity term
+    student: str | None = None  # a transplanted student's model.pt, trained with the encoder (trainer/joint.py)
+    student_weight: float = 1.0  # weight of the student's teacher loss beside rate and distortion
+    student_map_weight: float = 1.0  # the student's map term inside its loss (as --phase transplant's --map-weight)
 
 
 def pad_faces(x: torch.Tensor) -> torch.Tensor:
@@ -142,6 +150,37 @@ def random_patches(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Te
     return torch.stack([x[i, :, t : t + size, l : l + size] for i, (t, l) in enumerate(zip(top, left))])
 
 
+def dlib_teacher(shard_set: ShardSet, flag: str, junction: str | None) -> None:
+    """Refuses, naming `flag`, a set without dlib's embeddings (and its maps at `junction`)."""
+    from cdfv.eval.facemodels import DLIB_ARCH
+
+    teacher = shard_set.meta.get("teacher") or {}
+    if spec.TEACHER not in shard_set.members or teacher.get("arch") != DLIB_ARCH:
+        raise ShardSetError(f"{shard_set.directory}: {flag} needs dlib's embeddings of the faces "
+                            f"(cdfv-prep teacher --model dlib), this set has {teacher.get('model_id') or 'no teacher'}")
+    if junction is not None and spec.teacher_map(junction) not in shard_set.members:
+        raise ShardSetError(f"{shard_set.directory}: {flag} needs dlib's maps at {junction} "
+                            f"(cdfv-prep teacher --model dlib --maps {junction})")
+
+
+@dataclass(frozen=True)
+class TeacherRows:
+    """The layout of a batch's teacher rows (trainer/data.ShardStream): dlib's embedding, its map
+    at `junction` if one is read, and the face -> chip transform if `chip`."""
+
+    dim: int
+    junction: str | None
+    chip: bool
+
+    def split(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        from cdfv.eval.dlib_arch import JUNCTIONS
+
+        channels, side = JUNCTIONS[self.junction] if self.junction else (0, 0)
+        end = self.dim + channels * side * side
+        maps = rows[:, self.dim : end].reshape(-1, channels, side, side) if self.junction else None
+        return rows[:, : self.dim], maps, rows[:, end : end + CHIP_VALUES].reshape(-1, 2, 3) if self.chip else None
+
+
 def identity_term(cfg: CodecTrainConfig, shard_set: ShardSet, device: torch.device) -> IdentityLoss | None:
     """The identity term the config asks for, with dlib's network on `device`, after checking that
     the set carries what it reads (dlib's embeddings and chip transforms, the map if asked)."""
@@ -150,17 +189,11 @@ def identity_term(cfg: CodecTrainConfig, shard_set: ShardSet, device: torch.devi
             raise ValueError("--id-map and --id-distance shape the identity term: give --id-weight too")
         return None
     from cdfv.eval.dlib_arch import load_dlib_resnet
-    from cdfv.eval.facemodels import DLIB_ARCH, dlib_model_files
+    from cdfv.eval.facemodels import dlib_model_files
 
     from .transplant import teacher_mean
 
-    teacher = shard_set.meta.get("teacher") or {}
-    if spec.TEACHER not in shard_set.members or teacher.get("arch") != DLIB_ARCH:
-        raise ShardSetError(f"{shard_set.directory}: the identity term needs dlib's embeddings of the faces "
-                            f"(cdfv-prep teacher --model dlib), this set has {teacher.get('model_id') or 'no teacher'}")
-    if cfg.identity_map is not None and spec.teacher_map(cfg.identity_map) not in shard_set.members:
-        raise ShardSetError(f"{shard_set.directory}: --id-map {cfg.identity_map} needs dlib's maps there "
-                            f"(cdfv-prep teacher --model dlib --maps {cfg.identity_map})")
+    dlib_teacher(shard_set, "the identity term", cfg.identity_map)
     if cfg.patch is not None:
         raise ValueError("--patch crops the faces; the identity term reads each whole face's chip")
     if cfg.identity_weight < 0:
@@ -168,6 +201,27 @@ def identity_term(cfg: CodecTrainConfig, shard_set: ShardSet, device: torch.devi
     centre = teacher_mean(shard_set, Damage(cfg.damaged)) if cfg.identity_distance == "centred" else None
     return IdentityLoss(load_dlib_resnet(dlib_model_files()[0]), cfg.identity_distance, cfg.identity_map,
                         cfg.identity_map_weight, centre).to(device)
+
+
+def student_task(cfg: CodecTrainConfig, shard_set: ShardSet, codec: CodecSpec, channels: int,
+                 device: torch.device) -> tuple[TransplantTask, dict[str, Any]] | None:
+    """The transplanted student trained with the encoder, in its teacher loss (trainer/joint.py),
+    and its model file's info; None without --student."""
+    if cfg.student is None:
+        return None
+    from .joint import load_student
+    from .transplant import teacher_mean
+
+    if cfg.patch is not None:
+        raise ValueError("--patch crops the faces; the student reads each whole face's latent")
+    student, info = load_student(Path(cfg.student), codec, channels)
+    junction = student.kwargs["junction"]
+    dlib_teacher(shard_set, f"--student (a {junction} student)", junction)
+    if cfg.identity_map is not None and cfg.identity_weight and cfg.identity_map != junction:
+        raise ValueError(f"--id-map {cfg.identity_map} and the {junction} student read two maps; give --id-map {junction}")
+    task = TransplantTask(student, None, 0.0, cfg.student_map_weight, frozen_tail=True,
+                          centre=teacher_mean(shard_set, Damage(cfg.damaged)))
+    return task.to(device), info
 
 
 StepHook = Callable[[int, torch.nn.Module], None]  # (steps done, the codec in training) after each step
@@ -204,10 +258,19 @@ def _train_codec(cfg: CodecTrainConfig, on_step: StepHook | None) -> dict[str, A
     if cfg.lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"--lr-schedule {cfg.lr_schedule}: one of {', '.join(LR_SCHEDULES)}")
     identity = identity_term(cfg, shard_set, ctx.device)
+    joint = student_task(cfg, shard_set, codec_spec, model.M, ctx.device)
+    student, student_info = joint if joint else (None, None)
+    rows = TeacherRows(EMBEDDING_DIM, student.model.kwargs["junction"] if student else cfg.identity_map if identity else None,
+                       chip=identity is not None)
+    tap = LatentTap(model) if student else None
     model.to(ctx.device).train()
+    if student is not None:
+        student.train()
     criterion = RateDistortionLoss(lmbda=LAMBDAS[cfg.metric][cfg.quality - 1],
                                    metric="mse" if cfg.metric == "mse" else "ms-ssim")
     main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
+    if student is not None:  # the adapter learns with the encoder; dlib's tail stays frozen
+        main_params += [p for p in student.parameters() if p.requires_grad]
     aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
     optimizer = torch.optim.Adam(main_params, lr=cfg.lr)
     aux_optimizer = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
@@ -220,8 +283,8 @@ def _train_codec(cfg: CodecTrainConfig, on_step: StepHook | None) -> dict[str, A
         start_run_directory(out, ckpt_path, cfg.resume)
     stream = ShardStream(shard_set, batch_size=cfg.batch_size, seed=cfg.seed, shuffle=True, rank=ctx.rank, world=ctx.world,
                          shuffle_buffer=cfg.shuffle_buffer, damage_policy=cfg.damaged, damage_log=out / "damaged.tsv", labels=False,
-                         teacher=identity.network.fc.out_features if identity else 0, chip=identity is not None,
-                         teacher_map=spec.teacher_map(cfg.identity_map) if identity and cfg.identity_map else None)
+                         teacher=rows.dim if identity or student else 0, chip=rows.chip,
+                         teacher_map=spec.teacher_map(rows.junction) if rows.junction else None)
     rng = torch.Generator().manual_seed(cfg.seed)  # the patches' corners
 
     def checkpoint(epoch: int, step_in_epoch: int) -> None:
@@ -230,7 +293,8 @@ def _train_codec(cfg: CodecTrainConfig, on_step: StepHook | None) -> dict[str, A
                                         "optimizer": optimizer.state_dict(), "aux_optimizer": aux_optimizer.state_dict(),
                                         "epoch": epoch, "step_in_epoch": step_in_epoch, "step": step,
                                         "rng": rng_state(rng), "config": asdict(cfg), "start_weights": weights_id,
-                                        "data": data_identity(shard_set)})
+                                        "data": data_identity(shard_set),
+                                        **({"student": student.state_dict()} if student else {})})
 
     history, step, started = [], 0, time.time()
     start_epoch, start_step = 0, 0
@@ -247,6 +311,8 @@ def _train_codec(cfg: CodecTrainConfig, on_step: StepHook | None) -> dict[str, A
         check_resume_config(ckpt_path, {**saved, "data": state.get("data")},
                             {**asdict(cfg), "data": data_identity(shard_set)}, cfg.allow_change)
         model.load_state_dict(state["model"])
+        if student is not None:
+            student.load_state_dict(state["student"])
         optimizer.load_state_dict(state["optimizer"])
         aux_optimizer.load_state_dict(state["aux_optimizer"])
         restore_rng(state["rng"], rng)
@@ -275,9 +341,17 @@ def _train_codec(cfg: CodecTrainConfig, on_step: StepHook | None) -> dict[str, A
                     losses["mse_loss"] = masked_mse(coded["x_hat"], x, mask)
                     losses["loss"] = criterion.lmbda * 255**2 * losses["mse_loss"] + losses["bpp_loss"]
                 parts: dict[str, float] = {}
+                target, target_map, chips = rows.split(teacher.to(ctx.device, non_blocking=True))
                 if identity is not None:
-                    id_loss, parts = identity(coded["x_hat"], teacher.to(ctx.device, non_blocking=True))
+                    id_loss, parts = identity(coded["x_hat"], target, chips, target_map if cfg.identity_map else None)
                     losses["loss"] = losses["loss"] + cfg.identity_weight * id_loss
+                if student is not None:
+                    latents = tap.student_input(LATENT_SIDE)
+                    student_loss, sums = student(latents, torch.zeros(len(x), dtype=torch.long, device=ctx.device),
+                                                 torch.cat([target, target_map.flatten(1)], 1))
+                    losses["loss"] = losses["loss"] + cfg.student_weight * student_loss
+                    parts = {**parts, "student_loss": student_loss.item(),
+                             **{f"student_{k}": v.item() / len(x) for k, v in sums.items()}}
                 if not torch.isfinite(losses["loss"]):  # stop before a diverged codec is saved or checkpointed
                     raise ValueError(f"codec training diverged at step {step + 1} (loss {losses['loss'].item()}); "
                                      f"start again with a lower --lr (now {cfg.lr:g})")
@@ -314,6 +388,12 @@ def _train_codec(cfg: CodecTrainConfig, on_step: StepHook | None) -> dict[str, A
     path = out / "codec.pt"
     if ctx.main:
         save_codec(path, model.cpu(), codec_spec)
+        if student is not None:
+            coded_by = {"name": codec_spec.name, "quality": codec_spec.quality, "metric": codec_spec.metric,
+                        "weights": weights_file_id(path), "untrained": False}  # as cdfv-prep records the codec of a latent set
+            save_student(out / "student.pt", student.model.cpu(), student_info, coded_by,
+                         {"codec": str(path), "student_weight": cfg.student_weight, "map_weight": cfg.student_map_weight,
+                          "identity_weight": cfg.identity_weight, "steps": step, "shards": shard_set.name})
     summary = {"codec": codec_spec.label, "start_weights": weights_id, "steps": step, "resumed_at": resumed_at,
                "steps_this_run": step - resumed_at, "checkpoint": str(ckpt_path),
                "seconds": round(time.time() - started, 1), "saved": str(path), "history": history,

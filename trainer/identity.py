@@ -21,7 +21,6 @@ from torch import nn
 from cdfv.eval.dlib_arch import CHIP, JUNCTIONS, DlibResNet, junction_block
 from cdfv.shards import spec
 
-from .data import CHIP_VALUES
 
 from .transplant import centred_cosine, relative_map_error
 
@@ -70,25 +69,21 @@ class IdentityLoss(nn.Module):
         self.map_weight = map_weight
         self.register_buffer("centre", centre if centre is not None else torch.zeros(network.fc.out_features))
 
-    def teacher_width(self) -> int:
-        """Values per face in a batch's teacher tensor: embedding, flattened map, chip transform."""
-        channels, side = JUNCTIONS[self.junction] if self.junction else (0, 0)
-        return self.network.fc.out_features + channels * side * side + CHIP_VALUES
-
     def train(self, mode: bool = True) -> "IdentityLoss":
         super().train(mode)
         self.network.eval()  # dlib's layers are fixed affines either way; keep it explicit
         return self
 
-    def forward(self, x_hat: torch.Tensor, teacher: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """(loss, per-batch means of its parts) for reconstructions (N, 3, 256, 256) in [0, 1] and
-        their teacher rows (embedding, map if any, 2 x 3 face -> chip transform)."""
-        dim = self.network.fc.out_features
-        if teacher.shape[1] != self.teacher_width():
-            raise ValueError(f"teacher rows of {teacher.shape[1]} values; the identity term at junction "
-                             f"{self.junction or 'none'} needs {self.teacher_width()}")
-        target = teacher[:, :dim].float()
-        chips = chips_of(x_hat, teacher[:, -CHIP_VALUES:].reshape(-1, 2, 3))
+    def forward(self, x_hat: torch.Tensor, target: torch.Tensor, face_to_chip: torch.Tensor,
+                target_map: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """(loss, per-batch means of its parts) for reconstructions (N, 3, 256, 256) in [0, 1], the
+        teacher's unit embeddings of the originals (N, D), their (N, 2, 3) face -> chip transforms
+        and, with a junction, the teacher's maps there."""
+        if (target_map is None) != (self.junction is None):
+            raise ValueError(f"the identity term at junction {self.junction or 'none'} was given "
+                             f"{'no' if target_map is None else 'a'} teacher map")
+        target = target.float()
+        chips = chips_of(x_hat, face_to_chip)
         stem = self.network.stem(chips)
         if self.junction is None:
             features = self.network.blocks(stem)
@@ -102,8 +97,6 @@ class IdentityLoss(nn.Module):
         loss = distance.mean()
         stats: dict[str, Any] = {"id_cos": cos.mean().item(), "id_distance": loss.item()}
         if self.junction is not None:
-            channels, side = JUNCTIONS[self.junction]
-            target_map = teacher[:, dim : dim + channels * side * side].reshape(-1, channels, side, side)
             relative = relative_map_error(junction_map, target_map).mean()
             loss = loss + self.map_weight * relative
             stats["id_map"] = relative.item()
