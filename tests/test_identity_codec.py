@@ -190,3 +190,48 @@ def test_joint_training_writes_a_codec_and_its_student_filed_under_that_codec(ta
     code, output = train("--shards", "faces-dlib-l0", "--root", taught, "--untrained-codec", "--max-steps", "1",
                          "--student", tmp_path / "student-q1.pt", "--out", tmp_path / "refused")
     assert code == 2 and "--maps level2" in output, output
+
+
+def test_development_pairs_refuse_reported_files_and_score_as_cdfv_eval_does(taught: Path, tmp_path: Path) -> None:
+    """DecodedPairs with the original probes gives cdfv-eval's original anchor on the same pairs."""
+    from cdfv.eval.cli import main as evaluate
+    from cdfv.eval.development import DecodedPairs, development_pairs
+
+    keys = sorted(s["__key__"] for s in open_shard_set("faces", taught).samples(("json",)))
+    same = [(a, b) for i, a in enumerate(keys) for b in keys[i + 1 :] if a.split("__")[0] == b.split("__")[0]]
+    other = [(a, b) for a in keys[:4] for b in keys[4:]]
+    pairs_file = tmp_path / "pairsDevTrain.csv"
+    pairs_file.write_text("probe,reference,label\n" + "".join(f"{a},{b},{int(label)}\n" for pairs, label in
+                                                            ((same, True), (other, False)) for a, b in pairs))
+    for name in ("pairsDevTest.txt", "pairs.txt"):
+        (tmp_path / name).write_bytes(pairs_file.read_bytes())
+        with pytest.raises(ValueError, match="a pairs file the reports score"):
+            development_pairs(tmp_path / name)
+    assert development_pairs(tmp_path / "pairsDevTest.txt", allow_reported=True)[1]["role"] == "report"
+    pairs, record = development_pairs(pairs_file, limit=3)
+    assert record["pairs"] == 6 and record["same"] == 3 and record["role"] == "development" and len(record["pairs_sha256"]) == 64
+    pairs, _ = development_pairs(pairs_file)
+    ours = DecodedPairs(pairs, open_shard_set("faces", taught), load_face_model("dlib")).original()
+    result = CliRunner().invoke(evaluate, ["run", "--pairs", pairs_file, "--root", taught, "--faces", "faces", "--image-model",
+                                           "dlib", "--device", "cpu", "--bootstrap", "0", "--out", tmp_path / "eval"])
+    assert result.exit_code == 0, result.output
+    row = next(r for r in json.loads((tmp_path / "eval" / "report" / "metrics.json").read_text()) if r["mode"] == "original")
+    for metric in ("tar_at_far_1e-2", "eer", "auc"):
+        assert ours[metric] == pytest.approx(row[metric], abs=1e-9)
+
+
+def test_an_identity_curve_scores_the_decoded_development_probes_at_each_point(taught: Path, tmp_path: Path) -> None:
+    from cdfv.eval.development import DecodedPairs
+    from cdfv.eval.protocol import Pair
+    from cdfv.trainer.codec_curve import Curve, read_curve
+    from cdfv.trainer.codec_train import CodecTrainConfig, train_codec
+
+    keys = sorted(s["__key__"] for s in open_shard_set("faces", taught).samples(("json",)))
+    pairs = [Pair(i, -1, a, b, a.split("__")[0] == b.split("__")[0]) for i, (a, b) in enumerate(zip(keys, keys[1:] + keys[:1]))]
+    scorer = DecodedPairs(pairs, open_shard_set("faces", taught), load_face_model("dlib"))
+    cfg = CodecTrainConfig(shards="faces-dlib", root=str(taught), out=str(tmp_path / "curve" / "run"), untrained=True,
+                           eb_init_scale=0.1, batch_size=4, max_steps=2, workers=0, progress=False, identity_weight=5.0)
+    train_codec(cfg, Curve(tmp_path / "curve", cfg, [], every=2, total=2, header={}, pairs=scorer))
+    [row] = read_curve(tmp_path / "curve" / "curve.csv")
+    assert row["step"] == 2 and 0 <= row["dlib_tar_at_far_1e-2"] <= 1 and 0 <= row["dlib_auc"] <= 1 and row["bpp"] > 0
+    assert (tmp_path / "curve" / "curve.png").stat().st_size > 0

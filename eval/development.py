@@ -1,0 +1,73 @@
+"""Choices on development pairs only. LFW's View 1 keeps pairsDevTrain for choosing models and
+recipes and pairsDevTest (and View 2's pairs.txt) for reporting them; a curve that picks a weight,
+a step count or a photo count must read the first, or the report that scores the second was tuned
+on its own pairs. The curve tools share this guard and record which pairs file each figure read.
+
+DecodedPairs is the decoded anchor of cdfv-eval on such pairs, held in memory for a codec still in
+training: the probe of each pair decoded, the reference original, dlib as the face model.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cdfv.shards import ShardSet, spec
+
+from .metrics import point_metrics
+from .protocol import Pair, pairs_sha256, read_pairs
+
+REPORTED_PAIRS = ("pairsDevTest.txt", "pairs.txt")  # the files cdfv-reproduce reports on
+
+
+def development_pairs(path: Path, allow_reported: bool = False, limit: int | None = None) -> tuple[list[Pair], dict[str, Any]]:
+    """The pairs of a development pairs file (the first `limit` same-person and `limit` other
+    pairs, if given) and the record of which file they are; a file the reports score is refused
+    unless `allow_reported` says the figure is a report's, not a choice's."""
+    if path.name in REPORTED_PAIRS and not allow_reported:
+        raise ValueError(f"{path}: a pairs file the reports score; choose on development pairs (LFW View 1's "
+                         f"pairsDevTrain.txt), or say that this figure is a report's (--reported-pairs)")
+    pairs = read_pairs(path)
+    if limit is not None:
+        pairs = [p for p in pairs if p.label][:limit] + [p for p in pairs if not p.label][:limit]
+    record = {"pairs_file": str(path), "pairs_sha256": pairs_sha256(path), "pairs": len(pairs),
+              "same": sum(p.label for p in pairs), "role": "report" if path.name in REPORTED_PAIRS else "development"}
+    return pairs, record
+
+
+class DecodedPairs:
+    """dlib's verification of decoded probes against original references on `pairs`, with the
+    faces (and their stored landmarks, which dlib's chips are cut by) read once from `faces`."""
+
+    def __init__(self, pairs: list[Pair], faces: ShardSet, model: Any) -> None:
+        keys = {p.probe for p in pairs} | {p.reference for p in pairs}
+        found = {s["__key__"]: s for s in faces.samples((spec.IMAGE, spec.META)) if s["__key__"] in keys}
+        missing = sorted(keys - set(found))
+        if missing:
+            raise ValueError(f"{faces.directory}: {len(missing)} faces the pairs name are not in the set "
+                             f"(first: {missing[0]}); make it from the pairs file's images")
+        self.pairs, self.model = pairs, model
+        self.probes = sorted({p.probe for p in pairs})
+        self.faces = {k: found[k][spec.IMAGE] for k in keys}
+        self.metas = {k: {"key": k, **found[k][spec.META]} for k in keys}
+        references = sorted({p.reference for p in pairs})
+        self.references = dict(zip(references, self.embed(references, [self.faces[k] for k in references])))
+        self.labels = np.array([p.label for p in pairs], dtype=int)
+
+    def embed(self, keys: list[str], faces: list[np.ndarray]) -> np.ndarray:
+        return self.model.embed(np.stack(faces), [self.metas[k] for k in keys])
+
+    def probe_faces(self) -> list[np.ndarray]:
+        """The distinct probes' original faces, in `probes` order: what the codec codes."""
+        return [self.faces[k] for k in self.probes]
+
+    def score(self, decoded: list[np.ndarray]) -> dict[str, float]:
+        """TAR@FAR, EER and AUC with the probes replaced by `decoded` (in `probes` order)."""
+        probes = dict(zip(self.probes, self.embed(self.probes, decoded)))
+        scores = np.array([float(probes[p.probe] @ self.references[p.reference]) for p in self.pairs])
+        return point_metrics(self.labels, scores)
+
+    def original(self) -> dict[str, float]:
+        """The same figures with the original probes: the ceiling a codec is measured against."""
+        return self.score(self.probe_faces())
