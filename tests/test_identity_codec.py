@@ -235,3 +235,28 @@ def test_an_identity_curve_scores_the_decoded_development_probes_at_each_point(t
     [row] = read_curve(tmp_path / "curve" / "curve.csv")
     assert row["step"] == 2 and 0 <= row["dlib_tar_at_far_1e-2"] <= 1 and 0 <= row["dlib_auc"] <= 1 and row["bpp"] > 0
     assert (tmp_path / "curve" / "curve.png").stat().st_size > 0
+
+
+def test_the_rate_steer_raises_the_rate_weight_above_its_target_and_lowers_it_below() -> None:
+    from cdfv.trainer.codec_train import RateSteer
+
+    steer = RateSteer(0.12)
+    for _ in range(140):
+        steer.update(0.132)  # 10 % above
+    assert steer.weight == pytest.approx(2.0, rel=0.02)
+    for _ in range(2000):
+        steer.update(0.06)
+    assert steer.weight == 0.01  # clamped
+    with pytest.raises(ValueError, match="must be positive"):
+        RateSteer(0)
+
+
+def test_codec_training_at_a_rate_target_records_the_rate_weight(taught: Path, tmp_path: Path) -> None:
+    code, output = train("--shards", "faces-dlib", "--root", taught, "--untrained-codec", "--batch-size", "4", "--max-steps", "2",
+                         "--id-weight", "5", "--rate-target", "0.05", "--out", tmp_path / "run")
+    assert code == 0, output
+    record = json.loads((tmp_path / "run" / "codec-metrics.jsonl").read_text().splitlines()[0])
+    assert record["rate_weight"] == 1.0
+    code, output = train("--shards", "faces-dlib", "--root", taught, "--untrained-codec", "--max-steps", "1", "--patch", "128",
+                         "--rate-target", "0.05", "--out", tmp_path / "refused")
+    assert code == 2 and "--patch trains on crops" in output, output

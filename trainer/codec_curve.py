@@ -246,6 +246,7 @@ def main() -> None:
     parser.add_argument("--id-weight", type=float, default=0.0, help="the identity term's weight (cdfv-train --id-weight)")
     parser.add_argument("--id-distance", default="cos", choices=("cos", "centred"))
     parser.add_argument("--id-map", help="junction of dlib's map in the identity term")
+    parser.add_argument("--rate-target", type=float, help="hold the training rate at this bpp (cdfv-train --rate-target)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
@@ -265,7 +266,8 @@ def main() -> None:
                            lr_final=args.lr_final, aux_lr=args.aux_lr, eb_init_scale=args.eb_init_scale,
                            mask_padding=args.mask_padding, seed=args.seed, workers=args.workers, max_steps=args.max_steps,
                            progress=False, tensorboard=False, log_every=50, identity_weight=args.id_weight,
-                           identity_distance=args.id_distance, identity_map=args.id_map)
+                           identity_distance=args.id_distance, identity_map=args.id_map,
+                           rate_target=args.rate_target)
     cfg.patch = args.patch or None
     pairs, record = development_pairs(args.pairs, args.reported_pairs, args.pairs_limit)
     scorer = DecodedPairs(pairs, open_shard_set(args.eval_shards, args.eval_root), load_face_model("dlib")) if args.dlib else None

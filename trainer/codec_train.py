@@ -90,6 +90,7 @@ class CodecTrainConfig:
     identity_map_weight: float = 1.0  # weight of that map's relative squared error inside the identity term
     student: str | None = None  # a transplanted student's model.pt, trained with the encoder (trainer/joint.py)
     student_weight: float = 1.0  # weight of the student's teacher loss beside rate and distortion
+    rate_target: float | None = None  # bpp per face pixel the training rate is held at (RateSteer): equal-rate comparisons
     student_map_weight: float = 1.0  # the student's map term inside its loss (as --phase transplant's --map-weight)
 
 
@@ -224,6 +225,23 @@ def student_task(cfg: CodecTrainConfig, shard_set: ShardSet, codec: CodecSpec, c
     return task.to(device), info
 
 
+class RateSteer:
+    """The rate term's weight, steered each step so that the training rate (the likelihoods'
+    estimate, which the coded rate follows closely) holds `target` bits per face pixel, as cdfv
+    reports rates (the 224 x 224 face's bits, the padding's included, over its pixels). An identity term or a student spends bits as well as saving them; held at the rate of
+    the codec it starts from, the result compares with that codec at equal rate. The weight moves
+    by exp(gain x relative error) a step, so one batch's noise moves it little and a lasting excess
+    of 10 % doubles it in about 140 steps at the default gain."""
+
+    def __init__(self, target: float, gain: float = 0.05, weight: float = 1.0) -> None:
+        if target <= 0:
+            raise ValueError(f"--rate-target {target:g}: must be positive")
+        self.target, self.gain, self.weight = target, gain, weight
+
+    def update(self, face_bpp: float) -> None:
+        self.weight = min(100.0, max(0.01, self.weight * math.exp(self.gain * (face_bpp / self.target - 1.0))))
+
+
 StepHook = Callable[[int, torch.nn.Module], None]  # (steps done, the codec in training) after each step
 
 
@@ -255,6 +273,9 @@ def _train_codec(cfg: CodecTrainConfig, on_step: StepHook | None) -> dict[str, A
         narrow_entropy_bottleneck(model, cfg.eb_init_scale, cfg.seed)
     if cfg.mask_padding and cfg.metric != "mse":
         raise ValueError("--mask-padding measures the mse over the face; the ms-ssim metric has no such mask")
+    if cfg.rate_target is not None and cfg.patch is not None:
+        raise ValueError("--rate-target holds the rate of whole faces; --patch trains on crops")
+    steer = RateSteer(cfg.rate_target) if cfg.rate_target is not None else None
     if cfg.lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"--lr-schedule {cfg.lr_schedule}: one of {', '.join(LR_SCHEDULES)}")
     identity = identity_term(cfg, shard_set, ctx.device)
@@ -293,7 +314,7 @@ def _train_codec(cfg: CodecTrainConfig, on_step: StepHook | None) -> dict[str, A
                                         "optimizer": optimizer.state_dict(), "aux_optimizer": aux_optimizer.state_dict(),
                                         "epoch": epoch, "step_in_epoch": step_in_epoch, "step": step,
                                         "rng": rng_state(rng), "config": asdict(cfg), "start_weights": weights_id,
-                                        "data": data_identity(shard_set),
+                                        "data": data_identity(shard_set), "rate_weight": steer.weight if steer else None,
                                         **({"student": student.state_dict()} if student else {})})
 
     history, step, started = [], 0, time.time()
@@ -316,6 +337,8 @@ def _train_codec(cfg: CodecTrainConfig, on_step: StepHook | None) -> dict[str, A
         optimizer.load_state_dict(state["optimizer"])
         aux_optimizer.load_state_dict(state["aux_optimizer"])
         restore_rng(state["rng"], rng)
+        if steer is not None:
+            steer.weight = state["rate_weight"]
         start_epoch, start_step, step, weights_id = state["epoch"], state["step_in_epoch"], state["step"], state["start_weights"]
     resumed_at = step
     total_steps = min(cfg.max_steps or math.inf, cfg.epochs * stream.steps)
@@ -341,17 +364,21 @@ def _train_codec(cfg: CodecTrainConfig, on_step: StepHook | None) -> dict[str, A
                     losses["mse_loss"] = masked_mse(coded["x_hat"], x, mask)
                     losses["loss"] = criterion.lmbda * 255**2 * losses["mse_loss"] + losses["bpp_loss"]
                 parts: dict[str, float] = {}
+                if steer is not None:  # the rate term reweighted; bpp_loss is over the padded picture's pixels
+                    losses["loss"] = losses["loss"] + (steer.weight - 1.0) * losses["bpp_loss"]
+                    parts["rate_weight"] = steer.weight
+                    steer.update(losses["bpp_loss"].item() * x.shape[-1] * x.shape[-2] / spec.FACE_PIXELS)
                 target, target_map, chips = rows.split(teacher.to(ctx.device, non_blocking=True))
                 if identity is not None:
-                    id_loss, parts = identity(coded["x_hat"], target, chips, target_map if cfg.identity_map else None)
+                    id_loss, id_parts = identity(coded["x_hat"], target, chips, target_map if cfg.identity_map else None)
+                    parts.update(id_parts)
                     losses["loss"] = losses["loss"] + cfg.identity_weight * id_loss
                 if student is not None:
                     latents = tap.student_input(LATENT_SIDE)
                     student_loss, sums = student(latents, torch.zeros(len(x), dtype=torch.long, device=ctx.device),
                                                  torch.cat([target, target_map.flatten(1)], 1))
                     losses["loss"] = losses["loss"] + cfg.student_weight * student_loss
-                    parts = {**parts, "student_loss": student_loss.item(),
-                             **{f"student_{k}": v.item() / len(x) for k, v in sums.items()}}
+                    parts.update({"student_loss": student_loss.item(), **{f"student_{k}": v.item() / len(x) for k, v in sums.items()}})
                 if not torch.isfinite(losses["loss"]):  # stop before a diverged codec is saved or checkpointed
                     raise ValueError(f"codec training diverged at step {step + 1} (loss {losses['loss'].item()}); "
                                      f"start again with a lower --lr (now {cfg.lr:g})")
