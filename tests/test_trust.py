@@ -335,6 +335,23 @@ def test_prep_restart_with_other_chunking_or_inputs_is_refused(tmp_path: Path) -
         assert ss.num_samples == 8 == len(list(ss.samples()))
 
 
+def test_a_run_of_another_split_is_refused_writing_nothing(tmp_path: Path) -> None:
+    data = image_folder(tmp_path / "data")
+    args = ("run", "--dataset", "folder", "--root", data, "--no-detect", "--outputs", "faces,latents", "--out", tmp_path / "o",
+            *CODEC_ARGS, "--batch-size", "4", "--chunk-size", "2")
+    code, out = run(prep_main, *args)
+    assert code == 0, out
+    before = {p: p.read_bytes() for p in sorted((tmp_path / "o").rglob("*")) if p.is_file()}
+    code, out = run(prep_main, *args, "--part", "1/2")
+    line = one_line_error(out)
+    assert code == 1 and "holds parts made with --part i/1" in line and "--part 1/2 would add parts" in line
+    assert {p: p.read_bytes() for p in sorted((tmp_path / "o").rglob("*")) if p.is_file()} == before
+    code, out = run(prep_main, *args)
+    assert code == 0 and json.loads(out[out.index("{"): out.rindex("}") + 1])["resumed_chunks"] == 4, out
+    code, out = run(prep_main, "index", tmp_path / "o" / "faces")
+    assert code == 0 and "4 shards, 8 samples" in out, out
+
+
 def test_train_resume_refuses_changed_options_unless_allowed(tmp_path: Path) -> None:
     latent_set(tmp_path, per_shard=(12, 12))
     common = ("--shards", "lat", "--root", tmp_path, "--width", "4", "--workers", "0", "--quiet", "--phase", "classify",
