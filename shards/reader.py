@@ -190,8 +190,12 @@ def resolve(name_or_path: str | os.PathLike, root: str | os.PathLike | None = No
     for c in candidates:
         if (c / spec.INDEX_NAME).is_file():
             return c
-    tried = ", ".join(str(c / spec.INDEX_NAME) for c in candidates)
-    raise ShardSetError(f"no shard set {str(name_or_path)!r}: none of [{tried}] exists (set --root or ${ENV_ROOT})")
+    tried = ", ".join(dict.fromkeys(str(c / spec.INDEX_NAME) for c in candidates))
+    if not base:
+        raise ShardSetError(f"no shard set {str(name_or_path)!r}: {tried} does not exist (set --root or ${ENV_ROOT} to "
+                            f"the folder holding it)")
+    given = "" if root is not None else f" (${ENV_ROOT})"
+    raise ShardSetError(f"no shard set {str(name_or_path)!r} under {base}{given}: none of [{tried}] exists")
 
 
 def open_shard_set(name_or_path: str | os.PathLike, root: str | os.PathLike | None = None, allow_empty: bool = False,

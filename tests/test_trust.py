@@ -449,6 +449,22 @@ def test_no_face_whole_fallbacks_are_counted(tmp_path: Path) -> None:
     assert summary["counters"]["no_face_whole_image"] == 2
 
 
+def test_transplant_without_a_teacher_names_the_command_that_makes_its_maps(tmp_path: Path) -> None:
+    latent_set(tmp_path)
+    code, out = run(train_main, "--shards", "lat", "--root", tmp_path, "--workers", "0", "--quiet", "--phase", "transplant",
+                    "--junction", "level2", "--out", tmp_path / "a")
+    line = one_line_error(out)
+    assert code == 2 and "--phase transplant needs dlib's" in line and "`cdfv-prep teacher --model dlib --maps level2`" in line
+    assert "distill" not in line
+
+
+def test_a_set_absent_under_the_given_root_is_named_there(tmp_path: Path) -> None:
+    code, out = run(train_main, "--shards", "nope", "--root", tmp_path, "--workers", "0", "--quiet", "--out", tmp_path / "b")
+    line = one_line_error(out)
+    assert code == 2 and f"no shard set 'nope' under {tmp_path}:" in line and str(tmp_path / "nope" / "index.json") in line
+    assert "set --root" not in line
+
+
 def test_a_blank_line_in_a_pairs_file_is_reported_where_it_is(tmp_path: Path) -> None:
     from cdfv.eval.protocol import ProtocolError, read_pairs
 
