@@ -387,10 +387,11 @@ def _scan(f: io.BufferedReader, size: int, shard: Shard, damage: Damage) -> tupl
         if refused is not None:
             damage.shard(shard.path, refused, unnamed=shard.samples)
             return [], {}, True
-    wanted = {(key, ext) for key, members in table.items() for ext in members}
     breaks, end = [], tar.offset
     while stopped is not None or not _zeros_from(f, end):
-        resume = _resync(f, end, size, wanted - {_key_ext(i.name) for i in infos}) if table else None
+        got = {_key_ext(i.name) for i in infos}
+        wanted = {(key, ext) for key, members in table.items() for ext in members if (key, ext) not in got}
+        resume = _resync(f, end, size, wanted) if wanted else None
         breaks.append(_break(f, end, stopped, resume is not None))
         if resume is None:
             break
