@@ -73,7 +73,7 @@ def embed_keys(embedder: FaceModel, shard_set: ShardSet, keys: set[str], batch_s
         bar.set_postfix(absent=len(keys) - len(result.embeddings))
     lost = damage.lost[seen:]
     result.damaged = {x.key: f"damaged sample in {x.shard}: {x.problem}" for x in lost if x.key in keys}
-    skipped = "; ".join(f"{x.shard}: {x.problem}" for x in lost if x.key is None)
+    skipped = "; ".join(f"{x.shard}: {x.problem}" for x in lost if x.key is None and x.samples)
     if skipped:  # which keys a damaged shard held is unknown: every key not read may have been in it
         for key in keys - result.embeddings.keys() - result.damaged.keys():
             result.damaged[key] = f"not read; damaged shard(s) of {shard_set.name!r} skipped: {skipped}"

@@ -98,7 +98,7 @@ def run_options(*, chunks: str | None = None, batch: str | None = None, reads_se
             damage = shards.Damage(kwargs.pop("damaged", "error"))
             return fn(*args, o=RunOptions(out, *part, chunk_size, batch_size, strict, damage), **kwargs)
 
-        wrapper = common_options(wrapper)
+        wrapper = version_option(common_options(wrapper))
         for option in reversed(options):
             wrapper = option(wrapper)
         return wrapper
@@ -452,6 +452,8 @@ def anchor(o, codec_name, value, target_bpp, match_sets, quality, match_codec, m
 @main.command()
 @click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--partial", is_flag=True, help="Index the parts present although others of the split are missing.")
+@common_options
+@version_option
 @user_errors
 def index(directory: Path, partial: bool) -> None:
     """Rebuild DIRECTORY/index.json from the shards on disk, e.g. after copying parts together."""

@@ -24,6 +24,7 @@ from cdfv.provenance import provenance
 from cdfv.shards import atomic_write_bytes, part_tags, run_digest
 
 RECORD = re.compile(r"^run-p(\d{3})of(\d{3})\.json$")
+PART_FILE = re.compile(r"(?:^|-)p\d{3}of(\d{3})(?:-\d{6})?\.(?:json|tar|parquet)$")  # a run record, chunk record, shard, rejects
 LEDGER_LOCK = f"{LOCK_NAME}-ledger"  # held while a run record or the index is checked and written
 
 
@@ -92,12 +93,25 @@ class Ledger:
             parts.append(f"{len(added)} input(s) not in the earlier run's finished chunks (first {added[0]!r})")
         return "; ".join(parts)
 
+    def check_split(self) -> None:
+        """Refuses a run split another way than the parts already in the directory: the two could
+        never be indexed together (shards.write_index refuses mixed splits), so every file it wrote
+        would only block the set."""
+        found = next(((p.name, m.group(1)) for p in sorted(self.directory.glob("*p[0-9][0-9][0-9]of[0-9][0-9][0-9]*"))
+                      if (m := PART_FILE.search(p.name)) and int(m.group(1)) != self.parts), None)
+        if found is not None:
+            name, split = found
+            raise ResumeMismatch(f"{self.directory} holds parts made with --part i/{int(split)} (e.g. {name}); --part "
+                                 f"{self.part}/{self.parts} would add parts that can never be indexed with them: use --part "
+                                 f"i/{int(split)}, another --out/--name, or delete {self.directory} to start again")
+
     def check(self, stage: str, options: dict[str, Any], chunks: list[list[str]]) -> dict[str, Any] | None:
         """Checks this part's run against the directory's records: None when it resumes its own
         record, else the record to write (see begin_runs); refuses a run made differently."""
         record = {"stage": stage, "options": _normalised(options), "chunks": len(chunks),
                   "inputs": sum(len(c) for c in chunks), "digest": _digest(chunks)}
         where = self.directory
+        self.check_split()  # again under the ledger lock: a run of another split may have begun since run_chunks checked
         if self.record_path.exists():
             old = json.loads(self.record_path.read_text())
             old.pop("provenance", None)  # the software that began the run: recorded, not compared

@@ -160,7 +160,11 @@ def run_chunks(
     `options` and each chunk's inputs (`inputs_of`) must match what an earlier run recorded there
     (pipeline.ledger). A second run of the same part into one of the sets is refused while this
     one runs. `process` moves the progress bar as it works through a chunk; whatever it leaves
-    unreported (rejected inputs) is counted when the chunk is done."""
+    unreported (rejected inputs) is counted when the chunk is done. A run refused writes nothing,
+    not even a lock's note: a set holding another split is refused before any lock is taken, the
+    other refusals (begin_runs) before any record."""
+    for sink in sinks.values():
+        Ledger(sink.directory, part, parts).check_split()
     with ExitStack() as held:  # one writer per part of each output set (cdfv.outlock)
         tag = f"p{part:03d}of{parts:03d}"
         for sink in sinks.values():

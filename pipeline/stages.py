@@ -264,16 +264,21 @@ def _shard_inputs(chunk: list[shards.Shard]) -> list[str]:
     return [f"{s.name}:{s.samples}:{s.size}" for s in chunk]
 
 
+def _damage_reject(lost: shards.Lost, stage: str) -> Reject:
+    """A lost input sample as a reject: by key, or where no checksum table names the lost samples
+    (an unreadable shard) one reject for them, their count in the reason."""
+    return Reject(lost.key or "", lost.shard, stage,
+                  f"damaged input {lost.shard}: {lost.problem}" + ("" if lost.key else f" ({lost.samples} samples lost)"))
+
+
 def _samples(chunk: list[shards.Shard], members: tuple[str, ...], o: RunOptions, stage: str,
              rejects: list[Reject], decode: bool = True) -> Iterator[dict[str, Any]]:
     """The chunk's input samples; what the reader finds damaged becomes rejects of this stage,
-    one per damaged sample (or one per damaged shard under --damaged skip, its count in the reason)."""
+    one per lost sample (damage that lost none, bytes after a shard's end, is in the summary)."""
     for shard in chunk:
         seen = len(o.damage.lost)
         yield from shards.read_shard(shard, members, decode=decode, damage=o.damage)
-        for lost in o.damage.lost[seen:]:
-            reason = f"damaged input {lost.shard}: {lost.problem}" + (f" ({lost.samples} samples lost)" if lost.key is None else "")
-            rejects.append(Reject(lost.key or "", lost.shard, stage, reason))
+        rejects += [_damage_reject(lost, stage) for lost in o.damage.lost[seen:] if lost.samples]
 
 
 def _batches(it: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
@@ -480,14 +485,13 @@ def _read_range(chosen: list[shards.Shard], start: int, stop: int, members: tupl
     out, offset = [], 0
     for shard in chosen:
         if offset + shard.samples > start and offset < stop:
-            seen, before = len(o.damage.lost), len(out)
-            out += [s for s in shards.read_shard(shard, members, damage=o.damage) if start <= offset + s["__index__"] < stop]
+            damage, before = shards.Damage(o.damage.policy), len(out)  # this read's: a shard spanning chunks is read by each
+            out += [s for s in shards.read_shard(shard, members, damage=damage) if start <= offset + s["__index__"] < stop]
             advance(len(out) - before)
-            for lost in o.damage.lost[seen:]:
-                # a damaged sample is rejected by the chunk holding it, a damaged shard by the chunk where it begins
-                if start <= offset + (lost.index or 0) < stop:
-                    reason = f"damaged input {lost.shard}: {lost.problem}" + ("" if lost.key else f" ({lost.samples} samples lost)")
-                    rejects.append(Reject(lost.key or "", lost.shard, "shard", reason))
+            for lost in damage.lost:
+                # a lost sample is rejected and counted by the chunk holding it, unnamed ones by the chunk where they begin
+                if start <= offset + (lost.index or 0) < stop and o.damage.add(lost) and lost.samples:
+                    rejects.append(_damage_reject(lost, "shard"))
         offset += shard.samples
     return out
 

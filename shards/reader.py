@@ -43,43 +43,66 @@ class DamagedShard(ShardSetError):
 
 @dataclass(frozen=True)
 class Lost:
-    """Samples a read left out: one damaged sample (key set) or the unreadable part of a shard."""
+    """Samples a read left out: one sample, named (`key`), or where no checksum table names them
+    (the shard missing, unreadable, of format version 1) `samples` unnamed ones from position
+    `index` of the shard; `samples` 0 marks damage that lost nothing (bytes after a shard's end)."""
 
     shard: str
     key: str | None
     problem: str
     samples: int
-    index: int | None = None  # a damaged sample's position in its shard
+    index: int | None = None  # position in its shard (of a named sample; of the first of unnamed ones)
 
     def __str__(self) -> str:
         where = f"{self.shard}:{self.key}" if self.key else self.shard
-        return f"{where}: {self.problem}"
+        count = "" if self.key else f" ({self.samples} samples lost)"
+        return f"{where}: {self.problem}{count}"
 
 
 @dataclass
 class Damage:
-    """What reads found damaged. A damaged shard (truncated, a broken header, not the size or
-    sample count its index says) stops the read under policy `error` and is left out, counted,
-    under `skip`; a damaged sample (a member failing its checksum or its decoder) is always left
-    out and recorded here, for the caller to reject, skip or report by name."""
+    """What reads found damaged, one entry per lost sample wherever the shard's checksum table
+    names it (see Lost), so a caller counts and lists exactly what was lost. A damaged shard
+    (truncated, a broken header, not the size or sample count its index says) stops the read
+    under policy `error` and is read past under `skip`, its intact samples kept; a damaged sample
+    (a member failing its checksum or its decoder) is always left out and recorded here, for the
+    caller to reject, skip or report by name. Reading a shard again records nothing twice."""
 
     policy: str = "error"
     lost: list[Lost] = field(default_factory=list)
+    _seen: set[tuple] = field(default_factory=set, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.policy not in DAMAGE_POLICIES:
             raise ValueError(f"damage policy must be one of {DAMAGE_POLICIES}, not {self.policy!r}")
 
-    def shard(self, path: Path, problem: str, samples: int) -> None:
-        """A damaged shard: raise (policy error) or record the `samples` it loses (policy skip)."""
+    def shard(self, path: Path, problem: str, keys: Iterable[tuple[int, str]] = (), unnamed: int = 0, first: int = 0) -> None:
+        """A damaged shard: raise (policy error) or record what it loses (policy skip): each sample
+        its checksum table names (`keys`: (position, key)), and `unnamed` samples from position
+        `first` that no table names."""
+        keys = list(keys)
         if self.policy == "error":
             raise DamagedShard(f"{path}: {problem} (--damaged skip reads past damaged shards, counting what is lost)")
-        log.warning("damaged shard %s: %s (%d samples lost; read past under --damaged skip)", path, problem, samples)
-        self.lost.append(Lost(str(path), None, problem, samples))
+        named = [k for _, k in keys[:5]] + (["..."] if len(keys) > 5 else []) + ([f"{unnamed} unnamed"] if unnamed else [])
+        log.warning("damaged shard %s: %s (lost: %s; read past under --damaged skip)", path, problem, ", ".join(named) or "none")
+        for index, key in keys:
+            self.add(Lost(str(path), key, problem, 1, index))
+        if unnamed or not keys:  # damage that lost nothing (bytes after the end) is noted against the shard's start
+            self.add(Lost(str(path), None, problem, unnamed, first if unnamed else 0))
 
     def sample(self, path: Path, key: str, problem: str, index: int | None = None) -> None:
-        log.warning("damaged sample %s:%s: %s", path, key, problem)
-        self.lost.append(Lost(str(path), key, problem, 1, index))
+        if self.add(Lost(str(path), key, problem, 1, index)):
+            log.warning("damaged sample %s:%s: %s", path, key, problem)
+
+    def add(self, lost: Lost) -> bool:
+        """Records a loss unless recorded already (then False): a sample is lost once however often
+        it is read (a named one once whatever its problem, as reads of other members find others)."""
+        seen = (lost.shard, lost.key) if lost.key else (lost.shard, None, lost.index, lost.problem)
+        if seen in self._seen:
+            return False
+        self._seen.add(seen)
+        self.lost.append(lost)
+        return True
 
     @property
     def lost_samples(self) -> int:
@@ -167,8 +190,12 @@ def resolve(name_or_path: str | os.PathLike, root: str | os.PathLike | None = No
     for c in candidates:
         if (c / spec.INDEX_NAME).is_file():
             return c
-    tried = ", ".join(str(c / spec.INDEX_NAME) for c in candidates)
-    raise ShardSetError(f"no shard set {str(name_or_path)!r}: none of [{tried}] exists (set --root or ${ENV_ROOT})")
+    tried = ", ".join(dict.fromkeys(str(c / spec.INDEX_NAME) for c in candidates))
+    if not base:
+        raise ShardSetError(f"no shard set {str(name_or_path)!r}: {tried} does not exist (set --root or ${ENV_ROOT} to "
+                            f"the folder holding it)")
+    given = "" if root is not None else f" (${ENV_ROOT})"
+    raise ShardSetError(f"no shard set {str(name_or_path)!r} under {base}{given}: none of [{tried}] exists")
 
 
 def open_shard_set(name_or_path: str | os.PathLike, root: str | os.PathLike | None = None, allow_empty: bool = False,
@@ -245,10 +272,13 @@ def digest(data: bytes) -> str:
     return xxhash.xxh3_64_hexdigest(data)
 
 
+Group = tuple[str, dict[str, tarfile.TarInfo]]  # a sample's key and its members' headers
+
+
 def _headers(tar: tarfile.TarFile) -> tuple[list[tarfile.TarInfo], str | None]:
-    """The members tarfile can list, and why the listing stopped early (None: it reached the end);
-    a shard cut short ends in an error after its last whole header, and what came before stays
-    usable."""
+    """The members tarfile can list, and why the listing stopped early (None: it reached the end
+    or a header it cannot parse); a shard cut short ends in an error after its last whole header,
+    and what came before stays usable."""
     infos: list[tarfile.TarInfo] = []
     while True:
         try:
@@ -260,78 +290,139 @@ def _headers(tar: tarfile.TarFile) -> tuple[list[tarfile.TarInfo], str | None]:
         infos.append(info)
 
 
-def _group(tar: tarfile.TarFile, where: Path, damage: Damage) -> tuple[list[tuple[str, dict[str, tarfile.TarInfo]]], str | None]:
-    """The shard's samples as (key, {ext: header}) from its headers alone, in order, and why the
-    listing stopped early (see _headers); a meta member (__name__, as WebDataset calls them: the
-    checksum table) is its own group."""
+def _key_ext(name: str) -> tuple[str | None, str | None]:
+    """A member name's sample key and extension, split where WebDataset splits them."""
     from webdataset.tariterators import base_plus_ext  # here: importing webdataset imports torch
 
-    groups: list[tuple[str, dict[str, tarfile.TarInfo]]] = []
-    infos, stopped = _headers(tar)
+    return base_plus_ext(name)
+
+
+def _group(infos: list[tarfile.TarInfo], where: Path, damage: Damage) -> list[Group]:
+    """The shard's samples as (key, {ext: header}) from its headers alone, in order; a meta
+    member (__name__, as WebDataset calls them: the checksum table) is its own group."""
+    groups: list[Group] = []
     for info in infos:
         if not info.isfile():
             continue
         if info.name.startswith("__") and info.name.endswith("__"):
             groups.append((info.name, {"": info}))
             continue
-        key, ext = base_plus_ext(info.name)
+        key, ext = _key_ext(info.name)
         if key is None:
             continue
         if not groups or groups[-1][0] != key:
             groups.append((key, {}))
         if ext in groups[-1][1]:
-            damage.shard(where, f"sample {key}: member {ext} appears twice", 0)
+            damage.shard(where, f"sample {key}: member {ext} appears twice")
         groups[-1][1][ext] = info
-    return groups, stopped
+    return groups
 
 
-def _scan(tar: tarfile.TarFile, shard: Shard, damage: Damage) -> tuple[list[tuple[str, dict[str, tarfile.TarInfo]]], dict]:
-    """The shard's samples from its headers, checked against the index, and its checksum table: a
-    damaged header ends tarfile's listing silently, which shows here as bytes after the last member
-    that are not the closing zero blocks, or as fewer samples than indexed."""
-    found, stopped = _group(tar, shard.path, damage)
-    meta = dict(g for g in found if g[0].startswith("__"))
+def _table(f: io.BufferedReader, infos: list[tarfile.TarInfo], shard: Shard) -> tuple[dict, str | None]:
+    """The shard's checksum table, or why it cannot be trusted (then no sample of it can be)."""
+    info = next((i for i in infos if i.name == spec.CHECKSUMS), None)
+    if info is None:
+        return {}, f"has no {spec.CHECKSUMS} table (its first member)"
+    try:
+        raw = _member(f, info)
+        table = json.loads(raw)
+        if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
+            raise ValueError("not a mapping of keys to member digests")
+    except (ValueError, DamagedShard) as e:
+        return {}, f"its {spec.CHECKSUMS} table is damaged ({e})"
+    if shard.table is not None and digest(raw) != shard.table:
+        return {}, (f"is not the shard its index lists: its content digest is {digest(raw)}, the index entry says "
+                    f"{shard.table} (a shard of another run put in its place?)")
+    return table, None
+
+
+def _resync(f: io.BufferedReader, offset: int, size: int, wanted: set[tuple[str, str]]) -> int | None:
+    """Where the listing reads on after a break at `offset`: the first later 512-byte block that
+    parses as a tar header (its own checksum) naming a member the checksum table lists and the
+    listing has not given, its data inside the file; None if there is none. Only the table's
+    digests make what follows trusted: every member read from there is checked against them."""
+    block = tarfile.BLOCKSIZE
+    pos = offset + block
+    while pos + block <= size:
+        f.seek(pos)
+        data = f.read(block * 2048)
+        for i in range(0, len(data) - block + 1, block):
+            header = data[i : i + block]
+            if header[257:262] != b"ustar":  # the magic of ustar, pax and GNU headers: most blocks stop here
+                continue
+            try:
+                info = tarfile.TarInfo.frombuf(header, tarfile.ENCODING, "surrogateescape")
+            except tarfile.HeaderError:
+                continue
+            if _key_ext(info.name) in wanted and pos + i + block + info.size <= size:
+                return pos + i
+        pos += len(data) // block * block
+    return None
+
+
+def _break(f: io.BufferedReader, offset: int, stopped: str | None, resumed: bool) -> str:
+    """What broke a tar listing at `offset`."""
+    if stopped is not None:
+        return f"its tar listing stops at byte {offset} ({stopped})"
+    f.seek(offset)
+    header = f.read(tarfile.BLOCKSIZE)
+    if len(header) < tarfile.BLOCKSIZE:
+        return f"cut short in the tar header at byte {offset}"
+    if header.strip(b"\0"):
+        return f"damaged tar header at byte {offset}"
+    return f"zeroed tar header at byte {offset}" if resumed else f"bytes after its last sample at byte {offset}"
+
+
+def _scan(f: io.BufferedReader, size: int, shard: Shard, damage: Damage) -> tuple[list[Group], dict, bool]:
+    """The shard's samples from its headers, checked against the index, its checksum table, and
+    whether the shard is damaged. A damaged header ends tarfile's listing silently, which shows
+    here as bytes after the last member that are not the closing zero blocks; with a checksum
+    table the listing reads on at the next header of a member the table names, so one damaged
+    header loses only its own sample. What the listing lacks is lost by name (the table's keys)."""
+    tar = tarfile.open(fileobj=f, mode="r:")
+    infos, stopped = _headers(tar)
+    table: dict = {}
+    if shard.verified:
+        table, refused = _table(f, infos, shard)
+        if refused is not None:
+            damage.shard(shard.path, refused, unnamed=shard.samples)
+            return [], {}, True
+    breaks, end = [], tar.offset
+    while stopped is not None or not _zeros_from(f, end):
+        got = {_key_ext(i.name) for i in infos}
+        wanted = {(key, ext) for key, members in table.items() for ext in members if (key, ext) not in got}
+        resume = _resync(f, end, size, wanted) if wanted else None
+        breaks.append(_break(f, end, stopped, resume is not None))
+        if resume is None:
+            break
+        f.seek(resume)
+        tar = tarfile.open(fileobj=f, mode="r:")
+        more, stopped = _headers(tar)
+        infos, end = infos + more, tar.offset
+    found = _group(infos, shard.path, damage)
     groups = [g for g in found if not g[0].startswith("__")]
     keys = [key for key, _ in groups]
+    every = list(enumerate(table))  # (position, key) of every sample the table names
+    unnamed = max(0, shard.samples - len(every))
     twice = next((key for key, n in Counter(keys).items() if n > 1), None)
     if twice is not None:  # one sample written over another: neither copy can be trusted to be the one indexed
-        damage.shard(shard.path, f"sample {twice} appears twice", shard.samples)
-        return [], {}
-    if shard.verified:
-        if spec.CHECKSUMS not in meta:
-            damage.shard(shard.path, f"has no {spec.CHECKSUMS} table (its first member)", shard.samples)
-            return [], {}
-        try:
-            raw = _member(tar.fileobj, meta[spec.CHECKSUMS][""])
-            table = json.loads(raw)
-            if not isinstance(table, dict):
-                raise ValueError("not a mapping")
-        except (ValueError, DamagedShard) as e:
-            damage.shard(shard.path, f"its {spec.CHECKSUMS} table is damaged ({e})", shard.samples)
-            return [], {}
-        if shard.table is not None and digest(raw) != shard.table:
-            damage.shard(shard.path, f"is not the shard its index lists: its content digest is {digest(raw)}, the index "
-                         f"entry says {shard.table} (a shard of another run put in its place?)", shard.samples)
-            return [], {}
-    else:
-        table = {}
-    if stopped is not None:
-        damage.shard(shard.path, f"its tar listing stops at byte {tar.offset} ({stopped}): only {len(groups)} of its "
-                     f"{shard.samples} indexed samples are listed", max(0, shard.samples - len(groups)))
-    elif not _zeros_from(tar.fileobj, tar.offset):
-        what = "bytes after its last sample" if len(groups) == shard.samples else "damaged tar header"
-        damage.shard(shard.path, f"{what} at byte {tar.offset}: {len(groups)} of its {shard.samples} indexed samples are "
-                     f"readable", shard.samples - len(groups))
-    elif len(groups) > shard.samples:  # not the shard the index was built from: none of it is trusted
-        damage.shard(shard.path, f"holds {len(groups)} samples, its index entry says {shard.samples}", shard.samples)
-        return [], {}
-    elif len(groups) < shard.samples:
-        damage.shard(shard.path, f"holds {len(groups)} samples, its index entry says {shard.samples}",
-                     shard.samples - len(groups))
-    else:  # the listing is whole: a sample the writer checksummed but the shard lacks was replaced
-        for key in sorted(table.keys() - set(keys)):
-            damage.sample(shard.path, key, "listed in the shard's checksum table, but not in the shard")
-    return groups, table
+        damage.shard(shard.path, f"sample {twice} appears twice", every, unnamed, len(every))
+        return [], {}, True
+    if len(groups) > shard.samples:  # not the shard the index was built from: none of it is trusted
+        damage.shard(shard.path, f"holds {len(groups)} samples, its index entry says {shard.samples}", every, unnamed, len(every))
+        return [], {}, True
+    listed = dict(groups)
+    missing = [(i, key) for i, key in every if key not in listed]
+    if breaks or len(groups) < shard.samples:
+        problem = "; ".join(breaks) or f"holds {len(groups)} samples, its index entry says {shard.samples}"
+        cut = [(i, key) for i, key in every if key not in listed or listed[key].keys() != table[key].keys()]
+        unnamed = 0 if table else shard.samples - len(groups)
+        damage.shard(shard.path, f"{problem}: {len(cut) + unnamed} of its {shard.samples} indexed samples lost", cut,
+                     unnamed, len(groups))
+        return groups, table, True
+    for i, key in missing:  # the listing is whole: a sample the writer checksummed but the shard lacks was replaced
+        damage.sample(shard.path, key, "listed in the shard's checksum table, but not in the shard", i)
+    return groups, table, bool(missing)
 
 
 def scan_shard(path: Path) -> tuple[int, str | None]:
@@ -340,7 +431,8 @@ def scan_shard(path: Path) -> tuple[int, str | None]:
     damaged and refused, never counted short."""
     try:
         with tarfile.open(path, mode="r:") as tar:
-            found, stopped = _group(tar, path, Damage("error"))
+            infos, stopped = _headers(tar)
+            found = _group(infos, path, Damage("error"))
             groups = [g for g in found if not g[0].startswith("__")]
             if stopped is not None:
                 raise tarfile.ReadError(stopped)
@@ -366,38 +458,40 @@ def _zeros_from(f: io.BufferedIOBase, offset: int) -> bool:
 def read_shard(shard: Shard, members: Collection[str] | None = None, decode: bool = True, damage: Damage | None = None,
                verify: bool = True) -> Iterator[dict[str, Any]]:
     """Samples of one shard in order, `{"__key__", "__shard__", "__index__", ext: value}` (raw bytes with
-    decode=False); `members` limits which are read and must all be present. Every member read is
-    checked against the sample's digest (verify=False only for benchmarks measuring that cost);
-    damaged samples are left out and recorded in `damage`, a damaged shard follows its policy."""
+    decode=False; `__index__` is the sample's position in the shard as written, also when samples
+    before it are lost); `members` limits which are read and must all be present. Every member
+    read is checked against the sample's digest (verify=False only for benchmarks measuring that
+    cost); damaged samples are left out and recorded in `damage`, a damaged shard follows its
+    policy."""
     damage = damage if damage is not None else Damage()
     try:
         size = shard.path.stat().st_size
     except OSError as e:
-        damage.shard(shard.path, f"cannot be read ({e.strerror})", shard.samples)
+        damage.shard(shard.path, f"cannot be read ({e.strerror})", unnamed=shard.samples)
         return
     resized = None  # under `skip` a shard of the wrong size is read on: its samples' checksums say which are intact
     if shard.size is not None and size != shard.size:
         resized = f"is {size} bytes, its index entry says {shard.size} (truncated, extended or replaced)"
         if damage.policy == "error" or not shard.verified:
-            damage.shard(shard.path, resized, shard.samples)
+            damage.shard(shard.path, resized, unnamed=shard.samples)
             return
-    recorded, kept = len(damage.lost), 0
     with open(shard.path, "rb") as f:
         try:
-            groups, table = _scan(tarfile.open(fileobj=f, mode="r:"), shard, damage)
+            groups, table, damaged = _scan(f, size, shard, damage)
         except (tarfile.TarError, OSError, EOFError) as e:
-            damage.shard(shard.path, f"not a readable tar ({e})", shard.samples - sum(x.samples for x in damage.lost[recorded:]))
+            damage.shard(shard.path, f"not a readable tar ({e})", unnamed=shard.samples)
             return
-        for index, (key, infos) in enumerate(groups):
+        if resized is not None and not damaged:  # the size alone differs (zero padding cut or added): nothing lost
+            damage.shard(shard.path, resized)
+        positions = {key: i for i, key in enumerate(table)}
+        for listed, (key, infos) in enumerate(groups):
+            index = positions.get(key, listed)
             try:
                 sample = _read_sample(f, infos, members, table.get(key, {}) if shard.verified and verify else None, decode)
             except (DamagedShard, tarfile.TarError, OSError, EOFError) as e:
                 damage.sample(shard.path, key, str(e), index)
                 continue
-            kept += 1
             yield {"__key__": key, "__shard__": shard.name, "__index__": index, **sample}
-    if resized is not None:  # what the checks above did not already count
-        damage.shard(shard.path, resized, max(0, shard.samples - kept - sum(x.samples for x in damage.lost[recorded:])))
 
 
 def _member(f: io.BufferedReader, info: tarfile.TarInfo) -> bytes:

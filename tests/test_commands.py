@@ -89,7 +89,10 @@ def test_options_are_listed_only_where_they_apply() -> None:
         assert ("chunk_size" in params[stage]) == (stage in cut_into_chunks), stage
         assert ("batch_size" in params[stage]) == (stage in batched), stage
         assert ("damaged" in params[stage]) == (stage not in ("detect", "align")), stage  # they read datasets, not shard sets
-        assert {"threads", "quiet"} <= params[stage], stage
+        assert {"threads", "quiet", "version"} <= params[stage], stage
+    assert {"threads", "quiet", "version"} <= params["index"]
+    version = CliRunner().invoke(prep_main, ["index", "--version"], prog_name="cdfv-prep")
+    assert version.exit_code == 0 and version.output.startswith(f"cdfv-prep: cdfv {__version__}")
     result = CliRunner().invoke(prep_main, ["detect", "--dataset", "lfw", "--root", ".", "--batch-size", "4"])
     assert result.exit_code == 2 and "No such option '--batch-size'" in result.output
     refused = CliRunner().invoke(train_main, ["--task", "codec", "--shards", "faces", "--arch", "resnet50", "--width", "8"])

@@ -181,3 +181,22 @@ def test_samples_read_back_can_be_written_again(tmp_path):
     assert any(k.startswith("__") and k != "__key__" for k in read[0])  # webdataset adds __url__ and others
     shards.ShardSetWriter(tmp_path / "b", "toy").write(0, read)
     assert (tmp_path / "b" / "toy-p000of001-000000.tar").read_bytes() == (tmp_path / "a" / "toy-p000of001-000000.tar").read_bytes()
+
+
+def test_damage_lists_each_lost_sample_once_by_the_key_its_checksum_table_gives(tmp_path):
+    """The reader's damage record is per sample, named from the shard's checksum table, and a
+    shard read again (by each chunk it spans, each epoch) adds nothing: any caller can count it."""
+    write_set(tmp_path, [6, 2])
+    shard = tmp_path / "toy-p000of001-000000.tar"
+    with tarfile.open(shard) as tar:
+        cut = tar.getmembers()[1 + 3 * 2].offset  # before the 3rd sample's first header
+    shard.write_bytes(shard.read_bytes()[:cut])
+    damage = shards.Damage("skip")
+    for _ in range(2):
+        kept = [s["__key__"] for s in shards.open_shard_set(tmp_path, damage="skip").samples(damage=damage)]
+        assert kept == ["id0__img000", "id1__img001", "id0__img006", "id1__img007"]
+    assert damage.lost_samples == 4
+    assert [(x.key, x.index, x.samples) for x in damage.lost] == [(f"id{n % 2}__img{n:03d}", n, 1) for n in range(2, 6)]
+    unsized = shards.Shard(shard, 6, None, True, shards.open_shard_set(tmp_path, damage="skip").shards[0].table)
+    with pytest.raises(shards.DamagedShard, match="toy-p000of001-000000.tar: .*: 4 of its 6 indexed samples lost"):
+        list(shards.read_shard(unsized))  # policy error: the message counts the loss too

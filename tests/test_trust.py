@@ -192,20 +192,67 @@ def test_a_damaged_header_stops_every_tool_naming_the_shard(broken_header: Path)
     assert code == 1 and shard in one_line_error(out)
 
 
-def test_skip_policy_reads_past_a_damaged_header_and_counts_the_loss(broken_header: Path) -> None:
+def test_skip_policy_reads_past_a_damaged_header_losing_only_its_sample(broken_header: Path) -> None:
     root = broken_header
+    written = {s["__key__"]: s for s in shards.open_shard_set(root / "lat", damage="skip").samples(decode=False,
+                                                                                                      damage=shards.Damage("skip"))}
     code, out = run(prep_main, "shard", "lat", "--out", root, "--name", "re", "--damaged", "skip")
     assert code == 0, out
     summary = json.loads(out[out.index("{"): out.rindex("}") + 1])
-    assert summary["damaged_samples_lost"] == 6 and summary["written"] == {"re": 6}
+    assert summary["damaged_samples_lost"] == 1 and summary["written"] == {"re": 11}
     (row,) = rejects(root / "re")
-    assert "damaged tar header" in row["reason"] and "6 samples lost" in row["reason"]
-    assert shards.open_shard_set(root / "re").num_samples == len(list(shards.open_shard_set(root / "re").samples())) == 6
+    assert row["key"] == "id2__img006" and "damaged tar header" in row["reason"]
+    recovered = list(shards.open_shard_set(root / "re").samples(decode=False))  # each checked against its digest
+    assert [s["__key__"] for s in recovered] == [f"id{n % 4}__img{n:03d}" for n in range(12) if n != 6]
+    assert all(s[m] == written[s["__key__"]][m] for s in recovered for m in (S.LATENT, S.LABEL, S.META))
     code, out = run(train_main, "--shards", "lat", "--root", root, "--width", "4", "--workers", "0", "--quiet", "--batch-size", "2",
                     "--classify-epochs", "1", "--phase", "classify", "--damaged", "skip", "--out", root / "t")
     assert code == 0, out
     summary = json.loads((root / "t" / "summary.json").read_text())
-    assert summary["skipped_samples"] == 6 and len(summary["damaged"]) == 1
+    assert summary["skipped_samples"] == 1 and len(summary["damaged"]) == 1 and ":id2__img006: damaged tar header" in summary["damaged"][0]
+
+
+def test_samples_after_a_damaged_header_are_kept_only_where_their_checksums_pass(tmp_path: Path) -> None:
+    """One damaged header (the 5th member: the 2nd sample's first) and a flipped byte in the 6th
+    sample's latent: exactly those two samples are lost, by name, and the six others read back."""
+    latent_set(tmp_path, per_shard=(8,))
+    shard = tmp_path / "lat" / "lat-p000of001-000000.tar"
+    assert flip_byte(shard, ".latent.npy", index=5) == "id1__img005"
+    damage_header(shard, member=4)
+    damage = shards.Damage("skip")
+    kept = [s["__key__"] for s in shards.open_shard_set(tmp_path / "lat", damage="skip").samples(damage=damage)]
+    assert kept == ["id0__img000", "id2__img002", "id3__img003", "id0__img004", "id2__img006", "id3__img007"]
+    assert damage.lost_samples == 2 and [(x.key, x.index) for x in damage.lost] == [("id1__img001", 1), ("id1__img005", 5)]
+    assert "damaged tar header" in damage.lost[0].problem and "latent.npy fails its checksum" in damage.lost[1].problem
+
+
+@pytest.fixture
+def truncated(tmp_path: Path) -> Path:
+    """An 8-sample shard cut short inside its 5th sample's first header: 4 samples lost."""
+    latent_set(tmp_path, per_shard=(8,))
+    shard = tmp_path / "lat" / "lat-p000of001-000000.tar"
+    shard.write_bytes(shard.read_bytes()[: members_of(shard)[1 + 3 * 4].offset + 300])
+    return tmp_path
+
+
+LOST = ["id0__img004", "id1__img005", "id2__img006", "id3__img007"]
+
+
+def test_a_truncated_shard_spanning_two_output_chunks_counts_each_loss_once(truncated: Path) -> None:
+    code, out = run(prep_main, "shard", "lat", "--out", truncated, "--name", "re", "--chunk-size", "4", "--damaged", "skip")
+    assert code == 0, out
+    summary = json.loads(out[out.index("{"): out.rindex("}") + 1])
+    assert summary["damaged_samples_lost"] == 4 and summary["written"] == {"re": 4} and summary["rejects"] == 4
+    assert [line.split(":")[1] for line in summary["damaged"]] == LOST
+    assert [row["key"] for row in rejects(truncated / "re")] == LOST
+
+
+def test_training_past_a_truncated_shard_counts_and_names_every_lost_sample(truncated: Path) -> None:
+    code, out = run(train_main, "--shards", "lat", "--root", truncated, "--width", "4", "--workers", "0", "--quiet",
+                    "--batch-size", "2", "--classify-epochs", "2", "--phase", "classify", "--damaged", "skip", "--out", truncated / "t")
+    assert code == 0, out
+    summary = json.loads((truncated / "t" / "summary.json").read_text())
+    assert summary["skipped_samples"] == 4 and [line.split(":")[1] for line in summary["damaged"]] == LOST
 
 
 def test_a_flipped_byte_in_a_latent_is_caught_by_its_checksum(tmp_path: Path) -> None:
@@ -286,6 +333,23 @@ def test_prep_restart_with_other_chunking_or_inputs_is_refused(tmp_path: Path) -
     for name in ("faces", "latents-q1"):
         ss = shards.open_shard_set(tmp_path / "o" / name)
         assert ss.num_samples == 8 == len(list(ss.samples()))
+
+
+def test_a_run_of_another_split_is_refused_writing_nothing(tmp_path: Path) -> None:
+    data = image_folder(tmp_path / "data")
+    args = ("run", "--dataset", "folder", "--root", data, "--no-detect", "--outputs", "faces,latents", "--out", tmp_path / "o",
+            *CODEC_ARGS, "--batch-size", "4", "--chunk-size", "2")
+    code, out = run(prep_main, *args)
+    assert code == 0, out
+    before = {p: p.read_bytes() for p in sorted((tmp_path / "o").rglob("*")) if p.is_file()}
+    code, out = run(prep_main, *args, "--part", "1/2")
+    line = one_line_error(out)
+    assert code == 1 and "holds parts made with --part i/1" in line and "--part 1/2 would add parts" in line
+    assert {p: p.read_bytes() for p in sorted((tmp_path / "o").rglob("*")) if p.is_file()} == before
+    code, out = run(prep_main, *args)
+    assert code == 0 and json.loads(out[out.index("{"): out.rindex("}") + 1])["resumed_chunks"] == 4, out
+    code, out = run(prep_main, "index", tmp_path / "o" / "faces")
+    assert code == 0 and "4 shards, 8 samples" in out, out
 
 
 def test_train_resume_refuses_changed_options_unless_allowed(tmp_path: Path) -> None:
@@ -383,6 +447,22 @@ def test_no_face_whole_fallbacks_are_counted(tmp_path: Path) -> None:
     assert code == 0, out
     summary = json.loads(out[out.index("{"): out.rindex("}") + 1])
     assert summary["counters"]["no_face_whole_image"] == 2
+
+
+def test_transplant_without_a_teacher_names_the_command_that_makes_its_maps(tmp_path: Path) -> None:
+    latent_set(tmp_path)
+    code, out = run(train_main, "--shards", "lat", "--root", tmp_path, "--workers", "0", "--quiet", "--phase", "transplant",
+                    "--junction", "level2", "--out", tmp_path / "a")
+    line = one_line_error(out)
+    assert code == 2 and "--phase transplant needs dlib's" in line and "`cdfv-prep teacher --model dlib --maps level2`" in line
+    assert "distill" not in line
+
+
+def test_a_set_absent_under_the_given_root_is_named_there(tmp_path: Path) -> None:
+    code, out = run(train_main, "--shards", "nope", "--root", tmp_path, "--workers", "0", "--quiet", "--out", tmp_path / "b")
+    line = one_line_error(out)
+    assert code == 2 and f"no shard set 'nope' under {tmp_path}:" in line and str(tmp_path / "nope" / "index.json") in line
+    assert "set --root" not in line
 
 
 def test_a_blank_line_in_a_pairs_file_is_reported_where_it_is(tmp_path: Path) -> None:

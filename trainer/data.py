@@ -23,8 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from cdfv.shards import Damage, ShardSet, ShardSetError, read_shard, spec
-from cdfv.shards.reader import Lost
+from cdfv.shards import Damage, Lost, ShardSet, ShardSetError, read_shard, spec
 
 
 CHIP_VALUES = 6  # a face's 2 x 3 face -> chip transform, flattened, at the end of its teacher row (ShardStream chip=True)
@@ -315,13 +314,13 @@ def describe(shard_set: ShardSet) -> dict[str, Any]:
 
 
 def damage_summary(path: Path) -> dict[str, Any]:
-    """What a run's readers left out, from its damage log: distinct damaged samples and shards,
-    each listed once however often the readers met it."""
+    """What a run's readers left out, from its damage log: each lost sample once by key however
+    often the readers met it (see shards.Damage), and each loss no key names once by problem."""
     if not path.exists():
         return {"damaged_samples_lost": 0, "damaged": []}
-    entries: dict[tuple[str, str], tuple[int, str]] = {}
+    entries: dict[tuple[str, str, str], tuple[int, str]] = {}
     for line in path.read_text().splitlines():
         shard, key, samples, problem = line.split("\t", 3)
-        entries[(shard, key)] = (int(samples), problem)
+        entries.setdefault((shard, key, "" if key else problem), (int(samples), problem))
     return {"damaged_samples_lost": sum(n for n, _ in entries.values()),
-            "damaged": [f"{s}:{k}: {p}" if k else f"{s}: {p}" for (s, k), (_, p) in sorted(entries.items())]}
+            "damaged": [f"{s}:{k}: {p}" if k else f"{s}: {p} ({n} samples lost)" for (s, k, _), (n, p) in sorted(entries.items())]}

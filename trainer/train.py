@@ -455,8 +455,10 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
     distill = cfg.phase == "distill" or transplant
     labelled = bool(shard_set.identities) and spec.LABEL in shard_set.members
     if distill and not probe.teacher_dim:
-        raise ShardSetError(f"{shard_set.directory}: --phase distill needs a teacher's embeddings (member {spec.TEACHER}); "
-                            f"make them with `cdfv-prep teacher` before encoding")
+        need, make = ((f"dlib's embeddings and maps (members {spec.TEACHER}, {spec.teacher_map(cfg.junction)})",
+                       f"cdfv-prep teacher --model dlib --maps {cfg.junction}") if transplant else
+                      (f"a teacher's embeddings (member {spec.TEACHER})", "cdfv-prep teacher"))
+        raise ShardSetError(f"{shard_set.directory}: --phase {cfg.phase} needs {need}; make them with `{make}` before encoding")
     if not distill and not labelled:
         raise ShardSetError(f"{shard_set.directory}: {shard_set.name!r} holds no identity labels; the thesis recipe needs them "
                             f"(train it with --phase distill on a teacher's embeddings)")
