@@ -5,7 +5,8 @@ landmark predictor (issue 16).
     python benchmarks/dlib_view1.py compare --scores view1.npz
     python benchmarks/dlib_view1.py calibrate --lfw /work/shared/data/lfw --pictures 1200
 
-table: the pairs of pairsDevTest.txt scored by
+table: the pairs of a View 1 file (--pairs, default pairsDevTrain.txt, where a choice between the rows
+is made; pairsDevTest.txt only with --reported-pairs) scored by
   (a) dlib's own pipeline: its HOG frontal-face detector (upsampled once) on the original LFW picture,
       the detection nearest the centre, shape_predictor_5, compute_face_descriptor (dlib's C++);
   (b) cdfv's dlib on thesis-aligned faces with its former box, one fixed rectangle for every face;
@@ -50,6 +51,7 @@ from cdfv.eval.facemodels import (
     ARCFACE_TEMPLATE, DlibFaceModel, DlibNativeFaceModel, dlib_model_files, dlib_rectangle, similarity_transform,
 )
 from cdfv.eval.metrics import bootstrap_intervals, kfold_accuracy, point_metrics
+from cdfv.eval.development import development_pairs
 from cdfv.eval.protocol import Pair, read_pairs
 from cdfv.pipeline.align import align
 from cdfv.pipeline.detect import RetinaFaceOnnx, detect
@@ -87,10 +89,10 @@ def scores_of(pairs: list[Pair], emb: dict[str, np.ndarray]) -> np.ndarray:
     return np.array([float(emb[p.probe] @ emb[p.reference]) if p.probe in emb and p.reference in emb else -1.0 for p in pairs])
 
 
-def table(lfw: Path, scores_file: Path | None) -> None:
+def table(lfw: Path, scores_file: Path | None, pairs_name: str, reported: bool) -> None:
     import dlib
 
-    pairs = read_pairs(lfw / "meta" / "pairsDevTest.txt")
+    pairs, _ = development_pairs(lfw / "meta" / pairs_name, reported)
     keys = sorted({k for p in pairs for k in (p.probe, p.reference)})
     detector = RetinaFaceOnnx(providers=["CPUExecutionProvider"])
     hog = dlib.get_frontal_face_detector()
@@ -138,7 +140,7 @@ def table(lfw: Path, scores_file: Path | None) -> None:
 
     labels = np.array([p.label for p in pairs])
     folds = np.array([p.index % FOLDS for p in pairs])
-    print(f"LFW View 1 pairsDevTest.txt: {labels.sum()} same-person and {(~labels).sum()} different-person pairs, "
+    print(f"LFW View 1 {pairs_name}: {labels.sum()} same-person and {(~labels).sum()} different-person pairs, "
           f"{len(keys)} pictures; measured {datetime.date.today().isoformat()} with dlib {dlib.__version__}, "
           f"torch {torch.__version__}, one CPU thread\n")
     print("| pipeline | TAR@FAR=1e-3 (95 % CI) | TAR@FAR=1e-2 (95 % CI) | accuracy | AUC | pictures without a face |")
@@ -217,6 +219,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("what", choices=("table", "compare", "calibrate"))
     parser.add_argument("--lfw", type=Path, help="LFW folder with deepfunneled/ and meta/ (View 1 pair files)")
+    parser.add_argument("--pairs", default="pairsDevTrain.txt",
+                        help="table: the View 1 pairs file in meta/ (a choice between the rows reads pairsDevTrain.txt)")
+    parser.add_argument("--reported-pairs", action="store_true", help="table: allow pairsDevTest.txt (a report's figure)")
     parser.add_argument("--pictures", type=int, default=1200, help="calibrate: distinct pairsDevTrain.txt pictures")
     parser.add_argument("--scores", type=Path, help="table: also write every row's pair scores (and labels) to this .npz; "
                                                       "compare: the file to read")
@@ -229,7 +234,7 @@ def main() -> None:
     elif args.lfw is None:
         parser.error(f"{args.what} needs --lfw")
     elif args.what == "table":
-        table(args.lfw, args.scores)
+        table(args.lfw, args.scores, args.pairs, args.reported_pairs)
     else:
         calibrate(args.lfw, args.pictures)
 
