@@ -54,6 +54,7 @@ def codec_fields(shard_set: ShardSet) -> tuple[str | None, float | None]:
         return None, None
     if "quality" in codec:
         label = f"{codec['name']}-{codec['metric']}" if codec.get("metric") else codec["name"]
+        label += f"-{codec['variant']}" if codec.get("variant") else ""
         return label, float(codec["quality"])
     return f"{codec['name']}-{codec['parameter']}", float(codec["value"])
 

@@ -189,12 +189,12 @@ def open_codec(cc: CodecOptions, quality: int) -> Iterator[Codec]:
     import torch
 
     from . import stages
-    from .codecs import codec_model, load_codec
+    from .codecs import codec_model, load_codec, with_variant
     from .coding import CodecEngine, split_coding
     from .rangecoding import CoderPool
 
-    spec = CodecSpec(cc.name, quality, cc.metric)
     weights = cc.weights_for(quality)
+    spec = with_variant(CodecSpec(cc.name, quality, cc.metric), weights)
     model, weights_id = load_codec(spec, weights=weights, untrained=cc.untrained, download=cc.download, seed=cc.seed)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu") if cc.device == "auto" else torch.device(cc.device)
     coder_workers = cc.coder_workers

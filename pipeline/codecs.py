@@ -8,6 +8,7 @@ gives every result a weights id that goes into each output's metadata.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +18,8 @@ if TYPE_CHECKING:  # the table is read without torch (the command line's choices
     from torch import nn
 
 METRICS = ("mse", "ms-ssim")
+VARIANT = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")  # a trained variant's name: lower-case words joined by '-'
+
 FORMAT = "cdfv-codec"  # save_codec's file format tag
 
 
@@ -47,9 +50,15 @@ class WeightsUnavailable(ValueError):
 
 @dataclass(frozen=True)
 class CodecSpec:
+    """A codec by zoo name, quality and distortion metric; `variant` names one trained here beyond
+    rate and distortion (cdfv-train --task codec: "id" with the identity term, "joint" with a
+    student), so its sets, runs and plot lines never merge with the plain codec's. Its weights file
+    records the variant, which `with_variant` reads back."""
+
     name: str
     quality: int
     metric: str = "mse"
+    variant: str = ""
 
     def __post_init__(self) -> None:
         if self.name not in ZOO:
@@ -59,6 +68,8 @@ class CodecSpec:
             raise ValueError(f"{self.name} has qualities {q[0]}..{q[-1]}, not {self.quality}")
         if self.metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, not {self.metric!r}")
+        if self.variant and not VARIANT.fullmatch(self.variant):
+            raise ValueError(f"codec variant {self.variant!r}: lower-case letters and digits, words joined by '-'")
 
     @property
     def entry(self) -> ZooEntry:
@@ -93,8 +104,13 @@ class CodecSpec:
         return Path(torch.hub.get_dir()) / "checkpoints" / self.url.rsplit("/", 1)[1]
 
     @property
+    def family(self) -> str:
+        """The codec without its quality: name, metric and variant, as run names and plot lines show it."""
+        return f"{self.name}-{self.metric}" + (f"-{self.variant}" if self.variant else "")
+
+    @property
     def label(self) -> str:
-        return f"{self.name}-{self.metric}-q{self.quality}"
+        return f"{self.family}-q{self.quality}"
 
 
 def _build(spec: CodecSpec, state_dict: dict[str, torch.Tensor] | None) -> nn.Module:
@@ -192,9 +208,9 @@ def load_codec(
     return model.eval(), weights_id
 
 
-def save_codec(path: Path, model: nn.Module, spec: CodecSpec) -> None:
+def save_codec(path: Path, model: nn.Module, spec: CodecSpec, training: dict | None = None) -> None:
     """Saves a (trained or fine-tuned) codec so `cdfv-prep encode --weights` loads it back, with
-    the software and machine that made it (cdfv.provenance)."""
+    its variant, how it was trained and the software and machine that made it (cdfv.provenance)."""
     import io
 
     import torch
@@ -205,11 +221,24 @@ def save_codec(path: Path, model: nn.Module, spec: CodecSpec) -> None:
     model.update(force=True)
     buf = io.BytesIO()
     torch.save(
-        {"format": FORMAT, "name": spec.name, "quality": spec.quality, "metric": spec.metric,
-         "state_dict": model.state_dict(), "provenance": provenance()},
+        {"format": FORMAT, "name": spec.name, "quality": spec.quality, "metric": spec.metric, "variant": spec.variant,
+         "training": training, "state_dict": model.state_dict(), "provenance": provenance()},
         buf,
     )
     atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def with_variant(spec: CodecSpec, weights: Path | None) -> CodecSpec:
+    """The spec with the variant its weights file records (a save_codec file's; none for others)."""
+    from dataclasses import replace
+
+    from cdfv.safe_load import load_torch_file
+
+    if weights is None:
+        return spec
+    obj = load_torch_file(Path(weights), "PyTorch weights file")
+    variant = obj.get("variant") if isinstance(obj, dict) and obj.get("format") == FORMAT else None
+    return replace(spec, variant=variant or "")
 
 
 def codec_model(spec: CodecSpec, weights: Path | None, untrained: bool, seed: int) -> nn.Module:

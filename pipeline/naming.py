@@ -10,8 +10,9 @@ DETECTIONS = "detections"
 
 
 def set_name(stage: str, spec: CodecSpec) -> str:
-    """`<stage>-q<q>` for bmshj2018-hyperprior/mse (the thesis codec), else
-    `<stage>-<codec>-<metric>-q<q>`; stage is encoded, latents-full, latents or decoded."""
+    """`<stage>-q<q>` for bmshj2018-hyperprior/mse (the thesis codec), `<stage>-<variant>-q<q>` for a
+    variant of it trained here, else `<stage>-<codec>-<metric>[-<variant>]-q<q>`; stage is encoded,
+    latents-full, latents or decoded."""
     if (spec.name, spec.metric) == (DEFAULT_CODEC, DEFAULT_METRIC):
-        return f"{stage}-q{spec.quality}"
-    return f"{stage}-{spec.name}-{spec.metric}-q{spec.quality}"
+        return f"{stage}-{spec.variant}-q{spec.quality}" if spec.variant else f"{stage}-q{spec.quality}"
+    return f"{stage}-{spec.family}-q{spec.quality}"

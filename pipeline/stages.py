@@ -60,7 +60,7 @@ class Codec:
 
     def meta(self) -> dict[str, Any]:
         return {"name": self.spec.name, "quality": self.spec.quality, "metric": self.spec.metric,
-                "weights": self.weights_id, "untrained": self.untrained}
+                "weights": self.weights_id, "untrained": self.untrained, **({"variant": self.spec.variant} if self.spec.variant else {})}
 
 
 def _writer(o: RunOptions, name: str) -> shards.ShardSetWriter:

@@ -260,3 +260,34 @@ def test_codec_training_at_a_rate_target_records_the_rate_weight(taught: Path, t
     code, output = train("--shards", "faces-dlib", "--root", taught, "--untrained-codec", "--max-steps", "1", "--patch", "128",
                          "--rate-target", "0.05", "--out", tmp_path / "refused")
     assert code == 2 and "--patch trains on crops" in output, output
+
+
+def test_an_identity_codec_is_a_codec_of_its_own_in_sets_runs_and_reports(taught: Path, tmp_path: Path) -> None:
+    """Its weights file names its variant; cdfv-prep files its sets under it and cdfv-eval its runs,
+    so they never merge with the plain codec's."""
+    from cdfv.eval.cli import main as evaluate
+    from cdfv.pipeline.codecs import CodecSpec, with_variant
+    from cdfv.pipeline.naming import set_name
+
+    code, output = train("--shards", "faces-dlib", "--root", taught, "--untrained-codec", "--eb-init-scale", "0.1", "--batch-size",
+                         "4", "--max-steps", "1", "--id-weight", "5", "--out", tmp_path / "id")
+    assert code == 0, output
+    spec = with_variant(CodecSpec("bmshj2018-hyperprior", 1), tmp_path / "id" / "codec.pt")
+    assert spec.variant == "id" and spec.label == "bmshj2018-hyperprior-mse-id-q1" and set_name("latents", spec) == "latents-id-q1"
+    assert set_name("decoded", CodecSpec("cheng2020-attn", 2, variant="joint")) == "decoded-cheng2020-attn-mse-joint-q2"
+    with pytest.raises(ValueError, match="codec variant"):
+        CodecSpec("bmshj2018-hyperprior", 1, variant="Id Codec")
+    invoke_ok("run", "--input", "faces", "--quality", "1", "--weights", tmp_path / "id" / "codec.pt", "--outputs",
+              "latents,decoded", "--device", "cpu", "--out", taught)
+    decoded = open_shard_set("decoded-id-q1", taught)
+    assert decoded.meta["codec"]["variant"] == "id" and open_shard_set("latents-id-q1", taught).num_samples == decoded.num_samples
+    keys = sorted(s["__key__"] for s in decoded.samples(("json",)))
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("probe,reference,label\n" + "".join(f"{a},{b},{int(a[:5] == b[:5])}\n" for a, b in zip(keys, keys[1:])))
+    result = CliRunner().invoke(evaluate, ["run", "--pairs", pairs, "--root", taught, "--faces", "faces", "--image-model", "dlib",
+                                           "--decoded", "decoded-id-q1", "--no-original", "--device", "cpu", "--bootstrap", "0",
+                                           "--out", tmp_path / "eval"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "eval" / "scores" / "dlib-resnet-v1_bmshj2018-hyperprior-mse-id_q1.parquet").is_file()
+    training = torch.load(tmp_path / "id" / "codec.pt", weights_only=True)["training"]
+    assert training["identity"]["weight"] == 5 and training["steps"] == 1 and training["shards"] == "faces-dlib"

@@ -90,6 +90,7 @@ class CodecTrainConfig:
     identity_map_weight: float = 1.0  # weight of that map's relative squared error inside the identity term
     student: str | None = None  # a transplanted student's model.pt, trained with the encoder (trainer/joint.py)
     student_weight: float = 1.0  # weight of the student's teacher loss beside rate and distortion
+    variant: str | None = None  # the saved codec's variant name (CodecSpec); None: "joint" with a student, "id" with the identity term
     rate_target: float | None = None  # bpp per face pixel the training rate is held at (RateSteer): equal-rate comparisons
     student_map_weight: float = 1.0  # the student's map term inside its loss (as --phase transplant's --map-weight)
 
@@ -225,6 +226,13 @@ def student_task(cfg: CodecTrainConfig, shard_set: ShardSet, codec: CodecSpec, c
     return task.to(device), info
 
 
+def variant_of(cfg: CodecTrainConfig) -> str:
+    """The variant a run's codec is filed under: the one asked for, else what its loss adds."""
+    if cfg.variant is not None:
+        return cfg.variant
+    return "joint" if cfg.student else "id" if cfg.identity_weight else ""
+
+
 class RateSteer:
     """The rate term's weight, steered each step so that the training rate (the likelihoods'
     estimate, which the coded rate follows closely) holds `target` bits per face pixel, as cdfv
@@ -263,7 +271,7 @@ def _train_codec(cfg: CodecTrainConfig, on_step: StepHook | None) -> dict[str, A
     shard_set = open_shard_set(cfg.shards, cfg.root, damage=cfg.damaged)
     if shard_set.kind != "image":
         raise ShardSetError(f"{shard_set.directory}: codec training needs image shards, {shard_set.name!r} holds {shard_set.kind}s")
-    codec_spec = CodecSpec(cfg.codec, cfg.quality, cfg.metric)
+    codec_spec = CodecSpec(cfg.codec, cfg.quality, cfg.metric, variant_of(cfg))
     model, weights_id = load_codec(codec_spec, weights=Path(cfg.weights) if cfg.weights else None,
                                    untrained=cfg.untrained, seed=cfg.seed, any_quality=True,
                                    flags=("--codec-weights", "--untrained-codec"))
@@ -414,7 +422,16 @@ def _train_codec(cfg: CodecTrainConfig, on_step: StepHook | None) -> dict[str, A
     log.close()
     path = out / "codec.pt"
     if ctx.main:
-        save_codec(path, model.cpu(), codec_spec)
+        save_codec(path, model.cpu(), codec_spec, training={
+            "shards": shard_set.name, "data": data_identity(shard_set), "start_weights": weights_id, "steps": step,
+            "lambda": criterion.lmbda, "metric": cfg.metric, "mask_padding": cfg.mask_padding, "patch": cfg.patch,
+            "lr": cfg.lr, "lr_schedule": cfg.lr_schedule, "batch_size": cfg.batch_size, "rate_target": cfg.rate_target,
+            "rate_weight": steer.weight if steer else None,
+            "identity": {"weight": cfg.identity_weight, "distance": cfg.identity_distance, "map": cfg.identity_map,
+                         "map_weight": cfg.identity_map_weight, "teacher": (shard_set.meta.get("teacher") or {}).get("model_id")}
+            if identity else None,
+            "student": {"file": cfg.student, "model_id": student_info["model_id"], "weight": cfg.student_weight,
+                        "map_weight": cfg.student_map_weight} if student else None})
         if student is not None:
             coded_by = {"name": codec_spec.name, "quality": codec_spec.quality, "metric": codec_spec.metric,
                         "weights": weights_file_id(path), "untrained": False}  # as cdfv-prep records the codec of a latent set
