@@ -22,7 +22,7 @@ from .bd import INTERPOLATION, MIN_POINTS, compare
 from .markdown import cell, note_column, table
 from .metrics import POINT_METRICS
 from .plots import FIGURE_FILES, METRIC_TITLES, figures
-from .runs import Run, load_runs, one_pairs_file, plot_lines, rate_distortion
+from .runs import MISMATCH_MARK, Run, load_runs, one_pairs_file, one_row_per_run, plot_lines, rate_distortion
 
 TAR_METRICS = POINT_METRICS[:2]  # the TAR@FAR columns, which carry a resolution note
 TABLE_COLUMNS = (
@@ -72,7 +72,8 @@ METRICS_NOTE = (
 def metrics_markdown(runs: list[Run]) -> list[str]:
     """metrics.md's table: metric [95% CI] per run, rounded, with each TAR@FAR's resolution note."""
     rows = [r.row for r in runs]
-    columns = {"run": [r["run"] + (" (untrained)" if r["untrained"] else "") for r in rows], "mode": [r["mode"] for r in rows],
+    columns = {"run": [r["run"] + (" (untrained)" if r["untrained"] else "") + (f" {MISMATCH_MARK}" if r["latent_mismatch"] else "")
+                       for r in rows], "mode": [r["mode"] for r in rows],
                "bpp": [cell(r["bpp"], 3) for r in rows]}
     for m in POINT_METRICS:
         header, cells = f"{METRIC_TITLES[m]} [95% CI]", [_interval(r, m) for r in rows]
@@ -83,7 +84,10 @@ def metrics_markdown(runs: list[Run]) -> list[str]:
                                for r in rows]
     columns["1e-3 point set by"] = [f"impostor #{r['tar_at_far_1e-3_impostors_above'] + 1} of {r['impostor_pairs']}" for r in rows]
     columns["missing"] = [f"{r['missing']}/{r['pairs']}" for r in rows]
-    return [f"Pairs: {rows[0]['pairs_file']}. Made by {describe()}.", "", *table(list(columns), [list(row) for row in zip(*columns.values())]), "", METRICS_NOTE]
+    mismatched = [f"{r['run']} {MISMATCH_MARK}, scored with --allow-latent-mismatch: {r['latent_mismatch']}."
+                  for r in rows if r["latent_mismatch"]]
+    return [f"Pairs: {rows[0]['pairs_file']}. Made by {describe()}.", "", *table(list(columns), [list(row) for row in zip(*columns.values())]),
+            *([""] + mismatched if mismatched else []), "", METRICS_NOTE]
 
 
 def rd_file(codec: str) -> str:
@@ -129,7 +133,7 @@ def report_texts(runs: list[Run], rd: dict[str, dict[str, Any]], bd_anchor: str 
     bd = compare({name: [r.row for r in group] for name, group in plot_lines(runs).items()}, bd_anchor)
     plain = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()} for row in bd]
     texts = {
-        "metrics.csv": _csv([r.row for r in runs], [*TABLE_COLUMNS, "untrained", "source"]),
+        "metrics.csv": _csv([r.row for r in runs], [*TABLE_COLUMNS, "untrained", "latent_mismatch", "source"]),
         "metrics.json": json.dumps([r.row for r in runs], indent=1, default=str),
         "metrics.md": "\n".join(metrics_markdown(runs) + bd_markdown(bd)) + "\n",
         "bd.csv": _csv(bd, BD_COLUMNS),
@@ -158,6 +162,7 @@ def write_report(score_files: list[Path], out: Path, replicates: int = 1000, see
         raise ValueError("no scores files given")
     runs = load_runs(score_files, replicates, seed)
     pairs = one_pairs_file(runs)
+    one_row_per_run(runs)
     rd = rate_distortion(runs)
     texts = report_texts(runs, rd, bd_anchor)
     with atomic_directory(out, owns=is_report_file) as tmp:
