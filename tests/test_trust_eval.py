@@ -296,3 +296,33 @@ def test_report_refuses_two_models_under_one_run_name(scored: list[Path], tmp_pa
     error = one_line_error(out)
     assert code == 1 and "run cresnet39_bmshj2018-hyperprior-mse_q1 again" in error
     assert str(scored[0]) in error and str(tmp_path / "renamed.parquet") in error
+
+
+def test_the_reproduction_scores_each_student_on_the_latents_it_was_trained_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What cdfv-reproduce would run (recorded, not run): every --compressed MODEL=SET names the
+    latent set its model's cdfv-train read, and both the CelebA and the LFW latents come from one
+    codec weights pattern, so cdfv-eval's latent check passes and is never needed there."""
+    import cdfv.reproduction.cli as cli
+    from cdfv.reproduction.steps import Steps
+
+    from test_reproduce import a_data_folder
+
+    ran: list[tuple[str, list[str]]] = []
+
+    def record(steps: Steps, group: object, prog: str, args: list) -> None:
+        argv = [str(a) for a in args]
+        ran.append((prog, argv))
+        Path(argv[argv.index("--out") + 1]).mkdir(parents=True, exist_ok=True)
+
+    monkeypatch.setattr(Steps, "command", record)
+    monkeypatch.setattr(cli, "write_summary", lambda *args: {})
+    data = a_data_folder(tmp_path / "data")
+    result = CliRunner().invoke(cli.main, ["--data", str(data), "--preset", "smoke", "--device", "cpu", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    trained = {argv[argv.index("--out") + 1]: argv[argv.index("--shards") + 1]
+               for prog, argv in ran if prog == "cdfv-train" and "--task" not in argv}
+    coded = [argv for prog, argv in ran if prog == "cdfv-prep" and "--outputs" in argv and "latents" in argv[argv.index("--outputs") + 1]]
+    assert len(coded) == 2 and len({argv[argv.index("--weights") + 1] for argv in coded}) == 1  # CelebA's and LFW's
+    compressed = [argv[i + 1] for prog, argv in ran if prog == "cdfv-eval" for i, a in enumerate(argv) if a == "--compressed"]
+    pairs = [spec.partition("=") for spec in compressed if "=" in spec]
+    assert pairs and all(trained[str(Path(model).parent)] == latents for model, _, latents in pairs)
