@@ -10,7 +10,7 @@ import pyarrow as pa
 from cdfv.shards import Damage, ShardSet
 
 from .embed import EmbeddedSet, embed_keys
-from .facemodels import FaceModel, latents_differ, latents_label, trained_latents
+from .facemodels import FaceModel, latents_label, same_latents, trained_latents
 from .protocol import Pair
 from .scores import MODES, RunInfo, rejected_reasons, score_pairs
 
@@ -81,7 +81,7 @@ def latent_mismatch(model_name: str, info: dict[str, Any], shard_set: ShardSet, 
     with `allow` (--allow-latent-mismatch) returns what differs, for the scores file and report to
     say. None when they agree or the model records no training latents (an untrained export)."""
     trained = trained_latents(info)
-    if not trained or not latents_differ(trained, shard_set.meta.get("codec")):
+    if not trained or same_latents(trained, shard_set.meta.get("codec")):
         return None
     said = (f"{model_name} was trained on {latents_label(trained)}, but shard set {shard_set.name!r} holds "
             f"{latents_label(shard_set.meta.get('codec'))}")

@@ -211,14 +211,13 @@ def latents_label(codec: Mapping[str, Any] | None) -> str:
     return f"{name} q{codec.get('quality')} latents{weights}"
 
 
-def latents_differ(trained: Mapping[str, Any], codec: Mapping[str, Any] | None) -> list[str]:
-    """What differs between the latents a model was trained on and a latent set's (codec meta):
-    name, metric, quality, and the codec weights where both record them."""
+def same_latents(trained: Mapping[str, Any], codec: Mapping[str, Any] | None) -> bool:
+    """Whether a latent set's codec (its meta) is the one a model was trained on: name, metric,
+    quality, and the codec weights where both record them."""
     codec = codec or {}
-    differ = [k for k in ("name", "metric", "quality") if trained.get(k) != codec.get(k)]
-    if trained.get("weights") and codec.get("weights") and trained["weights"] != codec["weights"]:
-        differ.append("weights")
-    return differ
+    if any(trained.get(k) != codec.get(k) for k in ("name", "metric", "quality")):
+        return False
+    return not (trained.get("weights") and codec.get("weights")) or trained["weights"] == codec["weights"]
 
 
 # ---------------------------------------------------------------- stored landmarks
