@@ -127,6 +127,8 @@ def test_a_mismatch_the_user_means_is_recorded_and_marked_in_the_report(toy: Pat
     row = next(line for line in (report / "metrics.md").read_text().splitlines() if line.startswith("| cresnet39_"))
     assert "cresnet39_bmshj2018-hyperprior-mse_q3 (other latents than trained on)" in row
     assert f"scored with --allow-latent-mismatch: {said}" in (report / "metrics.md").read_text()
+    deltas = (report / "metrics.md").read_text().split("## Bjontegaard deltas")[1]
+    assert "| cresnet39 compressed bmshj2018-hyperprior-mse (other latents than trained on) |" in deltas
     (entry,) = json.loads((report / "metrics.json").read_text())
     assert entry["latent_mismatch"] == said
     assert "latent_mismatch" in (report / "metrics.csv").read_text().splitlines()[0]
