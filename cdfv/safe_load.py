@@ -26,11 +26,33 @@ def load_torch_file(path: Path, what: str) -> Any:
     except pickle.UnpicklingError as e:  # a pickle that would run code: say what it asked for, not torch's advice
         refused = _REFUSED.search(str(e))
         if refused is None:
-            raise ValueError(f"{path}: not a {what} ({_first_line(e)})") from None
+            raise ValueError(f"{path}: not a {what}: {foreign(path) or _first_line(e)}") from None
         raise ValueError(f"{path}: not a {what} that loads safely: it asks for {refused.group(1)}, which is not a tensor, "
                          f"a number or a container, and cdfv never runs code from a file") from None
-    except Exception as e:  # a foreign or damaged file: torch raises many types
-        raise ValueError(f"{path}: not a {what} that loads safely ({type(e).__name__}: {_first_line(e)})") from None
+    except Exception:  # a foreign or damaged file: torch raises many types, whose words (IndexError: pop from empty list) help no user
+        said = foreign(path) or "a damaged or truncated PyTorch file (or a zip archive or pickle of another program)"
+        raise ValueError(f"{path}: not a {what}: {said}") from None
+
+
+ZIP_MAGIC, PICKLE_MAGIC = b"PK\x03\x04", b"\x80"  # torch.save writes a zip archive, or (before torch 1.6) a pickle
+
+
+def foreign(path: Path) -> str | None:
+    """What a file is that cannot be a PyTorch file, from its first bytes (empty, text, another kind);
+    None for a zip archive or a pickle, the two forms torch.save writes."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if not head:
+        return "the file is empty"
+    if head.startswith((ZIP_MAGIC, PICKLE_MAGIC)):
+        return None
+    text = b"\0" not in head
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        text = text and e.start >= len(head) - 3  # only a character cut at the end of the bytes read
+    kind = "a text file" if text else "another kind of file"
+    return f"{kind}, not a PyTorch file (torch.save writes a zip archive, or before torch 1.6 a pickle)"
 
 
 # torch words its refusal "Unsupported global: GLOBAL x" or "unsupported GLOBAL x whose module y is blocked"

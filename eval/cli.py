@@ -110,20 +110,27 @@ def main() -> None:
 @click.option("--damaged", type=click.Choice(["error", "skip"]), default="error", show_default=True,
               help="a damaged or missing shard stops the run, or (skip) is read past: its intact samples are kept and the "
                    "pairs it loses are missing, with the reason, under the --missing policy")
+@click.option("--allow-latent-mismatch", is_flag=True,
+              help="score a --compressed model on latents other than those it was trained on (another codec, metric, "
+                   "quality or codec weights; refused by default): recorded in its scores file, marked in the report")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("results"), show_default=True,
-              help="writes scores/<run>.parquet and report/ (metrics.csv/.md/.json, bd.csv/.json, rd-<codec>.json, plots)")
+              help="writes scores/<run>.parquet and report/ (metrics.csv/.md/.json, bd.csv/.json, rd-<codec>.json, plots), "
+                   "all replaced together or, on an error, none")
 @common_options
 def run(pairs_path: Path, faces: str | None, image_model: str | None, onnx_channels: str, decoded_sets: tuple[str, ...],
         compressed_runs: tuple[str, ...], no_original: bool, root: Path | None, missing: str, flip: bool,
-        device: str, precision: str, batch_size: int, bootstrap: int, bd_anchor: str | None, damaged: str, out: Path) -> None:
-    """Scores every pair for each solution given, then writes the side-by-side report."""
+        device: str, precision: str, batch_size: int, bootstrap: int, bd_anchor: str | None, damaged: str,
+        allow_latent_mismatch: bool, out: Path) -> None:
+    """Scores every pair for each solution given, then writes the side-by-side report; the scores
+    files and the report replace an earlier run's in --out together, or on an error not at all."""
+    from cdfv.atomic import atomic_files
     from cdfv.shards import open_shard_set, remove_stale_temporaries
 
-    from .evaluate import EmbeddingCache, evaluate
+    from .evaluate import EmbeddingCache, codec_fields, evaluate, latent_mismatch, run_name
     from .facemodels import FaceModel, load_face_model
     from .protocol import pairs_sha256, read_pairs
     from .report import write_report
-    from .scores import write_scores
+    from .scores import scores_bytes
 
     if (decoded_sets or faces or image_model) and (faces is None or image_model is None):
         raise click.UsageError("the original and decoded anchors need both --faces (references) and --image-model")
@@ -145,21 +152,40 @@ def run(pairs_path: Path, faces: str | None, image_model: str | None, onnx_chann
         jobs.append(("compressed", model_path, set_name, set_name))
     if not jobs:
         raise click.UsageError("nothing to evaluate: give --faces with --image-model, --decoded or --compressed")
-    cache = EmbeddingCache(damage_policy=damaged)
     models: dict[str, FaceModel] = {}
-    written = []
+    runs = {}  # run name -> (mode, model spec, probe set, reference set, latent mismatch): all checked before any scoring
     for mode, model_spec, probe_name, reference_name in jobs:
         if model_spec not in models:
             models[model_spec] = load_face_model(model_spec, device, flip=flip, precision=precision, onnx_channels=onnx_channels)
         probe_set, reference_set = (open_shard_set(name, root, damage=damaged) for name in (probe_name, reference_name))
+        info = models[model_spec].info
+        mismatch = None
+        if mode == "compressed":
+            mismatch = latent_mismatch(f"--compressed {model_spec}", info, probe_set, allow_latent_mismatch)
+        name = run_name(info["arch"], mode, *codec_fields(probe_set))
+        if name in runs:  # one scores file per run name: the second would replace the first
+            raise click.UsageError(f"{mode} {model_spec} on {probe_name} and {runs[name][0]} {runs[name][1]} on "
+                                   f"{runs[name][2].name} are both run {name}; give each its own cdfv-eval run --out")
+        runs[name] = (mode, model_spec, probe_set, reference_set, mismatch)
+    cache = EmbeddingCache(damage_policy=damaged)
+    contents = {}
+    for mode, model_spec, probe_set, reference_set, mismatch in runs.values():
         table, meta = evaluate(pairs, mode, models[model_spec], probe_set, reference_set, missing, batch_size, cache)
         meta["pairs_file"], meta["pairs_sha256"] = str(pairs_path), pairs_digest
-        path = out / "scores" / f"{meta['run']}.parquet"
-        write_scores(path, table, meta)
-        written.append(path)
-        log.info("%s: %d pairs, %d missing (%s), %d images embedded -> %s", meta["run"], meta["pairs"], meta["missing_pairs"],
-                 missing, meta["embedded_images"], path)
-    files = write_report(written, out / "report", bootstrap, bd_anchor=bd_anchor)
+        if mismatch:
+            meta["latent_mismatch"] = mismatch
+            log.warning("%s: scored with --allow-latent-mismatch: %s", meta["run"], mismatch)
+        contents[f"{meta['run']}.parquet"] = scores_bytes(table, meta)
+        log.info("%s: %d pairs, %d missing (%s), %d images embedded", meta["run"], meta["pairs"], meta["missing_pairs"],
+                 missing, meta["embedded_images"])
+    report_dir = out / "report"
+    try:
+        with atomic_files(out / "scores", contents) as written:
+            files = write_report(written, report_dir, bootstrap, bd_anchor=bd_anchor)
+    except OSError as e:  # say the report is untouched where the report's own swap has not said so
+        said = f"{report_dir} is left as it was"
+        raise OSError(e.errno, e.strerror if said in str(e.strerror) else f"{e.strerror}; {said}", e.filename) from e
+    log.info("scores: %s", ", ".join(str(p) for p in written))
     click.echo((out / "report" / "metrics.md").read_text())
     click.echo(f"report: {', '.join(str(f) for f in files)}")
 

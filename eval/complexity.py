@@ -51,7 +51,7 @@ from cdfv.pipeline.codecs import CodecSpec
 from cdfv.shards.spec import CODED_SIZE, FACE_PIXELS, FACE_SIZE
 from cdfv.trainer.macs import TransposedAt, count_macs
 
-from .facemodels import ARCFACE_TEMPLATE, DlibModel, DlibNativeFaceModel, Embedder, FaceModel, OnnxFaceModel
+from .facemodels import ARCFACE_TEMPLATE, DlibModel, DlibNativeFaceModel, Embedder, FaceModel, OnnxFaceModel, trained_latents
 from .markdown import cell, table
 
 LATENT_GRID = CODED_SIZE // 16  # 16x16 y_hat of a 256x256 picture (the zoo's codecs downsample x16)
@@ -297,7 +297,7 @@ def latent_qualities(info: Mapping[str, Any], name: str, qualities: Sequence[int
     to the codec quality of its training latents when its info records them (train_shards.meta.codec)."""
     m = info["in_channels"]
     fits = [q for q in qualities if CodecSpec(codec, q).latent_channels == m]
-    trained_on = ((info.get("train_shards") or {}).get("meta") or {}).get("codec")
+    trained_on = trained_latents(info)
     if trained_on:
         label = f"{trained_on.get('name')} q{trained_on.get('quality')}"
         if trained_on.get("name") != codec:

@@ -10,7 +10,7 @@ import pyarrow as pa
 from cdfv.shards import Damage, ShardSet
 
 from .embed import EmbeddedSet, embed_keys
-from .facemodels import FaceModel
+from .facemodels import FaceModel, latents_label, same_latents, trained_latents
 from .protocol import Pair
 from .scores import MODES, RunInfo, rejected_reasons, score_pairs
 
@@ -74,6 +74,22 @@ def check_variant(mode: str, probe_set: ShardSet, reference_set: ShardSet) -> No
         got = shard_set.meta.get("variant")
         if got != want:
             raise ValueError(f"{mode} mode needs {want} {role} faces; shard set {shard_set.name!r} is {got!r}")
+
+
+def latent_mismatch(model_name: str, info: dict[str, Any], shard_set: ShardSet, allow: bool = False) -> str | None:
+    """Refuses a latent model on latents other than those it was trained on (another codec, metric,
+    quality or codec weights: its scores would read as that set's without a word), naming both;
+    with `allow` (--allow-latent-mismatch) returns what differs, for the scores file and report to
+    say. None when they agree or the model records no training latents (an untrained export)."""
+    trained = trained_latents(info)
+    if not trained or same_latents(trained, shard_set.meta.get("codec")):
+        return None
+    said = (f"{model_name} was trained on {latents_label(trained)}, but shard set {shard_set.name!r} holds "
+            f"{latents_label(shard_set.meta.get('codec'))}")
+    if not allow:
+        raise ValueError(f"{said}; score it on latents of its own codec, quality and weights, or give "
+                         f"--allow-latent-mismatch to score it anyway (the report marks the run)")
+    return said
 
 
 def evaluate(

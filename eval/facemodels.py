@@ -191,6 +191,35 @@ class Embedder(FaceModel):
         return self(raw).cpu().numpy()
 
 
+# ---------------------------------------------------------------- the latents a model was trained on
+
+
+def trained_latents(info: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The codec of the latents a latent model was trained on, as its info records it (the training
+    set's meta, train_shards.meta.codec: name, metric, quality, weights); None where the info records
+    none (an untrained export). A model only reads latents of that codec, quality and weights: any
+    other gives embeddings it never learned, silently (cdfv-eval run and complexity check this)."""
+    return ((info.get("train_shards") or {}).get("meta") or {}).get("codec") or None
+
+
+def latents_label(codec: Mapping[str, Any] | None) -> str:
+    """A latent codec as messages and reports name it: bmshj2018-hyperprior-mse q1 (weights ...)."""
+    if not codec:
+        return "latents of an unrecorded codec"
+    name = f"{codec.get('name')}-{codec['metric']}" if codec.get("metric") else str(codec.get("name"))
+    weights = f" (codec weights {codec['weights']})" if codec.get("weights") else ""
+    return f"{name} q{codec.get('quality')} latents{weights}"
+
+
+def same_latents(trained: Mapping[str, Any], codec: Mapping[str, Any] | None) -> bool:
+    """Whether a latent set's codec (its meta) is the one a model was trained on: name, metric,
+    quality, and the codec weights where both record them."""
+    codec = codec or {}
+    if any(trained.get(k) != codec.get(k) for k in ("name", "metric", "quality")):
+        return False
+    return not (trained.get("weights") and codec.get("weights")) or trained["weights"] == codec["weights"]
+
+
 # ---------------------------------------------------------------- stored landmarks
 
 

@@ -29,16 +29,22 @@ RATE_PAD = 1.15  # the rate axis reaches this factor beyond the lowest and highe
 LIGHTEST, DARKEST = 0.55, 0.35  # how far a run's shade moves toward white (lowest rate) or black (highest)
 
 
+HOLLOW_MODES = ("compressed",)  # modes drawn with open markers, so a codec's compressed and decoded points differ at a glance
+DODGE, DODGE_SPREAD = 0.02, 0.08  # shares of a rate axis's width: between neighbouring lines' points, and for all of them
+
+
 @dataclass(frozen=True)
 class Look:
-    """How one line, run or baseline is drawn."""
+    """How one line, run or baseline is drawn; `filled` markers (decoded) or open ones (compressed)."""
 
     color: tuple[float, float, float] | str
     marker: str
     linestyle: Any
+    filled: bool = True
 
     def kwargs(self, markers: bool = True) -> dict[str, Any]:
-        return {"color": self.color, "linestyle": self.linestyle, **({"marker": self.marker} if markers else {})}
+        marker = {"marker": self.marker, **({} if self.filled else {"markerfacecolor": "white"})} if markers else {}
+        return {"color": self.color, "linestyle": self.linestyle, **marker}
 
 
 def shade(color: Any, rank: int, count: int) -> tuple[float, float, float]:
@@ -75,10 +81,10 @@ class Styles:
         return cls({c: PALETTE[i % len(PALETTE)] for i, c in enumerate(codecs)},
                    {a: (MARKERS[i % len(MARKERS)], DASHES[i % len(DASHES)]) for i, a in enumerate(archs)}, ranks)
 
-    def line(self, arch: str, codec: str | None) -> Look:
-        """A face model's line on a codec (codec None: its original-face baseline)."""
+    def line(self, arch: str, codec: str | None, mode: str | None = None) -> Look:
+        """A face model's line on a codec in a mode (codec None: its original-face baseline)."""
         marker, dash = self.models[arch]
-        return Look(self.codecs[codec] if codec else ORIGINAL_COLOR, marker, dash)
+        return Look(self.codecs[codec] if codec else ORIGINAL_COLOR, marker, dash, mode not in HOLLOW_MODES)
 
     def codec(self, codec: str) -> Look:
         """A line that belongs to the codec alone (reconstruction quality, whatever the face model)."""
@@ -92,19 +98,39 @@ class Styles:
         return Look(shade(look.color, *self.ranks[(run.row["codec"], run.row["quality"])]), look.marker, look.linestyle)
 
 
-def log_rate_axis(ax: Axes, rates: Sequence[float]) -> None:
-    """Rate on a log axis over the data's rates (padded, and widened around a single rate), with
-    plain-number ticks: 1-2-5 a decade over wide ranges, more per decade over narrow ones (0.3, 0.4,
-    0.5, 0.7, 1 over 0.3-1.1 bpp), a few evenly spaced ones over less than a decade."""
-    ax.set_xlabel("mean probe rate [bpp, log scale]")
+def rate_limits(rates: Sequence[float]) -> tuple[float, float] | None:
+    """The rate axis's limits over the data's rates: padded, and widened around a single rate; None
+    where no rate is known."""
     known = [r for r in rates if math.isfinite(r) and r > 0]
-    if not known:  # scores files without rates: nothing to place on the axis
-        return
+    if not known:
+        return None
     lo, hi = min(known), max(known)
     pad = max(RATE_PAD, (hi / lo) ** 0.05)
+    return lo / pad, hi * pad
+
+
+def dodge_factors(count: int, rates: Sequence[float]) -> list[float]:
+    """Factors that shift `count` lines' rates apart on the log rate axis (DODGE of its width between
+    neighbours, DODGE_SPREAD at most for all), centred on the true rate, so points of one rate (a
+    codec's decoded and compressed runs, rate-matched anchors) keep their error bars apart."""
+    limits = rate_limits(rates)
+    if limits is None or count < 2:
+        return [1.0] * count
+    step = min(DODGE, DODGE_SPREAD / (count - 1)) * math.log10(limits[1] / limits[0])
+    return [10.0 ** ((i - (count - 1) / 2) * step) for i in range(count)]
+
+
+def log_rate_axis(ax: Axes, rates: Sequence[float]) -> None:
+    """Rate on a log axis over the data's rates (rate_limits), with plain-number ticks: 1-2-5 a
+    decade over wide ranges, more per decade over narrow ones (0.3, 0.4, 0.5, 0.7, 1 over 0.3-1.1
+    bpp), a few evenly spaced ones over less than a decade."""
+    ax.set_xlabel("mean probe rate [bpp, log scale]")
+    limits = rate_limits(rates)
+    if limits is None:  # scores files without rates: nothing to place on the axis
+        return
     ax.set_xscale("log")
-    ax.set_xlim(lo / pad, hi * pad)
-    decades = math.log10(hi / lo * pad * pad)
+    ax.set_xlim(*limits)
+    decades = math.log10(limits[1] / limits[0])
     if decades < 0.6:
         ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
     else:

@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from .metrics import FAR_TARGETS, POINT_METRICS, roc
-from .plot_style import Styles, baseline, legend_outside, log_rate_axis
-from .runs import Run, natural_key, plot_lines
+from .plot_style import Styles, baseline, dodge_factors, legend_outside, log_rate_axis
+from .runs import MISMATCH_MARK, Run, natural_key, plot_lines
 
 METRIC_TITLES = {"tar_at_far_1e-3": "TAR@FAR=1e-3", "tar_at_far_1e-2": "TAR@FAR=1e-2", "eer": "EER", "auc": "AUC"}
 MAX_CURVES = 10  # curves one axes holds apart (a qualitative palette's size); more go into panels
@@ -39,15 +39,17 @@ def metrics_vs_rate(runs: list[Run], styles: Styles) -> Figure | None:
         return None
     fig = Figure(figsize=(11, 7.5), layout="constrained")
     axes = fig.subplots(2, 2, sharex=True)
+    rates = [r.row["bpp"] for group in lines.values() for r in group]
+    dodge = dict(zip(lines, dodge_factors(len(lines), rates)))
     for ax, metric in zip(axes.flat, POINT_METRICS):
         for name, group in lines.items():
-            x = [r.row["bpp"] for r in group]
+            x = [r.row["bpp"] * dodge[name] for r in group]
             y = np.array([r.row[metric] for r in group])
             lo = np.array([r.row.get(metric + "_lo", v) for r, v in zip(group, y)])
             hi = np.array([r.row.get(metric + "_hi", v) for r, v in zip(group, y)])
-            look = styles.line(group[0].row["arch"], group[0].row["codec"])
-            ax.errorbar(x, y, yerr=np.vstack([y - lo, hi - y]), capsize=3, markersize=5, linewidth=1.4, label=name,
-                        **look.kwargs())
+            look = styles.line(group[0].row["arch"], group[0].row["codec"], group[0].mode)
+            ax.errorbar(x, y, yerr=np.vstack([y - lo, hi - y]), capsize=3, markersize=5, linewidth=1.4,
+                        label=_marked(name, group), **look.kwargs())
         for slot, run in enumerate(_originals(runs)):
             baseline(ax, run.row[metric], styles.line(run.row["arch"], None), f"{run.row['arch']} original", slot)
         note = _resolution(runs, metric)
@@ -59,6 +61,11 @@ def metrics_vs_rate(runs: list[Run], styles: Styles) -> Figure | None:
         ax.set_xlabel("")  # the column shares the bottom axes' rate axis
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right upper", fontsize=8)
+    shift = max(dodge.values()) - 1.0
+    if shift > 0:
+        fig.supxlabel(f"Lines drawn apart: each line's points shifted by one factor, up to \u00b1{100 * shift:.1f} % of their rate, "
+                      f"so error bars at one rate do not cover each other\n(metrics.csv holds the measured rates). "
+                      f"Open markers: compressed domain; filled: decoded.", fontsize=8, color="0.35")
     return fig
 
 
@@ -74,12 +81,17 @@ def roc_panels(runs: list[Run]) -> list[tuple[str, list[Run]]]:
     return [(arch, [r for r in runs if r.row["arch"] == arch]) for arch in archs]
 
 
+def _marked(label: str, runs: list[Run]) -> str:
+    """A legend label, marked where a run was scored on other latents than its model was trained on."""
+    return f"{label} {MISMATCH_MARK}" if any(r.row["latent_mismatch"] for r in runs) else label
+
+
 def _roc_label(run: Run, codec_shown: bool) -> str:
     row = run.row
     if run.mode == "original":
         return f"{row['arch']} original"
     codec = f" {row['codec']}" if codec_shown else ""
-    return f"{row['arch']} {run.mode}{codec} q{row['quality']:g} ({row['bpp']:.3g} bpp)"
+    return _marked(f"{row['arch']} {run.mode}{codec} q{row['quality']:g} ({row['bpp']:.3g} bpp)", [run])
 
 
 def roc_figure(runs: list[Run], styles: Styles) -> Figure:
@@ -143,8 +155,10 @@ def histograms(runs: list[Run]) -> Figure:
     for row_axes, (name, members) in zip(axes, rows):
         for ax, run in zip(row_axes, members):
             bins = np.linspace(*ranges[run.row["arch"]], HIST_BINS + 1)
-            ax.hist(run.scores[~run.labels], bins=bins, color=IMPOSTOR_COLOR, alpha=0.6, label="different persons")
-            ax.hist(run.scores[run.labels], bins=bins, color=GENUINE_COLOR, alpha=0.6, label="same person")
+            for scores, color, label in ((run.scores[~run.labels], IMPOSTOR_COLOR, "different persons"),
+                                         (run.scores[run.labels], GENUINE_COLOR, "same person")):
+                ax.hist(scores, bins=bins, histtype="step", linewidth=1.1, color=color, label=label)  # outlines: no blend where they overlap
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # pair counts
             ax.set_xlim(bins[0], bins[-1])
             ax.set_title(run.row["arch"] if run.mode == "original" else f"q{run.row['quality']:g}, {run.row['bpp']:.3g} bpp",
                          fontsize=7)
@@ -154,7 +168,7 @@ def histograms(runs: list[Run]) -> Figure:
             ax.set_axis_off()
     axes[-1][0].set_xlabel("cosine score", fontsize=7)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside upper center", ncols=2, fontsize=8)
+    fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=8)  # the top left holds the pairs file
     return fig
 
 

@@ -10,7 +10,7 @@ import io
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from .bd import INTERPOLATION, MIN_POINTS, compare
 from .markdown import cell, note_column, table
 from .metrics import POINT_METRICS
 from .plots import FIGURE_FILES, METRIC_TITLES, figures
-from .runs import Run, load_runs, one_pairs_file, plot_lines, rate_distortion
+from .runs import MISMATCH_MARK, Run, load_runs, one_pairs_file, one_row_per_run, plot_lines, rate_distortion
 
 TAR_METRICS = POINT_METRICS[:2]  # the TAR@FAR columns, which carry a resolution note
 TABLE_COLUMNS = (
@@ -72,7 +72,8 @@ METRICS_NOTE = (
 def metrics_markdown(runs: list[Run]) -> list[str]:
     """metrics.md's table: metric [95% CI] per run, rounded, with each TAR@FAR's resolution note."""
     rows = [r.row for r in runs]
-    columns = {"run": [r["run"] + (" (untrained)" if r["untrained"] else "") for r in rows], "mode": [r["mode"] for r in rows],
+    columns = {"run": [r["run"] + (" (untrained)" if r["untrained"] else "") + (f" {MISMATCH_MARK}" if r["latent_mismatch"] else "")
+                       for r in rows], "mode": [r["mode"] for r in rows],
                "bpp": [cell(r["bpp"], 3) for r in rows]}
     for m in POINT_METRICS:
         header, cells = f"{METRIC_TITLES[m]} [95% CI]", [_interval(r, m) for r in rows]
@@ -83,7 +84,10 @@ def metrics_markdown(runs: list[Run]) -> list[str]:
                                for r in rows]
     columns["1e-3 point set by"] = [f"impostor #{r['tar_at_far_1e-3_impostors_above'] + 1} of {r['impostor_pairs']}" for r in rows]
     columns["missing"] = [f"{r['missing']}/{r['pairs']}" for r in rows]
-    return [f"Pairs: {rows[0]['pairs_file']}. Made by {describe()}.", "", *table(list(columns), [list(row) for row in zip(*columns.values())]), "", METRICS_NOTE]
+    mismatched = [f"{r['run']} {MISMATCH_MARK}, scored with --allow-latent-mismatch: {r['latent_mismatch']}."
+                  for r in rows if r["latent_mismatch"]]
+    return [f"Pairs: {rows[0]['pairs_file']}. Made by {describe()}.", "", *table(list(columns), [list(row) for row in zip(*columns.values())]),
+            *([""] + mismatched if mismatched else []), "", METRICS_NOTE]
 
 
 def rd_file(codec: str) -> str:
@@ -109,12 +113,13 @@ def _delta_cell(value: float, reason: str, scale: float, unit: str) -> str:
     return f"n/a: {reason}" if reason else f"{value * scale:+.2f} {unit}"
 
 
-def bd_markdown(rows: list[dict[str, Any]]) -> list[str]:
-    """metrics.md's section of Bjontegaard deltas."""
+def bd_markdown(rows: list[dict[str, Any]], marked: Collection[str] = ()) -> list[str]:
+    """metrics.md's section of Bjontegaard deltas; `marked`: lines with a run scored on other
+    latents than its model was trained on."""
     lines = ["", "## Bjontegaard deltas against the decoded anchor", ""]
     if rows:
         lines += table(["method", "anchor (chosen by)", "metric", "points (method/anchor)", "BD-rate", "BD-metric"], [[
-            r["method"], f"{r['anchor']} ({r['anchor_choice']})" if r["anchor"] else "none", r["metric"],
+            r["method"] + (f" {MISMATCH_MARK}" if r["method"] in marked else ""), f"{r['anchor']} ({r['anchor_choice']})" if r["anchor"] else "none", r["metric"],
             f"{r['points']}/{r['anchor_points']}", _delta_cell(r["bd_rate_percent"], r["bd_rate_reason"], 1.0, "%"),
             _delta_cell(r["bd_metric"], r["bd_metric_reason"], 100.0, "pp")] for r in rows])
     else:
@@ -126,12 +131,14 @@ def report_texts(runs: list[Run], rd: dict[str, dict[str, Any]], bd_anchor: str 
     """The report's tables by file name: metrics (CSV, JSON, Markdown), the Bjontegaard deltas of
     each plot line against its decoded anchor (cdfv.eval.bd; bd_anchor: a plot line's name for all),
     and rd-<codec>.json per codec with decoded runs (runs.rate_distortion)."""
-    bd = compare({name: [r.row for r in group] for name, group in plot_lines(runs).items()}, bd_anchor)
+    lines = plot_lines(runs)
+    bd = compare({name: [r.row for r in group] for name, group in lines.items()}, bd_anchor)
+    marked = {name for name, group in lines.items() if any(r.row["latent_mismatch"] for r in group)}
     plain = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()} for row in bd]
     texts = {
-        "metrics.csv": _csv([r.row for r in runs], [*TABLE_COLUMNS, "untrained", "source"]),
+        "metrics.csv": _csv([r.row for r in runs], [*TABLE_COLUMNS, "untrained", "latent_mismatch", "source"]),
         "metrics.json": json.dumps([r.row for r in runs], indent=1, default=str),
-        "metrics.md": "\n".join(metrics_markdown(runs) + bd_markdown(bd)) + "\n",
+        "metrics.md": "\n".join(metrics_markdown(runs) + bd_markdown(bd, marked)) + "\n",
         "bd.csv": _csv(bd, BD_COLUMNS),
         "bd.json": json.dumps({"interpolation": INTERPOLATION, "bjontegaard": version("bjontegaard"), "note": BD_NOTE,
                                "rows": plain}, indent=1, allow_nan=False) + "\n",
@@ -158,6 +165,7 @@ def write_report(score_files: list[Path], out: Path, replicates: int = 1000, see
         raise ValueError("no scores files given")
     runs = load_runs(score_files, replicates, seed)
     pairs = one_pairs_file(runs)
+    one_row_per_run(runs)
     rd = rate_distortion(runs)
     texts = report_texts(runs, rd, bd_anchor)
     with atomic_directory(out, owns=is_report_file) as tmp:

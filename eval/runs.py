@@ -18,6 +18,9 @@ from .metrics import summarize
 from .scores import read_scores
 
 
+MISMATCH_MARK = "(other latents than trained on)"  # beside a run scored with --allow-latent-mismatch, wherever it is named
+
+
 @dataclass
 class Run:
     """One scores file, loaded: the pair columns as arrays, and its metrics row."""
@@ -88,13 +91,38 @@ def load_run(path: Path, replicates: int = 1000, seed: int = 0) -> Run:
         **summarize(labels[kept], scores[kept], folds[kept], replicates, seed),
         "source": str(path),
         "untrained": bool((meta.get("model") or {}).get("untrained")) or bool(meta.get("untrained_codec")),
+        "latent_mismatch": meta.get("latent_mismatch") or "",  # scored on other latents than trained on (cdfv-eval run)
         "provenance": {"scores": meta.get("provenance"), "report": provenance()},  # the software that scored, and that measured
     }
     return Run(first["run"], first["mode"], labels[kept], scores[kept], row, meta)
 
 
+def distinct_files(paths: list[Path]) -> None:
+    """Refuses a scores file given twice (also by another path to it): its row would be counted twice."""
+    seen: dict[tuple[int, int], Path] = {}
+    for path in map(Path, paths):
+        st = path.stat()
+        first = seen.setdefault((st.st_dev, st.st_ino), path)
+        if first is not path:
+            raise ValueError(f"{path}: the same scores file as {first}, given twice; a report takes each once")
+
+
+def one_row_per_run(runs: list[Run]) -> None:
+    """Refuses two scores files of one run name (two models or sets that name alike): the report's
+    rows, plot lines and deltas are keyed by it, so one would be counted under the other's name."""
+    seen: dict[str, Run] = {}
+    for run in runs:
+        first = seen.setdefault(run.name, run)
+        if first is not run:
+            raise ValueError(f"{run.row['source']}: run {run.name} again ({run.row['model_id']}), already in "
+                             f"{first.row['source']} ({first.row['model_id']}); a report holds one row per run: "
+                             f"report them into separate --out folders")
+
+
 def load_runs(paths: list[Path], replicates: int = 1000, seed: int = 0) -> list[Run]:
-    """The runs of a report in natural order of their names, whatever order the files came in."""
+    """The runs of a report in natural order of their names, whatever order the files came in, each
+    file once."""
+    distinct_files(paths)
     bar = progress.bar(len(paths), "metrics", unit="run", iterable=paths)
     return sorted((load_run(Path(p), replicates, seed) for p in bar), key=lambda r: natural_key(r.name))
 

@@ -123,14 +123,19 @@ def score_pairs(
     return pa.Table.from_pydict(rows, schema=SCHEMA)
 
 
-def write_scores(path: Path, table: pa.Table, run_meta: dict[str, Any]) -> None:
-    """Writes the table with the run's provenance (pairs file, policy, counts, and the software
-    and machine that scored it: cdfv.provenance) in the file's key-value metadata under 'cdfv.eval'."""
+def scores_bytes(table: pa.Table, run_meta: dict[str, Any]) -> bytes:
+    """The scores file's bytes: the table with the run's provenance (pairs file, policy, counts, and
+    the software and machine that scored it: cdfv.provenance) in its key-value metadata under 'cdfv.eval'."""
     run_meta = {**run_meta, "provenance": provenance()}
     table = table.replace_schema_metadata({RUN_META_KEY: json.dumps(run_meta, sort_keys=True).encode()})
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
-    atomic_write_bytes(path, sink.getvalue().to_pybytes())
+    return sink.getvalue().to_pybytes()
+
+
+def write_scores(path: Path, table: pa.Table, run_meta: dict[str, Any]) -> None:
+    """Writes one scores file atomically (cdfv-eval run puts its files in together: cdfv.atomic.atomic_files)."""
+    atomic_write_bytes(path, scores_bytes(table, run_meta))
 
 
 def read_scores(path: Path) -> tuple[pa.Table, dict[str, Any]]:

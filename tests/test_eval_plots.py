@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import colorsys
 import csv
+import dataclasses
 import math
 import re
 from pathlib import Path
 
 import matplotlib.colors as mcolors
+import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.container import ErrorbarContainer
@@ -18,7 +20,8 @@ from matplotlib.figure import Figure
 
 from cdfv.eval.markdown import cell, note_column
 from cdfv.eval.plot_style import ORIGINAL_COLOR, Styles
-from cdfv.eval.plots import MAX_CURVES, figures, histogram_rows, metrics_vs_rate, roc_figure, roc_panels
+from cdfv.eval.plots import (GENUINE_COLOR, IMPOSTOR_COLOR, MAX_CURVES, figures, histogram_rows, metrics_vs_rate, roc_figure,
+                             roc_panels)
 from cdfv.eval.report import write_report
 from cdfv.eval.runs import Run, load_runs, natural_key, one_pairs_file, rate_distortion
 
@@ -258,3 +261,58 @@ def test_a_report_over_two_pairs_files_is_refused_naming_both(score_files: list[
                                          r"pairsDevTest.txt; a report covers one pairs file"):
         write_report([score_files[0], other], tmp_path / "report", replicates=0)
     assert not (tmp_path / "report").exists()
+
+
+@pytest.fixture(scope="module")
+def few(runs: list[Run]) -> list[Run]:
+    """The two original-face runs on 10 pairs each: one narrow row of panels, counts of a few pairs."""
+    return [dataclasses.replace(r, scores=r.scores[::100], labels=r.labels[::100]) for r in runs if r.mode == "original"]
+
+
+def _drawn_histograms(few: list[Run]) -> Figure:
+    fig = figures(few, {}, "pairsDevTest.txt (sha256 0123456789ab)")["score_histograms.png"]
+    FigureCanvasAgg(fig).draw()
+    return fig
+
+
+def test_histogram_counts_have_integer_ticks(drawn: dict[str, Figure], few: list[Run]) -> None:
+    for fig in (drawn["score_histograms.png"], _drawn_histograms(few)):
+        for ax in (ax for ax in fig.axes if ax.axison):
+            lo, hi = ax.get_ylim()
+            ticks = [t for t in ax.get_yticks() if lo <= t <= hi]
+            assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks), ticks  # pairs, not 2.5 of them
+
+
+def test_the_histogram_legend_leaves_the_pairs_caption_readable(drawn: dict[str, Figure], few: list[Run]) -> None:
+    for fig in (drawn["score_histograms.png"], _drawn_histograms(few)):
+        renderer = fig.canvas.get_renderer()
+        (legend,) = fig.legends
+        assert not legend.get_window_extent(renderer).overlaps(fig._suptitle.get_window_extent(renderer))
+
+
+def test_overlapping_histograms_are_outlines_that_do_not_blend(drawn: dict[str, Figure]) -> None:
+    """Two filled translucent histograms mix into a third colour the legend does not explain."""
+    bars = [patch for ax in drawn["score_histograms.png"].axes for patch in ax.patches]
+    assert bars and not any(patch.get_fill() for patch in bars)
+    colours = {mcolors.to_hex(patch.get_edgecolor()) for patch in bars}
+    assert colours == {mcolors.to_hex(IMPOSTOR_COLOR), mcolors.to_hex(GENUINE_COLOR)}
+
+
+def test_a_codecs_decoded_and_compressed_points_stand_apart(runs: list[Run], drawn: dict[str, Figure]) -> None:
+    fig = drawn["metrics_vs_bpp.png"]
+    rates = {r.name: r.row["bpp"] for r in runs}
+    shifts, looks = {}, {}
+    for container in fig.axes[0].containers:
+        line = container.lines[0]
+        arch, mode, codec = container.get_label().split(" ")
+        names = sorted((r.name for r in runs if r.row["arch"] == arch and r.mode == mode and r.row["codec"] == codec),
+                       key=lambda n: rates[n])
+        ratio = np.asarray(line.get_xdata()) / np.array([rates[n] for n in names])
+        assert ratio == pytest.approx(np.full(len(names), ratio[0]))  # one shift per line: its shape is kept
+        shifts[container.get_label()] = ratio[0]
+        looks[mode] = mcolors.to_hex(line.get_markerfacecolor()) == mcolors.to_hex(line.get_color())
+    assert len(set(np.round(list(shifts.values()), 6))) == len(shifts)  # no two lines at one x
+    assert looks == {"decoded": True, "compressed": False}  # filled against open markers
+    stated = float(re.search(r"up to \u00b1([\d.]+) %", fig.get_supxlabel()).group(1))
+    assert max(abs(s - 1) for s in shifts.values()) * 100 == pytest.approx(stated, abs=0.05)
+    assert 0 < stated < 10
