@@ -207,17 +207,27 @@ def latents_label(codec: Mapping[str, Any] | None) -> str:
     if not codec:
         return "latents of an unrecorded codec"
     name = f"{codec.get('name')}-{codec['metric']}" if codec.get("metric") else str(codec.get("name"))
+    name += f"-{codec['variant']}" if codec.get("variant") else ""
     weights = f" (codec weights {codec['weights']})" if codec.get("weights") else ""
     return f"{name} q{codec.get('quality')} latents{weights}"
 
 
 def same_latents(trained: Mapping[str, Any], codec: Mapping[str, Any] | None) -> bool:
     """Whether a latent set's codec (its meta) is the one a model was trained on: name, metric,
-    quality, and the codec weights where both record them."""
+    quality, variant, and the codec weights where both record them (a weights file by its content:
+    a renamed copy is the same codec)."""
     codec = codec or {}
-    if any(trained.get(k) != codec.get(k) for k in ("name", "metric", "quality")):
+    if any(trained.get(k) != codec.get(k) for k in ("name", "metric", "quality")) or \
+            (trained.get("variant") or "") != (codec.get("variant") or ""):
         return False
-    return not (trained.get("weights") and codec.get("weights")) or trained["weights"] == codec["weights"]
+    if not (trained.get("weights") and codec.get("weights")):
+        return True
+    return _weights_content(trained["weights"]) == _weights_content(codec["weights"])
+
+
+def _weights_content(weights_id: str) -> str:
+    """A weights id without the file name a file id carries (file:NAME:sha256-...)."""
+    return weights_id.rsplit(":", 1)[-1] if weights_id.startswith("file:") else weights_id
 
 
 # ---------------------------------------------------------------- stored landmarks

@@ -291,3 +291,13 @@ def test_an_identity_codec_is_a_codec_of_its_own_in_sets_runs_and_reports(taught
     assert (tmp_path / "eval" / "scores" / "dlib-resnet-v1_bmshj2018-hyperprior-mse-id_q1.parquet").is_file()
     training = torch.load(tmp_path / "id" / "codec.pt", weights_only=True)["training"]
     assert training["identity"]["weight"] == 5 and training["steps"] == 1 and training["shards"] == "faces-dlib"
+
+
+def test_a_latent_model_matches_a_renamed_copy_of_its_codec_but_not_another_variant() -> None:
+    from cdfv.eval.facemodels import same_latents
+
+    trained = {"name": "bmshj2018-hyperprior", "metric": "mse", "quality": 1, "weights": "file:codec.pt:sha256-abc"}
+    assert same_latents(trained, {**trained, "weights": "file:codec-q1-copy.pt:sha256-abc"})
+    assert not same_latents(trained, {**trained, "weights": "file:codec.pt:sha256-abd"})
+    assert not same_latents(trained, {**trained, "variant": "id"})
+    assert same_latents({**trained, "variant": "id"}, {**trained, "variant": "id"})

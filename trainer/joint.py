@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cdfv.eval.facemodels import trained_latents
 from cdfv.pipeline.codecs import CodecSpec
 
 from .archs import TRANSPLANTS
@@ -25,12 +26,6 @@ from .export import embedding_info, load_embedding_model, save_embedding_model
 from .transplant import TransplantStudent
 
 ROUNDED_CODECS = ("bmshj2018-factorized", "bmshj2018-hyperprior")  # y_hat = round(y): no predicted means
-
-
-def trained_latents(info: dict[str, Any]) -> dict[str, Any]:
-    """The codec (name, quality, weights, ...) a latent model's info records its training latents
-    were coded by; {} where it records none."""
-    return ((info.get("train_shards") or {}).get("meta") or {}).get("codec") or {}
 
 
 def load_student(path: Path, codec: CodecSpec, channels: int) -> tuple[TransplantStudent, dict[str, Any]]:
@@ -43,7 +38,7 @@ def load_student(path: Path, codec: CodecSpec, channels: int) -> tuple[Transplan
         raise ValueError(f"--student {path}: a {info['arch']}, not a transplanted student (cdfv-train --phase transplant)")
     if info["in_channels"] != channels:
         raise ValueError(f"--student {path}: reads latents of {info['in_channels']} channels; {codec.label} has {channels}")
-    latents = trained_latents(info)
+    latents = trained_latents(info) or {}
     if latents and (latents.get("name"), latents.get("quality")) != (codec.name, codec.quality):
         raise ValueError(f"--student {path}: trained on {latents.get('name')} q{latents.get('quality')} latents, "
                          f"not {codec.name} q{codec.quality}'s")
