@@ -19,10 +19,14 @@ from cdfv.reproduction.summary import goal_met, goal_rows, preset_changes, resul
 
 
 def lfw_layout(data: Path) -> Path:
-    """data/lfw laid out as the command expects, with a one-genuine, one-impostor View 1 pairs file."""
+    """data/lfw laid out as the command expects, with a one-genuine, one-impostor View 1 pairs file
+    and placeholder files for the images it names."""
     (data / "lfw" / "meta").mkdir(parents=True)
-    (data / "lfw" / "deepfunneled").mkdir()
     (data / "lfw" / "meta" / "pairsDevTest.txt").write_text("1\nAnn\t1\t2\nAnn\t1\tBob\t1\n")
+    for name, n in (("Ann", 2), ("Bob", 1)):
+        (data / "lfw" / "deepfunneled" / name).mkdir(parents=True, exist_ok=True)
+        for i in range(1, n + 1):
+            (data / "lfw" / "deepfunneled" / name / f"{name}_{i:04d}.jpg").write_bytes(b"jpeg")
     return data
 
 
@@ -68,6 +72,31 @@ def test_bad_pairs_images_or_qualities_stop_before_any_work_in_one_line(tmp_path
     assert result.exit_code in (1, 2), case
     assert message in result.output and "Traceback" not in result.output, result.output
     assert isinstance(result.exception, SystemExit)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("pairs, message", [
+    # the second pair names Bob_0002, which the image root lacks
+    ("1\nAnn\t1\t2\nAnn\t1\tBob\t2\n", "pairs.txt:3: names Bob__Bob_0002, but {images}/Bob/Bob_0002.jpg is absent"),
+    ("probe,reference,label\nAnn__Ann_0001,Ann__Ann_0002,1\n\nAnn__Ann_0001,Bob__Bob_0002,0\n",
+     "pairs.csv:4: names Bob__Bob_0002, but {images}/Bob/Bob_0002.jpg is absent"),
+    ("probe,reference,label\nAnn__Ann_0001,Ann_0002,1\n", "pairs.csv:2: key 'Ann_0002' is not <person>__<image stem>"),
+    ("probe,reference,label\nAnn__Ann_0001,Ann__x__y,1\n", "pairs.csv:2: key 'Ann__x__y' is not <person>__<image stem>"),
+])
+def test_a_pairs_file_naming_an_absent_image_or_a_bad_key_stops_before_any_training(tmp_path: Path, monkeypatch, pairs: str,
+                                                                                     message: str) -> None:
+    """Today's run read the images only in its evaluation half, after every training step."""
+    import cdfv.reproduction.plan as plan
+
+    monkeypatch.setattr(plan, "learn", lambda *args: pytest.fail("training started"))
+    data = a_data_folder(tmp_path / "data")
+    path = tmp_path / ("pairs.csv" if pairs.startswith("probe") else "pairs.txt")
+    path.write_text(pairs)
+    result = CliRunner().invoke(main, ["--data", str(data), "--pairs", str(path), "--preset", "smoke", "--device", "cpu",
+                                       "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1, result.output
+    assert message.format(images=data / "lfw" / "deepfunneled") in result.output and "Traceback" not in result.output
+    assert f"{path}:" in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
 
 
@@ -223,7 +252,7 @@ def a_data_folder(root: Path) -> Path:
     (data / "natural" / "kodak").mkdir(parents=True)
     (data / "natural" / "kodak" / "kodim01.png").write_bytes(b"png")
     for name, n in (("Ann", 2), ("Bob", 1), ("Cid", 1)):
-        (data / "lfw" / "deepfunneled" / name).mkdir(parents=True)
+        (data / "lfw" / "deepfunneled" / name).mkdir(parents=True, exist_ok=True)
         for i in range(1, n + 1):
             (data / "lfw" / "deepfunneled" / name / f"{name}_{i:04d}.jpg").write_bytes(b"jpeg")
     (data / "lfw" / "meta" / "other.txt").write_text("1\nAnn\t1\t2\nCid\t1\tAnn\t2\n")
