@@ -12,7 +12,7 @@ from matplotlib.ticker import NullFormatter
 
 from .metrics import FAR_TARGETS, POINT_METRICS, roc
 from .plot_style import Styles, baseline, legend_outside, log_rate_axis
-from .runs import Run, natural_key, plot_lines
+from .runs import Run, codec_setting, natural_key, plot_lines
 
 METRIC_TITLES = {"tar_at_far_1e-3": "TAR@FAR=1e-3", "tar_at_far_1e-2": "TAR@FAR=1e-2", "eer": "EER", "auc": "AUC"}
 MAX_CURVES = 10  # curves one axes holds apart (a qualitative palette's size); more go into panels
@@ -78,8 +78,8 @@ def _roc_label(run: Run, codec_shown: bool) -> str:
     row = run.row
     if run.mode == "original":
         return f"{row['arch']} original"
-    codec = f" {row['codec']}" if codec_shown else ""
-    return f"{row['arch']} {run.mode}{codec} q{row['quality']:g} ({row['bpp']:.3g} bpp)"
+    codec, setting = codec_setting(row["codec"], row["quality"])
+    return f"{row['arch']} {run.mode}{f' {codec}' if codec_shown else ''} {setting} ({row['bpp']:.3g} bpp)"
 
 
 def roc_figure(runs: list[Run], styles: Styles) -> Figure:
@@ -146,7 +146,8 @@ def histograms(runs: list[Run]) -> Figure:
             ax.hist(run.scores[~run.labels], bins=bins, color=IMPOSTOR_COLOR, alpha=0.6, label="different persons")
             ax.hist(run.scores[run.labels], bins=bins, color=GENUINE_COLOR, alpha=0.6, label="same person")
             ax.set_xlim(bins[0], bins[-1])
-            ax.set_title(run.row["arch"] if run.mode == "original" else f"q{run.row['quality']:g}, {run.row['bpp']:.3g} bpp",
+            ax.set_title(run.row["arch"] if run.mode == "original"
+                         else f"{codec_setting(run.row['codec'], run.row['quality'])[1]}, {run.row['bpp']:.3g} bpp",
                          fontsize=7)
             ax.tick_params(labelsize=6)
         row_axes[0].set_ylabel(name.replace(" ", "\n", 2), fontsize=7)

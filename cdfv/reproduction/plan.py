@@ -206,7 +206,10 @@ def measure(steps: Steps, layout: Layout, evaluation: Evaluation, preset: Preset
 
 def conventional_anchors(steps: Steps, prep: click.Command, lfw: Path, qualities: tuple[int, ...]) -> dict[str, Any]:
     """JPEG, JPEG 2000 and HEVC-intra rate-matched to each learned-codec quality; a rate a codec
-    cannot reach (JPEG's headers alone cost about 0.1 bpp) is listed, not fatal."""
+    cannot reach is listed, not fatal. JPEG's lowest rate, quality 1, is 0.12-0.13 bpp on these
+    faces, of which its headers (quantisation and optimised Huffman tables, frame and scan headers)
+    take about 0.044: 270-283 bytes, the rate-bearing file less its entropy-coded segment, measured
+    with Pillow as the anchor codes (4:2:0, optimised) on 100 LFW faces cut to 224x224."""
     from cdfv import shards
 
     unreachable = []
