@@ -63,7 +63,8 @@ def chance_verdict(metrics: dict[str, Any], who: str) -> str:
 
 
 GOAL_HEADER = ["rate", "compressed-domain model", "TAR@1e-2", "dlib decoded TAR@1e-2", "gap", "accuracy goal", "GMAC (true)",
-               "ms/pair", "dlib decoded ms/pair", "speed-up", "speed-up, thesis's convention (no entropy decoding)", "speed goal"]
+               "ms/pair incl. entropy decoding", "dlib decoded ms/pair incl. entropy decoding", "speed-up",
+               "speed-up, thesis's convention (no entropy decoding)", "speed goal"]
 ACCURACY, SPEED = GOAL_HEADER.index("accuracy goal"), GOAL_HEADER.index("speed goal")
 
 
