@@ -234,9 +234,10 @@ def report(score_files: tuple[Path, ...], out: Path, bootstrap: int, seed: int, 
 def complexity(qualities: str, codec: str, image_model: str | None, compressed_models: tuple[str, ...],
                codec_weights: str | None, timed: bool, device: str, precision: str, batch_pairs: int, repeats: int,
                warmup: int, width: int, out: Path | None) -> None:
-    """Table 7: GMAC and kMAC/px after entropy decoding per solution, counted as Table 7 does
-    (transposed convolutions at output resolution) and as performed, optionally timed; for the
-    thesis-size untrained models or the models of a run."""
+    """Table 7: GMAC and kMAC/px per face of each solution (the hyper-decoder of entropy decoding
+    included), counted as Table 7 does (transposed convolutions at output resolution) and as
+    performed, optionally timed with entropy decoding beside; for the thesis-size untrained models
+    or the models of a run."""
     import torch
 
     from .complexity import TimingPlan, complexity_report, markdown_table

@@ -1,9 +1,12 @@
 """Complexity per solution as thesis 6.4.1 / Table 7 defines it, for the thesis-size untrained
 architectures or for the actual models of a run.
 
-Operations: MACs of one face's path after entropy decoding, counted by cdfv.trainer.macs.count_macs
-(Conv2d, Linear and ConvTranspose2d; GDN/IGDN, pooling, norms and activations free, as the JPEG AI
-counting tool the thesis used does):
+Operations: MACs of one face's path, counted by cdfv.trainer.macs.count_macs (Conv2d, Linear and
+ConvTranspose2d; GDN/IGDN, pooling, norms and activations free, as the JPEG AI counting tool the
+thesis used does). A decoded or compressed face is entropy-decoded first, which runs the codec's
+hyper-decoder h_s on z (4x4 for a 256x256 picture) for y's scales: its MACs are in both counts of
+those rows (bmshj2018 q1: 0.188 GMAC as Table 7 counts, 0.089 done); Table 7 itself starts after
+entropy decoding. Then:
 - original anchor: the image model on one face (ResNet50 on 3x224x224; dlib's descriptor network on
   its 150x150 chip, counted on the torch module of eval/dlib_arch.py, checked against the .dat, for
   the port and dlib-native alike, its 5-point landmark fit and chip extraction not counted; an ONNX
@@ -11,11 +14,11 @@ counting tool the thesis used does):
 - decoded anchor: the codec's synthesis transform g_s on the full (M, 16, 16) latent grid (-> 256x256)
   plus the image model on the 224x224 face;
 - compressed domain: the latent model on (M, 14, 14).
-Two counts per solution, differing only in g_s's transposed convolutions: `table7` charges them at
-their OUTPUT resolution, as Table 7 does (bmshj2018 q1: g_s 9.65 GMAC, 13.5 with ResNet50, Table 7's
-13.55); `true` charges them at their input resolution, the multiplications actually done (a quarter:
-g_s 2.41, 6.3 with ResNet50). Ratios between solutions should use `true`; `table7` is for comparing
-with the thesis. Counting IGDN (a 1x1 N->N mix per pixel) would add 0.35 GMAC at q1. g_s is counted
+Two counts per solution, differing only in the transposed convolutions of g_s (and h_s): `table7`
+charges them at their OUTPUT resolution, as Table 7 does (bmshj2018 q1: g_s 9.65 GMAC, 13.5 with
+ResNet50, 13.7 with h_s, Table 7's 13.55); `true` charges them at their input resolution, the
+multiplications actually done (a quarter: g_s 2.41, 6.3 with ResNet50, 6.4 with h_s). Ratios
+between solutions should use `true`; `table7` is for comparing with the thesis. Counting IGDN (a 1x1 N->N mix per pixel) would add 0.35 GMAC at q1. g_s is counted
 from its architecture, which trained weights do not change (load_codec builds the same one). The
 embedding model is counted as exported (with its 2048-d embedding FC). kMAC/px divides by the
 224*224 pixels of the stored face, whatever crop the model cuts from it.
@@ -30,8 +33,13 @@ preparation as the thesis includes it, from stored inputs on the host:
   reference face as in the original anchor;
 - compressed: both y_hat grids centre-cropped 16 -> 14 -> float on the device -> latent model;
 then the 64 cosine scores. Alignment is excluded everywhere: this project aligns before encoding.
+That is the thesis's convention, which starts from entropy-decoded latents. Entropy decoding is
+timed beside it, per face, in the same run, device, batch size, repeats and warm-up
+(ENTROPY_NOTE), by the pipeline's own path, and charged per pair for the faces each path decodes:
+the decoded anchor its probe, the compressed domain both faces (ms_per_pair_with_entropy).
 Timed faces are random pictures with thesis-alignment metadata (ArcFace template landmarks): every
-model does the same work whatever the pixels are.
+model does the same work whatever the pixels are. Range decoding's work follows the bits, so the
+entropy-decoded faces are coded demo faces (entropy_step).
 """
 from __future__ import annotations
 
@@ -40,7 +48,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -54,6 +62,9 @@ from cdfv.trainer.macs import TransposedAt, count_macs
 from .facemodels import ARCFACE_TEMPLATE, DlibModel, DlibNativeFaceModel, Embedder, FaceModel, OnnxFaceModel, trained_latents
 from .markdown import cell, table
 
+if TYPE_CHECKING:
+    from cdfv.pipeline.coding import CodecEngine
+
 LATENT_GRID = CODED_SIZE // 16  # 16x16 y_hat of a 256x256 picture (the zoo's codecs downsample x16)
 BORDER = (CODED_SIZE - FACE_SIZE) // 2  # zero padding around the 224x224 face
 THESIS_QUALITIES = (1, 3, 6, 8)
@@ -61,19 +72,36 @@ THESIS_CODEC = "bmshj2018-hyperprior"
 UNTRAINED_CODEC = "untrained:architecture"  # g_s with random weights: the MACs and time of trained ones
 
 
-def synthesis_transform(codec: CodecSpec) -> nn.Module:
-    """The codec's g_s with random weights, for counting and timing: the architecture CompressAI's
-    zoo builds for this name and quality (cdfv.pipeline.codecs.load_codec builds the same one and also
-    its entropy tables, seconds of work neither counting nor timing g_s needs)."""
+def codec_architecture(codec: CodecSpec) -> nn.Module:
+    """The codec with random weights: the architecture CompressAI's zoo builds for this name and
+    quality (cdfv.pipeline.codecs.load_codec builds the same one and also its entropy tables, seconds
+    of work that counting, and timing g_s, do not need)."""
     from compressai.zoo.image import cfgs, model_architectures
 
-    return model_architectures[codec.name](*cfgs[codec.name][codec.quality]).g_s.eval()
+    return model_architectures[codec.name](*cfgs[codec.name][codec.quality]).eval()
+
+
+def synthesis_transform(codec: CodecSpec) -> nn.Module:
+    """The codec's g_s with random weights, for counting and timing."""
+    return codec_architecture(codec).g_s
 
 
 def synthesis_macs(codec: CodecSpec, transposed_at: TransposedAt) -> int:
     """MACs of the codec's g_s on one full latent grid, traced on the meta device (shapes only);
     transposed convolutions charged at their input (done) or output (Table 7) resolution."""
     return count_macs(synthesis_transform(codec).to("meta"), (codec.latent_channels, LATENT_GRID, LATENT_GRID), transposed_at)
+
+
+def hyperdecoder_macs(codec: CodecSpec, transposed_at: TransposedAt) -> int:
+    """MACs of the codec's hyper-decoder h_s on the z of one 256x256 picture (z's grid traced
+    through h_a on the meta device: 4x4 for the zoo's codecs): entropy decoding runs it for every
+    face, since its output sets y's scales (and means); 0 for a codec without one."""
+    model = codec_architecture(codec).to("meta")
+    if not hasattr(model, "h_s"):
+        return 0
+    with torch.no_grad():
+        z = model.h_a(torch.zeros((1, codec.latent_channels, LATENT_GRID, LATENT_GRID), device="meta"))
+    return count_macs(model.h_s, tuple(z.shape[1:]), transposed_at)
 
 
 def kmac_per_pixel(macs: int) -> float:
@@ -181,6 +209,22 @@ def pair_step(mode: str, model: FaceModel, batch_pairs: int, synthesis: nn.Modul
     return step
 
 
+def entropy_step(engine: CodecEngine, faces: int, seed: int = 0) -> Callable[[], np.ndarray]:
+    """A closure that entropy-decodes `faces` bitstreams by the pipeline's own path
+    (CodecEngine.entropy_decode: z and y range-decoded on the CPU, the hyper-decoder's scales on the
+    engine's device one picture at a time, which keeps them bit-exact). The bitstreams are demo faces
+    (pipeline.demodata, cut to 224x224 and padded as faces are) coded once here by the engine's codec:
+    range decoding's time follows the bits, which random pixels would inflate."""
+    from cdfv.pipeline.coding import pad_face
+    from cdfv.pipeline.demodata import SIZE, demo_pictures
+
+    cut = (SIZE - FACE_SIZE) // 2
+    pictures = [pad_face(np.ascontiguousarray(picture[cut : cut + FACE_SIZE, cut : cut + FACE_SIZE]))
+                for _, _, picture in demo_pictures(math.ceil(faces / 8), 8, seed)][:faces]
+    streams = [(e.strings, e.shape) for e in engine.encode(pictures)]
+    return lambda: engine.entropy_decode(streams)
+
+
 @dataclass(frozen=True)
 class Timing:
     ms_per_batch: float
@@ -235,11 +279,13 @@ class ReportModel:
 
 @dataclass(frozen=True)
 class ReportCodec:
-    """A codec quality of the report: its weights' id and the g_s that is timed (None: counted only)."""
+    """A codec quality of the report: its weights' id, the g_s that is timed and the engine whose
+    entropy decoding is timed (None: counted only)."""
 
     spec: CodecSpec
     weights_id: str = UNTRAINED_CODEC
     synthesis: nn.Module | None = None
+    engine: CodecEngine | None = None
 
 
 @dataclass(frozen=True)
@@ -311,10 +357,19 @@ def latent_qualities(info: Mapping[str, Any], name: str, qualities: Sequence[int
     return fits
 
 
+# Faces per pair each path entropy-decodes: the decoded anchor its probe (its reference is an
+# original face), the compressed domain both faces, the original anchor none.
+ENTROPY_FACES = {"original": 0, "decoded": 1, "compressed": 2}
+
+
 def _row(solution: str, mode: str, quality: int | None, model_id: str, codec_weights: str | None,
-         macs_table7: int | None, macs_true: int | None) -> dict[str, Any]:
+         macs_table7: int | None, macs_true: int | None, hyper: Mapping[str, int]) -> dict[str, Any]:
+    """A row of one face's MACs: the face model's (and g_s's) and the hyper-decoder's, `hyper` (h_s
+    charged at "output" and "input"), added in both counts."""
     row = {"solution": solution, "mode": mode, "quality": quality, "model_id": model_id, "codec_weights": codec_weights,
-           "macs_table7": macs_table7, "macs_true": macs_true}
+           "macs_table7": None if macs_table7 is None else macs_table7 + hyper["output"],
+           "macs_true": None if macs_true is None else macs_true + hyper["input"],
+           "macs_hyper_table7": hyper["output"], "macs_hyper_true": hyper["input"]}
     for count in ("table7", "true"):
         macs = row[f"macs_{count}"]
         row[f"gmac_{count}"] = None if macs is None else macs / 1e9
@@ -324,31 +379,46 @@ def _row(solution: str, mode: str, quality: int | None, model_id: str, codec_wei
 
 def solutions(image: ReportModel, codecs: Sequence[ReportCodec], latents: Sequence[tuple[int, ReportModel]],
               timing: TimingPlan | None = None) -> list[dict[str, Any]]:
-    """Table 7's rows: the original anchor, the decoded anchor per codec quality (g_s + the image
-    model), and each latent model at its quality; operations both ways (module docstring) and, with
-    `timing`, ms per batch and per pair of every row's verification step."""
+    """Table 7's rows: the original anchor, the decoded anchor per codec quality (h_s, g_s and the
+    image model), and each latent model at its quality (h_s and the latent model); operations both
+    ways (module docstring) and, with `timing`, ms per batch and per pair of every row's
+    verification step, each codec's entropy decoding per face, and the time per pair with the
+    entropy decoding of the faces the path decodes (ENTROPY_FACES)."""
+    hyper = {c.spec.quality: {at: hyperdecoder_macs(c.spec, at) for at in ("output", "input")} for c in codecs}
     rows, steps = [], []
-    rows.append(_row(f"{image.arch}_original", "original", None, image.model_id, None, image.macs, image.macs))
+    rows.append(_row(f"{image.arch}_original", "original", None, image.model_id, None, image.macs, image.macs,
+                     {"output": 0, "input": 0}))  # original faces are not entropy-decoded
     steps.append(lambda: pair_step("original", image.model, timing.batch_pairs))
     for codec in codecs:
         spec = codec.spec
         total = {at: None if image.macs is None else synthesis_macs(spec, at) + image.macs for at in ("output", "input")}
         rows.append(_row(f"{image.arch}_{spec.name}_q{spec.quality}", "decoded", spec.quality, image.model_id,
-                         codec.weights_id, total["output"], total["input"]))
+                         codec.weights_id, total["output"], total["input"], hyper[spec.quality]))
         steps.append(lambda codec=codec: pair_step("decoded", image.model, timing.batch_pairs, codec.synthesis,
                                                    latent_channels=codec.spec.latent_channels))
     names = {spec.quality: spec.name for spec in (c.spec for c in codecs)}
     for quality, latent in latents:
         rows.append(_row(f"{latent.arch}_{names[quality]}_q{quality}", "compressed", quality, latent.model_id, None,
-                         latent.macs, latent.macs))
+                         latent.macs, latent.macs, hyper[quality]))
         steps.append(lambda latent=latent: pair_step("compressed", latent.model, timing.batch_pairs))
     if timing is not None:
-        with progress.bar(len(rows) * (timing.warmup + timing.repeats), "timing", unit="batch") as bar:
+        batches = timing.warmup + timing.repeats
+        with progress.bar((len(codecs) + len(rows)) * batches, "timing", unit="batch") as bar:
+            entropy = {}  # ms per face, and its spread, of each quality's entropy decoding
+            for codec in codecs:
+                bar.set_postfix(solution=f"entropy decoding {codec.spec.name}_q{codec.spec.quality}")
+                t = time_step(entropy_step(codec.engine, timing.batch_pairs), timing.device, timing.batch_pairs,
+                              timing.repeats, timing.warmup, bar.update)
+                entropy[codec.spec.quality] = (t.ms_per_batch / timing.batch_pairs, t.ms_per_batch_std / timing.batch_pairs)
             for row, make_step in zip(rows, steps):
                 bar.set_postfix(solution=row["solution"])
                 t = time_step(make_step(), timing.device, timing.batch_pairs, timing.repeats, timing.warmup, bar.update)
+                faces = ENTROPY_FACES[row["mode"]]
+                per_face, spread = entropy[row["quality"]] if faces else (None, None)
                 row.update({"ms_per_batch": t.ms_per_batch, "ms_per_batch_std": t.ms_per_batch_std, "ms_per_pair": t.ms_per_pair,
-                            "pairs_per_s": t.pairs_per_s, "batch_pairs": t.batch_pairs, "repeats": t.repeats})
+                            "pairs_per_s": t.pairs_per_s, "batch_pairs": t.batch_pairs, "repeats": t.repeats,
+                            "entropy_ms_per_face": per_face, "entropy_ms_per_face_std": spread, "entropy_faces_per_pair": faces,
+                            "ms_per_pair_with_entropy": t.ms_per_pair + faces * (per_face or 0.0)})
     return rows
 
 
@@ -379,6 +449,7 @@ def complexity_report(qualities: Sequence[int] = THESIS_QUALITIES, codec: str = 
     cResNet39 per quality); `codec_weights` a weights file pattern with {quality} for the timed g_s
     (default: the untrained architecture). `width` and `precision` build the timed untrained models."""
     from cdfv.pipeline.codecs import load_codec
+    from cdfv.pipeline.coding import CodecEngine
 
     from .facemodels import load_face_model
 
@@ -386,14 +457,18 @@ def complexity_report(qualities: Sequence[int] = THESIS_QUALITIES, codec: str = 
     device = timing.device if timing else torch.device("cpu")
     codecs = []
     for spec in specs:
-        if codec_weights is None:
-            codecs.append(ReportCodec(spec, synthesis=synthesis_transform(spec).to(device) if timing else None))
-            continue
-        path = Path(codec_weights.replace("{quality}", str(spec.quality)))
-        if not path.is_file():
+        path = None if codec_weights is None else Path(codec_weights.replace("{quality}", str(spec.quality)))
+        if path is not None and not path.is_file():
             raise FileNotFoundError(f"--codec-weights {path}: no such file (weights of {spec.label})")
-        model, weights_id = load_codec(spec, weights=path)
-        codecs.append(ReportCodec(spec, weights_id, model.g_s.to(device).eval() if timing else None))
+        if path is None and not timing:
+            codecs.append(ReportCodec(spec))
+            continue
+        model, weights_id = load_codec(spec, weights=path, untrained=path is None)
+        if not timing:
+            codecs.append(ReportCodec(spec, weights_id))
+            continue
+        engine = CodecEngine(spec, model, device)  # first: an autoregressive codec's engine keeps it on the CPU
+        codecs.append(ReportCodec(spec, weights_id, model.g_s.to(device).eval(), engine))
     if image_model is None:
         timed = untrained_embedder("resnet50", device, width=width, precision=precision) if timing else None
         image = thesis_model("resnet50", timed=timed)
@@ -420,8 +495,13 @@ def complexity_report(qualities: Sequence[int] = THESIS_QUALITIES, codec: str = 
             image.model.close()
     notes = ["table7: transposed convolutions charged at their output resolution, as thesis Table 7 (inflates g_s 4x); "
              "true: at their input resolution, the multiplications done; kMAC/px per pixel of the 224x224 face"]
+    hyper = {r["quality"]: (r["macs_hyper_table7"], r["macs_hyper_true"]) for r in rows if r["mode"] == "decoded"}
+    notes.append("operations per face; a decoded or compressed face includes the hyper-decoder h_s its entropy decoding runs: "
+                 + ", ".join(f"q{q} {t7 / 1e9:.3f} / {true / 1e9:.3f} GMAC (table7 / true)" for q, (t7, true) in hyper.items())
+                 + ("; the context model it runs position by position is not counted" if specs[0].entry.autoregressive else ""))
     notes += [f"{m.arch}: {m.note}" for m in {id(m): m for m in [image, *(lat for _, lat in latents)]}.values() if m.note]
     if timing:
+        notes.append(ENTROPY_NOTE.format(faces=timing.batch_pairs))
         untrained = f", width {width} for the untrained models" if image_model is None or not compressed else ""
         notes.append(f"device {timing.device}, {precision}{untrained}, {timing.batch_pairs} pairs/batch, "
                      f"{timing.repeats} repeats after {timing.warmup} warm-up")
@@ -432,11 +512,20 @@ def complexity_report(qualities: Sequence[int] = THESIS_QUALITIES, codec: str = 
     return rows, notes
 
 
+ENTROPY_NOTE = (
+    "entropy_ms_per_face: z and y range-decoded and the hyper-decoder run (one picture at a time: bit-exact scales) by the "
+    "pipeline's CodecEngine.entropy_decode, the range coder on the CPU in this process, on {faces} demo faces coded by the "
+    "row's codec_weights, in batches of {faces} faces with the same repeats and warm-up; ms_per_pair is the thesis's "
+    "convention (verification after entropy decoding), ms_per_pair_with_entropy adds the entropy decoding of the faces each "
+    "path decodes: the decoded path its probe (1 a pair, then g_s; the reference is an original face), the compressed path "
+    "both faces (2 a pair), the original path none")
+
 TABLE_COLUMNS = ("solution", "gmac_table7", "gmac_true", "kmac_per_px_table7", "kmac_per_px_true", "ms_per_batch",
-                 "ms_per_batch_std", "ms_per_pair", "model_id", "codec_weights")
+                 "ms_per_batch_std", "ms_per_pair", "entropy_ms_per_face", "ms_per_pair_with_entropy", "model_id", "codec_weights")
 
 
-DECIMALS = {"gmac": 3, "kmac": 1, "ms": 1}  # places per column prefix: GMAC to a million MACs (Table 7 gives 2)
+# places per column prefix: GMAC to a million MACs (Table 7 gives 2)
+DECIMALS = {"gmac": 3, "kmac": 1, "ms": 1, "entropy_ms": 1}
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:

@@ -12,6 +12,7 @@ from cdfv.shards import Damage, ShardSet
 from .embed import EmbeddedSet, embed_keys
 from .facemodels import FaceModel, latents_label, same_latents, trained_latents
 from .protocol import Pair
+from .runs import codec_setting
 from .scores import MODES, RunInfo, rejected_reasons, score_pairs
 
 # What each mode compares: (probe variant, reference variant) as shard-set meta 'variant' says.
@@ -60,11 +61,13 @@ def codec_fields(shard_set: ShardSet) -> tuple[str | None, float | None]:
 
 
 def run_name(arch: str, mode: str, codec: str | None, quality: float | None) -> str:
-    """Display name in the thesis's style: resnet50_original, resnet50_<codec>_q6, cresnet39_<codec>_q6."""
+    """Display name in the thesis's style: resnet50_original, resnet50_<codec>_q6, cresnet39_<codec>_q6;
+    a conventional codec by its parameter: resnet50_jpeg2000_ratio12.2784."""
     if mode == "original" or codec is None:
         return f"{arch}_original"
-    q = f"{quality:g}" if quality is not None else "?"
-    return f"{arch}_{codec}_q{q}"
+    if quality is None:
+        return f"{arch}_{codec}_q?"
+    return "_".join((arch, *codec_setting(codec, quality)))
 
 
 def check_variant(mode: str, probe_set: ShardSet, reference_set: ShardSet) -> None:

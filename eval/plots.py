@@ -12,7 +12,7 @@ from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from .metrics import FAR_TARGETS, POINT_METRICS, roc
 from .plot_style import Styles, baseline, dodge_factors, legend_outside, log_rate_axis
-from .runs import MISMATCH_MARK, Run, natural_key, plot_lines
+from .runs import MISMATCH_MARK, Run, codec_setting, natural_key, plot_lines
 
 METRIC_TITLES = {"tar_at_far_1e-3": "TAR@FAR=1e-3", "tar_at_far_1e-2": "TAR@FAR=1e-2", "eer": "EER", "auc": "AUC"}
 MAX_CURVES = 10  # curves one axes holds apart (a qualitative palette's size); more go into panels
@@ -90,8 +90,8 @@ def _roc_label(run: Run, codec_shown: bool) -> str:
     row = run.row
     if run.mode == "original":
         return f"{row['arch']} original"
-    codec = f" {row['codec']}" if codec_shown else ""
-    return _marked(f"{row['arch']} {run.mode}{codec} q{row['quality']:g} ({row['bpp']:.3g} bpp)", [run])
+    codec, setting = codec_setting(row["codec"], row["quality"])
+    return _marked(f"{row['arch']} {run.mode}{f' {codec}' if codec_shown else ''} {setting} ({row['bpp']:.3g} bpp)", [run])
 
 
 def roc_figure(runs: list[Run], styles: Styles) -> Figure:
@@ -160,7 +160,8 @@ def histograms(runs: list[Run]) -> Figure:
                 ax.hist(scores, bins=bins, histtype="step", linewidth=1.1, color=color, label=label)  # outlines: no blend where they overlap
             ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # pair counts
             ax.set_xlim(bins[0], bins[-1])
-            ax.set_title(run.row["arch"] if run.mode == "original" else f"q{run.row['quality']:g}, {run.row['bpp']:.3g} bpp",
+            ax.set_title(run.row["arch"] if run.mode == "original"
+                         else f"{codec_setting(run.row['codec'], run.row['quality'])[1]}, {run.row['bpp']:.3g} bpp",
                          fontsize=7)
             ax.tick_params(labelsize=6)
         row_axes[0].set_ylabel(name.replace(" ", "\n", 2), fontsize=7)

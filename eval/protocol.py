@@ -26,6 +26,7 @@ class Pair:
     probe: str  # shard key of the first image of the pair (the probe: decoded in the decoded anchor)
     reference: str  # shard key of the second image (always original in the decoded anchor)
     label: bool  # True for a same-person pair
+    line: int = 0  # its line in the file (1-based), for errors about a pair found after parsing
 
 
 def lfw_key(name: str, number: int) -> str:
@@ -49,13 +50,13 @@ def _lfw_pair(path: Path, line: int, text: str, same: bool, fold: int, index: in
         if len(fields) != 3:
             raise ProtocolError(path, line, f"same-person pair needs 3 fields (name, n1, n2), got {len(fields)}: {text!r}")
         name, a, b = fields
-        return Pair(index, fold, lfw_key(name, _image_number(path, line, a)), lfw_key(name, _image_number(path, line, b)), True)
+        return Pair(index, fold, lfw_key(name, _image_number(path, line, a)), lfw_key(name, _image_number(path, line, b)), True, line)
     if len(fields) != 4:
         raise ProtocolError(path, line, f"different-person pair needs 4 fields (name1, n1, name2, n2), got {len(fields)}: {text!r}")
     name_a, a, name_b, b = fields
     if name_a == name_b:
         raise ProtocolError(path, line, f"different-person pair names the same person {name_a!r}")
-    return Pair(index, fold, lfw_key(name_a, _image_number(path, line, a)), lfw_key(name_b, _image_number(path, line, b)), False)
+    return Pair(index, fold, lfw_key(name_a, _image_number(path, line, a)), lfw_key(name_b, _image_number(path, line, b)), False, line)
 
 
 def _header_ints(path: Path, text: str) -> list[int]:
@@ -90,20 +91,20 @@ def _parse_lfw(path: Path, lines: list[str]) -> list[Pair]:
         fold = i // (2 * per_half) if len(header) == 2 else NO_FOLD
         same = i % (2 * per_half) < per_half
         pairs.append(_lfw_pair(path, i + 2, text.strip(), same, fold, i))
-    return _distinct(path, pairs, [i + 2 for i in range(len(pairs))])
+    return _distinct(path, pairs)
 
 
-def _distinct(path: Path, pairs: list[Pair], lines: list[int]) -> list[Pair]:
+def _distinct(path: Path, pairs: list[Pair]) -> list[Pair]:
     """Refuses an image paired with itself (a genuine pair that scores 1 whatever the model) and a
     pair given twice, in either order (it would count twice in every metric), naming the lines."""
     seen: dict[frozenset[str], int] = {}
-    for pair, line in zip(pairs, lines):
+    for pair in pairs:
         if pair.probe == pair.reference:
-            raise ProtocolError(path, line, f"pairs image {pair.probe!r} with itself")
+            raise ProtocolError(path, pair.line, f"pairs image {pair.probe!r} with itself")
         key = frozenset((pair.probe, pair.reference))
         if key in seen:
-            raise ProtocolError(path, line, f"repeats the pair of line {seen[key]} ({pair.probe}, {pair.reference})")
-        seen[key] = line
+            raise ProtocolError(path, pair.line, f"repeats the pair of line {seen[key]} ({pair.probe}, {pair.reference})")
+        seen[key] = pair.line
     return pairs
 
 
@@ -117,7 +118,7 @@ def _parse_csv(path: Path, lines: list[str]) -> list[Pair]:
     header = [h.strip() for h in next(rows)]
     if tuple(header[:3]) != CSV_COLUMNS or header[3:] not in ([], ["fold"]):
         raise ProtocolError(path, 1, f"CSV header must be probe,reference,label[,fold], got {','.join(header)}")
-    pairs, lines = [], []
+    pairs = []
     for line, row in enumerate(rows, start=2):
         if not any(cell.strip() for cell in row):
             continue
@@ -136,11 +137,10 @@ def _parse_csv(path: Path, lines: list[str]) -> list[Pair]:
                 raise ProtocolError(path, line, f"fold {row[3]!r} is not an integer") from None
             if not 0 <= fold < 2**31:
                 raise ProtocolError(path, line, f"fold {fold} must be from 0 to 2^31 - 1")
-        pairs.append(Pair(len(pairs), fold, probe, reference, _LABELS[label.lower()]))
-        lines.append(line)
+        pairs.append(Pair(len(pairs), fold, probe, reference, _LABELS[label.lower()], line))
     if not pairs:
         raise ProtocolError(path, 1, "CSV holds no pairs")
-    return _distinct(path, pairs, lines)
+    return _distinct(path, pairs)
 
 
 def pairs_sha256(path: str | Path) -> str:

@@ -38,6 +38,18 @@ def natural_key(text: str) -> tuple[Any, ...]:
     return tuple(int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text))
 
 
+def codec_setting(codec: str, value: float) -> tuple[str, str]:
+    """(codec, setting) as run names and titles show a coded run: a conventional codec's label
+    (name-parameter, as evaluate.codec_fields makes it) as its name and its own parameter (jpeg2000, ratio12.2784;
+    jpeg, quality5; hevc-intra, qp35), not as a quality; a learned codec's label and quality (q6)."""
+    from cdfv.pipeline.conventional import CODECS
+
+    for conventional in CODECS.values():
+        if codec == f"{conventional.name}-{conventional.parameter}":
+            return conventional.name, f"{conventional.parameter}{value:g}"
+    return codec, f"q{value:g}"
+
+
 def _per_probe(table: pa.Table, column: str) -> list[float]:
     """The finite values of a column over the distinct probe images of the pairs (thesis 5.9.3:
     the rate of the probe images used in the test pairs; a probe in two pairs counts once)."""

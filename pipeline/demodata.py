@@ -7,6 +7,7 @@ It is synthetic: a smoke test of every stage, not a benchmark of face verificati
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -57,19 +58,26 @@ def _render(photo: np.ndarray, ident: dict, rng: np.random.Generator) -> np.ndar
     return img
 
 
+def demo_pictures(identities: int, per_identity: int, seed: int = 0) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(identity index, picture number from 1, SIZExSIZE RGB picture) of the demo dataset, in the
+    order make_demo_dataset writes them; also face-like content wherever coded bits must be real
+    (Table 7's entropy-decoding time)."""
+    photo = source_photo()
+    rng = np.random.default_rng(seed)
+    for i in range(identities):
+        ident = _identity_params(rng)
+        for n in range(1, per_identity + 1):
+            yield i, n, _render(photo, ident, rng)
+
+
 def make_demo_dataset(root: Path, identities: int = 12, per_identity: int = 8, seed: int = 0) -> Path:
     """Writes an LFW-layout dataset (<root>/<Name>/<Name>_<NNNN>.jpg) and a View-1 style
     pairs file (<root>/pairs.txt). Deterministic for a seed; returns the pairs file."""
     root = Path(root)
-    photo = source_photo()
-    rng = np.random.default_rng(seed)
     names = [f"Demo_Person_{i:02d}" for i in range(identities)]
-    for name in names:
-        ident = _identity_params(rng)
-        for n in range(1, per_identity + 1):
-            img = _render(photo, ident, rng)
-            ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
-            atomic_write_bytes(root / name / f"{name}_{n:04d}.jpg", buf.tobytes())
+    for i, n, img in demo_pictures(identities, per_identity, seed):
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+        atomic_write_bytes(root / names[i] / f"{names[i]}_{n:04d}.jpg", buf.tobytes())
     same, diff = [], []
     for name in names:
         for a in range(1, per_identity + 1, 2):

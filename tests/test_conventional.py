@@ -130,3 +130,42 @@ def test_match_rate_fails_clearly(faces: list[np.ndarray]) -> None:
     between = (mean_bpp(hevc, faces, 35) * mean_bpp(hevc, faces, 36)) ** 0.5
     with pytest.raises(RateNotReachable, match="no qp gives .* qp=35 gives .* qp=36 gives"):
         match_rate(hevc, faces, between, tolerance=0.01)
+
+
+def test_jpeg_headers_take_a_third_of_its_lowest_rate(faces: list[np.ndarray]) -> None:
+    """cdfv.reproduction.plan's figure: at quality 1 the rate-bearing JPEG (APPn segments left out)
+    less its entropy-coded segment (after the scan header, before EOI) is about 0.044 bpp of 0.12-0.13."""
+    headers, rates = [], []
+    for face in faces:
+        coded = get_codec("jpeg").code(face, 1)
+        buf = io.BytesIO()
+        Image.fromarray(face).save(buf, "JPEG", quality=1, subsampling=2, optimize=True)
+        data = buf.getvalue()
+        assert len(data) == coded.container_bytes and data[-2:] == b"\xff\xd9"
+        scan = data.index(b"\xff\xda")
+        entropy_coded = len(data) - 2 - (scan + 2 + int.from_bytes(data[scan + 2 : scan + 4], "big"))
+        headers.append(8 * (coded.payload_bytes - entropy_coded) / (224 * 224))
+        rates.append(coded.bpp)
+    assert 0.040 < float(np.mean(headers)) < 0.048, headers
+    assert 0.11 < float(np.mean(rates)) < 0.14, rates
+
+
+def test_conventional_runs_are_named_and_titled_by_their_own_parameter() -> None:
+    """A JPEG 2000 run is named by its ratio, not as a quality (was resnet50_jpeg2000-ratio_q12.2784);
+    the learned codec keeps its q."""
+    from cdfv.eval.evaluate import run_name
+    from cdfv.eval.plots import _roc_label, histograms
+    from cdfv.eval.runs import Run, natural_key
+
+    names = {label: run_name("resnet50", "decoded", label, value)
+             for label, value in (("jpeg2000-ratio", 12.2784), ("jpeg-quality", 5.0), ("hevc-intra-qp", 35.0),
+                                  ("bmshj2018-hyperprior-mse", 1.0))}
+    assert names == {"jpeg2000-ratio": "resnet50_jpeg2000_ratio12.2784", "jpeg-quality": "resnet50_jpeg_quality5",
+                     "hevc-intra-qp": "resnet50_hevc-intra_qp35", "bmshj2018-hyperprior-mse": "resnet50_bmshj2018-hyperprior-mse_q1"}
+    assert run_name("resnet50", "original", None, None) == "resnet50_original"
+    assert sorted(["resnet50_jpeg2000_ratio75.1", "resnet50_jpeg2000_ratio9.5"], key=natural_key)[0].endswith("ratio9.5")
+    row = {"arch": "resnet50", "codec": "jpeg2000-ratio", "quality": 12.2784, "bpp": 1.9547}
+    run = Run(names["jpeg2000-ratio"], "decoded", np.array([True, False]), np.array([0.9, 0.1]), row, {})
+    assert _roc_label(run, codec_shown=True) == "resnet50 decoded jpeg2000 ratio12.2784 (1.95 bpp)"
+    assert _roc_label(run, codec_shown=False) == "resnet50 decoded ratio12.2784 (1.95 bpp)"
+    assert histograms([run]).axes[0].get_title() == "ratio12.2784, 1.95 bpp"

@@ -4,6 +4,7 @@ trained codec weights)."""
 from __future__ import annotations
 
 import csv
+import math
 import warnings
 from pathlib import Path
 
@@ -14,8 +15,8 @@ from click.testing import CliRunner
 
 from cdfv.eval.cli import main
 from cdfv.eval.complexity import (
-    Timing, decode_faces, kmac_per_pixel, latent_qualities, onnx_macs, pair_step, report_model,
-    synthesis_macs, synthesis_transform, thesis_solutions_macs, time_step, untrained_embedder,
+    Timing, decode_faces, entropy_step, hyperdecoder_macs, kmac_per_pixel, latent_qualities, onnx_macs, pair_step,
+    report_model, synthesis_macs, synthesis_transform, thesis_solutions_macs, time_step, untrained_embedder,
 )
 from cdfv.eval.dlib_arch import DatError, DlibResNet, add_zero_padded, descriptor_macs, read_dat, records
 from cdfv.eval.facemodels import dlib_model_files, load_face_model
@@ -39,12 +40,14 @@ TABLE7_KMAC_PX = {"resnet50_original": 78, "resnet50_bmshj2018-hyperprior_q1": 2
 
 
 def test_table7_operations_within_2_percent() -> None:
+    """Table 7 starts after entropy decoding: its figures are the rows less the hyper-decoder."""
     rows = {r["solution"]: r for r in thesis_solutions_macs()}
     assert set(rows) == set(TABLE7_GMAC)
     for name, gmac in TABLE7_GMAC.items():
-        assert rows[name]["gmac_table7"] == pytest.approx(gmac, rel=0.02), name
+        assert (rows[name]["macs_table7"] - rows[name]["macs_hyper_table7"]) / 1e9 == pytest.approx(gmac, rel=0.02), name
     for name, kmac in TABLE7_KMAC_PX.items():
-        assert rows[name]["kmac_per_px_table7"] == pytest.approx(kmac, rel=0.02), name
+        thesis_part = rows[name]["macs_table7"] - rows[name]["macs_hyper_table7"]
+        assert kmac_per_pixel(thesis_part) == pytest.approx(kmac, rel=0.02), name
     assert kmac_per_pixel(224 * 224 * 1000) == 1.0
 
 
@@ -71,18 +74,52 @@ def synthesis_macs_by_hand(m: int, n: int, at_output: bool) -> int:
     return 4 * done if at_output else done
 
 
+def build_cresnet39(m: int) -> torch.nn.Module:
+    from cdfv.trainer.models import build_model
+
+    with torch.device("meta"):
+        return build_model("cresnet39", in_channels=m)
+
+
+def hyperdecoder_macs_by_hand(m: int, n: int, at_output: bool) -> int:
+    """bmshj2018-hyperprior's h_s on the 4x4 z of a 256x256 picture: 5x5 stride-2 transposed convs
+    N->N (4 -> 8) and N->N (8 -> 16), then a 3x3 conv N->M on 16x16. The transposed ones charged per
+    input pixel (done) or per output pixel (as Table 7 counts), as g_s's."""
+    transposed = ((4, 8, n, n), (8, 16, n, n))
+    return sum((out if at_output else side) ** 2 * c_in * c_out * 25 for side, out, c_in, c_out in transposed) + 16 * 16 * n * m * 9
+
+
+def test_hyperdecoder_counts_by_hand() -> None:
+    q1 = CodecSpec("bmshj2018-hyperprior", 1)
+    assert hyperdecoder_macs(q1, "output") == hyperdecoder_macs_by_hand(192, 128, at_output=True) == 187_695_104
+    assert hyperdecoder_macs(q1, "input") == hyperdecoder_macs_by_hand(192, 128, at_output=False) == 89_391_104
+    q6 = CodecSpec("bmshj2018-hyperprior", 6)
+    assert hyperdecoder_macs(q6, "output") == hyperdecoder_macs_by_hand(320, 192, at_output=True)
+    assert hyperdecoder_macs(q6, "input") == hyperdecoder_macs_by_hand(320, 192, at_output=False)
+    assert hyperdecoder_macs(CodecSpec("bmshj2018-factorized", 1), "output") == 0  # no hyperprior, no h_s
+
+
 @pytest.mark.parametrize("quality,m,n", [(1, 192, 128), (6, 320, 192)])
 def test_decoded_anchor_counts_both_ways(quality: int, m: int, n: int) -> None:
+    """The decoded probe is entropy-decoded (h_s), synthesised (g_s) and embedded; a compressed face
+    is entropy-decoded and embedded; an original face is embedded only."""
     rows = {r["solution"]: r for r in thesis_solutions_macs((quality,))}
     resnet = resnet50_macs_by_hand()
     original = rows["resnet50_original"]
     assert original["macs_table7"] == original["macs_true"] == resnet
+    assert original["macs_hyper_table7"] == original["macs_hyper_true"] == 0
+    hyper = {at: hyperdecoder_macs_by_hand(m, n, at) for at in (True, False)}
     decoded = rows[f"resnet50_bmshj2018-hyperprior_q{quality}"]
-    assert decoded["macs_table7"] == synthesis_macs_by_hand(m, n, at_output=True) + resnet
-    assert decoded["macs_true"] == synthesis_macs_by_hand(m, n, at_output=False) + resnet
-    table7, true = {1: (13.55, 6.3), 6: (25.3, 9.2)}[quality]
-    assert decoded["gmac_table7"] == pytest.approx(table7, rel=0.01)
-    assert decoded["gmac_true"] == pytest.approx(true, rel=0.01)
+    assert decoded["macs_table7"] == hyper[True] + synthesis_macs_by_hand(m, n, at_output=True) + resnet
+    assert decoded["macs_true"] == hyper[False] + synthesis_macs_by_hand(m, n, at_output=False) + resnet
+    assert (decoded["macs_hyper_table7"], decoded["macs_hyper_true"]) == (hyper[True], hyper[False])
+    compressed = rows[f"cresnet39_bmshj2018-hyperprior_q{quality}"]
+    cresnet = count_macs(build_cresnet39(m), (m, 14, 14))
+    assert (compressed["macs_table7"], compressed["macs_true"]) == (cresnet + hyper[True], cresnet + hyper[False])
+    table7, true = {1: (13.55, 6.3), 6: (25.3, 9.2)}[quality]  # Table 7's, and the done count, before h_s
+    assert (decoded["macs_table7"] - hyper[True]) / 1e9 == pytest.approx(table7, rel=0.01)
+    assert (decoded["macs_true"] - hyper[False]) / 1e9 == pytest.approx(true, rel=0.01)
+    assert decoded["gmac_true"] == decoded["macs_true"] / 1e9
     assert decoded["kmac_per_px_true"] == pytest.approx(decoded["macs_true"] / (224 * 224 * 1e3))
 
 
@@ -106,6 +143,26 @@ def test_pair_steps_score_a_batch(mode: str) -> None:
     assert scores.shape == (2,) and bool(((scores >= -1.0001) & (scores <= 1.0001)).all())
 
 
+def test_entropy_step_runs_the_pipelines_entropy_decoding(one_thread) -> None:
+    """The timed step decodes real bitstreams of demo faces through CodecEngine.entropy_decode, its
+    hyper-decoder one picture at a time, back to the encoder's own y_hat."""
+    from cdfv.pipeline.coding import CodecEngine
+
+    spec = CodecSpec("bmshj2018-hyperprior", 1)
+    engine = CodecEngine(spec, load_codec(spec, untrained=True)[0], torch.device("cpu"))
+    encoded, pictures = [], []
+    encode, scale_indexes = engine.encode, engine.scale_indexes
+    engine.encode = lambda batch: pictures.extend(batch) or encoded.extend(encode(batch)) or encoded
+    step = entropy_step(engine, 3)
+    assert len(pictures) == 3 and all(p.shape == (256, 256, 3) and p[16:240, 16:240].std() > 10 for p in pictures)
+    assert all(p[:16].max() == 0 for p in pictures)  # padded as a face is
+    engine.scale_indexes = lambda z: calls.append(len(z)) or scale_indexes(z)
+    calls: list[int] = []
+    y_hat = step()
+    assert calls == [3] and y_hat.shape == (3, 192, 16, 16)
+    np.testing.assert_array_equal(y_hat, np.stack([e.y_hat for e in encoded]))
+
+
 def test_time_step_counts_repeats() -> None:
     calls = []
     timing = time_step(lambda: calls.append(1), torch.device("cpu"), batch_pairs=64, repeats=7, warmup=2)
@@ -117,9 +174,10 @@ def test_time_step_counts_repeats() -> None:
 def _complexity(args: list[str]) -> tuple[str, dict[str, str]]:
     result = CliRunner().invoke(main, ["complexity", "--qualities", "1", *args])
     assert result.exit_code == 0, result.output
-    rows = {line.split(" | ")[0].strip("| "): line for line in result.output.splitlines() if line.startswith("| ")}
+    rows = {line.split(" | ")[0].strip("| "): line for line in result.stdout.splitlines() if line.startswith("| ")}  # no bar
     assert set(rows) == {"solution", "resnet50_original", "resnet50_bmshj2018-hyperprior_q1", "cresnet39_bmshj2018-hyperprior_q1"}
-    assert "| 13.507 | 6.272 | 269.2 | 125.0 |" in rows["resnet50_bmshj2018-hyperprior_q1"]
+    assert "| 13.695 | 6.361 | 272.9 | 126.8 |" in rows["resnet50_bmshj2018-hyperprior_q1"]  # h_s, g_s, ResNet50
+    assert "hyper-decoder h_s its entropy decoding runs: q1 0.188 / 0.089 GMAC (table7 / true)" in result.output
     assert "| gmac_table7 | gmac_true | kmac_per_px_table7 | kmac_per_px_true |" in rows["solution"]
     assert "table7: transposed convolutions charged at their output resolution" in result.output
     return result.output, rows
@@ -134,6 +192,7 @@ def test_complexity_command() -> None:
 def test_complexity_command_timed() -> None:
     output, rows = _complexity(["--time", "--width", "8", "--repeats", "2", "--warmup", "1", "--batch-pairs", "2"])
     assert "ms_per_pair" in rows["solution"] and "2 repeats after 1 warm-up" in output
+    assert "| entropy_ms_per_face | ms_per_pair_with_entropy |" in rows["solution"] and "entropy_ms_per_face: z and y" in output
 
 
 # ---------------------------------------------------------------- dlib's descriptor
@@ -276,7 +335,9 @@ def test_cheng2020_decoded_anchor_counts_and_steps(one_thread) -> None:
     rows = {r["mode"]: r for r in thesis_solutions_macs((1,), spec.name)}
     decoded = rows["decoded"]
     assert decoded["macs_table7"] == decoded["macs_true"]  # sub-pixel convolutions: no transposed ones
-    assert decoded["macs_true"] - rows["original"]["macs_true"] == synthesis_macs(spec, "input") > 0
+    h_s = hyperdecoder_macs(spec, "input")
+    assert h_s == hyperdecoder_macs(spec, "output") > 0  # cheng2020's h_s upsamples by sub-pixel convolutions too
+    assert decoded["macs_true"] - rows["original"]["macs_true"] == synthesis_macs(spec, "input") + h_s > h_s
     step = pair_step("decoded", untrained_embedder("resnet50", torch.device("cpu"), width=4), 1, synthesis_transform(spec),
                      latent_channels=spec.latent_channels)
     assert step().shape == (1,)
@@ -318,8 +379,11 @@ def test_complexity_command_with_a_runs_models(run_models: dict[str, Path], tmp_
     assert resnet == count_macs(image.model, (3, 224, 224)) and cresnet == count_macs(latent.model, (192, 14, 14))
     g_s = {at: synthesis_macs(CodecSpec("bmshj2018-hyperprior", 1), at) for at in ("output", "input")}
     assert int(rows["original"]["macs_true"]) == resnet
-    assert (int(rows["decoded"]["macs_table7"]), int(rows["decoded"]["macs_true"])) == (g_s["output"] + resnet, g_s["input"] + resnet)
-    assert int(rows["compressed"]["macs_true"]) == cresnet and rows["compressed"]["solution"] == "cresnet39_bmshj2018-hyperprior_q1"
+    h_s = {at: hyperdecoder_macs(CodecSpec("bmshj2018-hyperprior", 1), at) for at in ("output", "input")}
+    assert (int(rows["decoded"]["macs_table7"]), int(rows["decoded"]["macs_true"])) == \
+        (h_s["output"] + g_s["output"] + resnet, h_s["input"] + g_s["input"] + resnet)
+    assert int(rows["compressed"]["macs_true"]) == h_s["input"] + cresnet
+    assert rows["compressed"]["solution"] == "cresnet39_bmshj2018-hyperprior_q1"
     assert rows["original"]["model_id"] == rows["decoded"]["model_id"] == image.info["model_id"]
     assert rows["compressed"]["model_id"] == latent.info["model_id"]
     assert rows["decoded"]["codec_weights"].startswith("file:codec-q1.pt:sha256-")
@@ -327,6 +391,24 @@ def test_complexity_command_with_a_runs_models(run_models: dict[str, Path], tmp_
         assert float(row["ms_per_batch"]) > 0 and float(row["ms_per_pair"]) == pytest.approx(float(row["ms_per_batch"]) / 2)
         assert float(row["kmac_per_px_true"]) == pytest.approx(int(row["macs_true"]) / (224 * 224 * 1e3))
     assert image.info["model_id"] in result.output and "| ms_per_batch |" in result.output
+    assert_entropy_decoding_charged(rows)
+
+
+def assert_entropy_decoding_charged(rows: dict[str, dict[str, str]]) -> None:
+    """One entropy-decoding time per face of the codec, positive and finite, charged once a pair on
+    the decoded path (its probe) and twice on the compressed path (both faces), never on the original."""
+    per_face = float(rows["decoded"]["entropy_ms_per_face"])
+    assert math.isfinite(per_face) and per_face > 0 and rows["compressed"]["entropy_ms_per_face"] == rows["decoded"]["entropy_ms_per_face"]
+    assert rows["original"]["entropy_ms_per_face"] == "" and rows["original"]["entropy_faces_per_pair"] == "0"
+    for mode, faces in (("original", 0), ("decoded", 1), ("compressed", 2)):
+        row = rows[mode]
+        assert float(row["ms_per_pair_with_entropy"]) == pytest.approx(float(row["ms_per_pair"]) + faces * (per_face if faces else 0))
+    # the compressed path pays entropy decoding twice a pair, the decoded path once: its speed-up shrinks
+    ms = {mode: {c: float(rows[mode][c]) for c in ("ms_per_pair", "ms_per_pair_with_entropy")} for mode in ("decoded", "compressed")}
+    assert ms["decoded"]["ms_per_pair_with_entropy"] / ms["compressed"]["ms_per_pair_with_entropy"] < \
+        ms["decoded"]["ms_per_pair"] / ms["compressed"]["ms_per_pair"]
+    hyper = {at: hyperdecoder_macs(CodecSpec("bmshj2018-hyperprior", 1), at) for at in ("output", "input")}
+    assert int(rows["compressed"]["macs_hyper_table7"]) == hyper["output"] and int(rows["decoded"]["macs_hyper_true"]) == hyper["input"]
 
 
 def test_complexity_command_times_dlib(run_models: dict[str, Path], tmp_path: Path, one_thread) -> None:
@@ -340,9 +422,9 @@ def test_complexity_command_times_dlib(run_models: dict[str, Path], tmp_path: Pa
         rows = {r["solution"]: r for r in csv.DictReader(f)}
     assert list(rows) == ["dlib-resnet-v1_original", "dlib-resnet-v1_bmshj2018-hyperprior_q1", "cresnet39_bmshj2018-hyperprior_q1"]
     dlib_id = load_face_model("dlib").info["model_id"]
-    g_s = synthesis_macs(CodecSpec("bmshj2018-hyperprior", 1), "input")
+    g_s, h_s = (f(CodecSpec("bmshj2018-hyperprior", 1), "input") for f in (synthesis_macs, hyperdecoder_macs))
     assert int(rows["dlib-resnet-v1_original"]["macs_true"]) == 270_854_144
-    assert int(rows["dlib-resnet-v1_bmshj2018-hyperprior_q1"]["macs_true"]) == 270_854_144 + g_s
+    assert int(rows["dlib-resnet-v1_bmshj2018-hyperprior_q1"]["macs_true"]) == 270_854_144 + g_s + h_s
     for name in ("dlib-resnet-v1_original", "dlib-resnet-v1_bmshj2018-hyperprior_q1"):
         row = rows[name]
         assert row["model_id"] == dlib_id and float(row["ms_per_batch"]) > 0 and row["repeats"] == "2"

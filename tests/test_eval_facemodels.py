@@ -321,11 +321,11 @@ def test_cdfv_eval_with_dlib_end_to_end(dlib_model, lfw: dict, tmp_path: Path) -
         assert {r["model_id"] for r in rows} == {dlib_id} and meta["model"]["model_id"] == dlib_id
         assert meta["model"]["preprocessing"]["box_side"] == DLIB_BOX_SIDE
         runs[path.stem] = rows
-    assert sorted(runs) == ["dlib-resnet-v1_jpeg-quality_q30", "dlib-resnet-v1_original"]
+    assert sorted(runs) == ["dlib-resnet-v1_jpeg_quality30", "dlib-resnet-v1_original"]
     emb = _embed_all(dlib_model, lfw)
     expected = [float(emb[p.probe] @ emb[p.reference]) for p in lfw["pairs"]]
     np.testing.assert_allclose([r["score"] for r in runs["dlib-resnet-v1_original"]], expected, atol=1e-5)
-    decoded_rows = runs["dlib-resnet-v1_jpeg-quality_q30"]
+    decoded_rows = runs["dlib-resnet-v1_jpeg_quality30"]
     genuine = [r["score"] for r in decoded_rows if r["label"]]
     impostor = [r["score"] for r in decoded_rows if not r["label"]]
     assert np.mean(genuine) > np.mean(impostor)

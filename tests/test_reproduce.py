@@ -15,14 +15,18 @@ from click.testing import CliRunner
 from cdfv.reproduction.cli import main
 from cdfv.reproduction.presets import PRESETS
 from cdfv.reproduction.steps import Evaluation, Layout, Steps
-from cdfv.reproduction.summary import goal_met, goal_rows, preset_changes, results_table, step_times, table7_table
+from cdfv.reproduction.summary import goal_rows, goal_verdict, preset_changes, results_table, step_times, table7_table
 
 
 def lfw_layout(data: Path) -> Path:
-    """data/lfw laid out as the command expects, with a one-genuine, one-impostor View 1 pairs file."""
+    """data/lfw laid out as the command expects, with a one-genuine, one-impostor View 1 pairs file
+    and placeholder files for the images it names."""
     (data / "lfw" / "meta").mkdir(parents=True)
-    (data / "lfw" / "deepfunneled").mkdir()
     (data / "lfw" / "meta" / "pairsDevTest.txt").write_text("1\nAnn\t1\t2\nAnn\t1\tBob\t1\n")
+    for name, n in (("Ann", 2), ("Bob", 1)):
+        (data / "lfw" / "deepfunneled" / name).mkdir(parents=True, exist_ok=True)
+        for i in range(1, n + 1):
+            (data / "lfw" / "deepfunneled" / name / f"{name}_{i:04d}.jpg").write_bytes(b"jpeg")
     return data
 
 
@@ -71,19 +75,50 @@ def test_bad_pairs_images_or_qualities_stop_before_any_work_in_one_line(tmp_path
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("pairs, message", [
+    # the second pair names Bob_0002, which the image root lacks
+    ("1\nAnn\t1\t2\nAnn\t1\tBob\t2\n", "pairs.txt:3: names Bob__Bob_0002, but {images}/Bob/Bob_0002.jpg is absent"),
+    ("probe,reference,label\nAnn__Ann_0001,Ann__Ann_0002,1\n\nAnn__Ann_0001,Bob__Bob_0002,0\n",
+     "pairs.csv:4: names Bob__Bob_0002, but {images}/Bob/Bob_0002.jpg is absent"),
+    ("probe,reference,label\nAnn__Ann_0001,Ann_0002,1\n", "pairs.csv:2: key 'Ann_0002' is not <person>__<image stem>"),
+    ("probe,reference,label\nAnn__Ann_0001,Ann__x__y,1\n", "pairs.csv:2: key 'Ann__x__y' is not <person>__<image stem>"),
+])
+def test_a_pairs_file_naming_an_absent_image_or_a_bad_key_stops_before_any_training(tmp_path: Path, monkeypatch, pairs: str,
+                                                                                     message: str) -> None:
+    """Today's run read the images only in its evaluation half, after every training step."""
+    import cdfv.reproduction.plan as plan
+
+    monkeypatch.setattr(plan, "learn", lambda *args: pytest.fail("training started"))
+    data = a_data_folder(tmp_path / "data")
+    path = tmp_path / ("pairs.csv" if pairs.startswith("probe") else "pairs.txt")
+    path.write_text(pairs)
+    result = CliRunner().invoke(main, ["--data", str(data), "--pairs", str(path), "--preset", "smoke", "--device", "cpu",
+                                       "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1, result.output
+    assert message.format(images=data / "lfw" / "deepfunneled") in result.output and "Traceback" not in result.output
+    assert f"{path}:" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
 def metric(mode: str, q: int, tar: float, arch: str, auc_lo: float = 0.9, tar_lo: float | None = None,
            impostors: int = 500) -> dict:
     return {"mode": mode, "quality": q, "arch": arch, "codec": "bmshj2018-hyperprior-mse", "tar_at_far_1e-2": tar,
             "tar_at_far_1e-2_lo": tar - 0.02 if tar_lo is None else tar_lo, "auc_lo": auc_lo, "impostor_pairs": impostors}
 
 
-TABLE7 = [{"solution": "cresnet39_bmshj2018-hyperprior_q1", "mode": "compressed", "quality": "1", "ms_per_pair": "2.0",
-           "gmac_true": "0.151396352"},
-          {"solution": "dlib-resnet-v1_bmshj2018-hyperprior_q1", "mode": "decoded", "quality": "1", "ms_per_pair": "20.0"},
-          {"solution": "cresnet39_bmshj2018-hyperprior_q3", "mode": "compressed", "quality": "3", "ms_per_pair": "5.0"},
-          {"solution": "transplant-l2_bmshj2018-hyperprior_q3", "mode": "compressed", "quality": "3", "ms_per_pair": "2.5",
-           "gmac_true": "0.05"},
-          {"solution": "dlib-resnet-v1_bmshj2018-hyperprior_q3", "mode": "decoded", "quality": "3", "ms_per_pair": "20.0"}]
+def timed(solution: str, mode: str, q: int, ms: float, entropy: float, **extra: str) -> dict:
+    """A table7.csv row as cdfv-eval complexity writes it: the time per pair without entropy decoding
+    (the thesis's), and with it for the faces the path decodes (decoded: the probe, compressed: both)."""
+    faces = {"decoded": 1, "compressed": 2}[mode]
+    return {"solution": solution, "mode": mode, "quality": str(q), "ms_per_pair": str(ms), "entropy_ms_per_face": str(entropy),
+            "ms_per_pair_with_entropy": str(ms + faces * entropy), **extra}
+
+
+TABLE7 = [timed("cresnet39_bmshj2018-hyperprior_q1", "compressed", 1, 2.0, 0.5, gmac_true="0.151396352"),
+          timed("dlib-resnet-v1_bmshj2018-hyperprior_q1", "decoded", 1, 29.0, 0.5),
+          timed("cresnet39_bmshj2018-hyperprior_q3", "compressed", 3, 5.0, 1.0),
+          timed("transplant-l2_bmshj2018-hyperprior_q3", "compressed", 3, 2.5, 1.0, gmac_true="0.05"),
+          timed("dlib-resnet-v1_bmshj2018-hyperprior_q3", "decoded", 3, 19.0, 1.0)]
 
 
 def test_goal_rows_compare_every_compressed_model_with_the_dlib_decoded_anchor_at_the_same_rate() -> None:
@@ -92,12 +127,20 @@ def test_goal_rows_compare_every_compressed_model_with_the_dlib_decoded_anchor_a
                metric("compressed", 3, 0.50, "cresnet39"), metric("decoded", 3, 0.80, "dlib-resnet-v1"),
                metric("compressed", 3, 0.78, "transplant-l2")]
     q1, q3, q3_transplant = goal_rows(metrics, TABLE7, (1, 3, 6))
-    assert q1 == ["q1", "cresnet39", "0.900", "0.940", "0.040", "met", "0.151", "2.0", "20.0", "10.0x", "met"]
-    assert q3[1] == "cresnet39" and q3[5] == "missed by 0.250" and q3[6] == "-" and q3[9:] == ["4.0x", "missed"]
-    assert q3_transplant[1:3] == ["transplant-l2", "0.780"] and q3_transplant[5] == "met" and q3_transplant[9:] == ["8.0x", "met"]
-    assert goal_met([q1, q3, q3_transplant], (1, 3))  # at each goal rate, some compressed-domain model meets both
-    assert not goal_met([q1, q3], (1, 3)) and not goal_met([q1], (1, 3))
-    assert goal_rows(metrics, TABLE7, (6, 8)) == [] and not goal_met([], (6, 8))  # no goal quality in the run
+    # times with entropy decoding: 2 + 2 x 0.5 against 29 + 0.5; the thesis's convention 29 / 2 beside it
+    assert q1 == ["q1", "cresnet39", "0.900", "0.940", "0.040", "met", "0.151", "3.0", "29.5", "9.8x", "14.5x", "met"]
+    assert q3[1] == "cresnet39" and q3[5] == "missed by 0.250" and q3[6] == "-" and q3[9:] == ["2.9x", "3.8x", "missed"]
+    # 19 / 2.5 = 7.6x as the thesis times it meets the goal; with entropy decoding, 20 / 4.5 = 4.4x does not
+    assert q3_transplant[1:3] == ["transplant-l2", "0.780"] and q3_transplant[5] == "met"
+    assert q3_transplant[7:] == ["4.5", "20.0", "4.4x", "7.6x", "missed"]
+    for row in (q1, q3, q3_transplant):  # entropy decoding costs the compressed path more: both faces against one
+        assert float(row[9].rstrip("x")) < float(row[10].rstrip("x"))
+    assert goal_verdict([q1, q3, q3_transplant], (1, 3)) == "missed"  # at q3 every model misses one goal
+    assert goal_verdict([q1, q3_transplant[:11] + ["met"]], (1, 3)) == "met"
+    assert goal_verdict([q1], (1, 3)) == "not judged"  # nothing at q3
+    assert goal_rows(metrics, TABLE7, (6, 8)) == [] and goal_verdict([], (6, 8)) == "not judged"  # no goal quality in the run
+    old = [{k: v for k, v in r.items() if "entropy" not in k} for r in TABLE7]  # a table7.csv from before the column
+    assert goal_rows(metrics, old, (1,))[0][7:] == ["-", "-", "-", "14.5x", "-"]
 
 
 @pytest.mark.parametrize("student, anchor, verdict", [
@@ -171,22 +214,24 @@ def test_what_the_gpu_preset_changes_is_read_from_the_presets() -> None:
     assert preset_changes(PRESETS["gpu"], PRESETS["gpu"]) == []
 
 
-def test_the_summary_page_from_a_runs_files(tmp_path: Path) -> None:
-    """The page written from a report, Table 7 and step records as a run leaves them: rounded,
-    resolution notes, the goal's rule, the student judged at chance, step times in run order."""
+def summary_page(tmp_path: Path, preset: str = "cpu", replicates: int = 20) -> tuple[str, Evaluation]:
+    """The page written from a report, Table 7 and step records as a run leaves them."""
     from cdfv.eval.report import write_report
-    from cdfv.reproduction.summary import GOAL_RULE, write_reproduction_summary
+    from cdfv.reproduction.summary import write_reproduction_summary
     from report_helpers import LEARNED, cpu_preset_like
 
     layout = Layout(tmp_path / "data", tmp_path / "out")
     (tmp_path / "pairsDevTest.txt").write_text("1\nAnn\t1\t2\n")
     evaluation = Evaluation.of(layout.out, tmp_path / "pairsDevTest.txt", tmp_path / "lfw")
     files = [p for p in cpu_preset_like(tmp_path / "scores") if LEARNED in p.name or p.stem.endswith("original")]
-    write_report(files, evaluation.report, replicates=20)
+    write_report(files, evaluation.report, replicates=replicates)
     (evaluation.report / "table7.csv").write_text(
-        "solution,mode,quality,model_id,gmac_table7,gmac_true,kmac_per_px_table7,ms_per_pair\n"
-        "dlib-resnet-v1_bmshj2018-hyperprior_q1,decoded,1,dlib-id,9.917753344,2.682578944,197.65930612244898,194.03855048748255\n"
-        "cresnet39_bmshj2018-hyperprior_q1,compressed,1,c-id,0.151396352,0.151396352,3.01730612244898,4.264711412508859\n")
+        "solution,mode,quality,model_id,gmac_table7,gmac_true,kmac_per_px_table7,ms_per_pair,entropy_ms_per_face,"
+        "ms_per_pair_with_entropy\n"
+        "dlib-resnet-v1_bmshj2018-hyperprior_q1,decoded,1,dlib-id,10.105448448,2.771970048,201.39,194.03855048748255,"
+        "13.504,207.54255048748255\n"
+        "cresnet39_bmshj2018-hyperprior_q1,compressed,1,c-id,0.339091456,0.240787456,6.758,4.264711412508859,13.504,"
+        "31.272711412508859\n")
     for q in (1, 3):
         layout.codec(q).parent.mkdir(parents=True)
         layout.codec(q).write_bytes(b"weights")
@@ -200,9 +245,17 @@ def test_the_summary_page_from_a_runs_files(tmp_path: Path) -> None:
         for name, record in records.items():
             steps.run(name, lambda record=record: record)
     measured.order.append("summary")
-    text = write_reproduction_summary(layout, evaluation, PRESETS["cpu"], (1, 3), learned, measured).read_text()
+    return write_reproduction_summary(layout, evaluation, PRESETS[preset], (1, 3), learned, measured).read_text(), evaluation
+
+
+def test_the_summary_page_from_a_runs_files(tmp_path: Path) -> None:
+    """Rounded, resolution notes, the goal's rule, the student judged at chance, step times in run order."""
+    from cdfv.reproduction.summary import GOAL_RULE
+
+    text, evaluation = summary_page(tmp_path)
     assert not re.search(r"\d\.\d{5,}", text)  # no 0.270854144
-    assert "| 9.918 | 2.683 | 197.7 | 194.0 |" in text and "| 0.151 | 0.151 | 3.0 | 4.3 |" in text
+    assert "| 10.105 | 2.772 | 201.4 | 194.0 | 13.5 | 207.5 |" in text and "| 0.339 | 0.241 | 6.8 | 4.3 | 13.5 | 31.3 |" in text
+    assert "| 207.5 | 6.6x | 45.5x | met |" in text  # the speed-up with entropy decoding, the thesis's beside it
     assert "| TAR@FAR=1e-3 (FAR 1e-3 not resolved: 500 impostors, needs 1000) | TAR@FAR=1e-2 |" in text
     assert GOAL_RULE in text and "| q1 | cresnet39 | 0.026 |" in text and "not met: student at chance" in text
     assert "The goal is missed with this preset's cuts." in text
@@ -214,6 +267,15 @@ def test_the_summary_page_from_a_runs_files(tmp_path: Path) -> None:
     assert commands.index("cdfv-train --task codec") < commands.index("cdfv-prep run --dataset lfw")
 
 
+def test_a_summary_whose_rows_are_all_not_judged_does_not_call_the_goal_missed(tmp_path: Path) -> None:
+    """The smoke preset's page said "the goal is missed" though every row read "not judged"."""
+    text, _ = summary_page(tmp_path, "smoke", replicates=0)  # no intervals: nothing can be judged
+    goal = text.split("### The goal")[1].split("## Table 7")[0]
+    rows = [line for line in goal.splitlines() if line.startswith("| q")]
+    assert rows and all("| not judged: student has no intervals |" in row for row in rows)
+    assert "The goal is not judged on this run" in goal and "goal is missed" not in text
+
+
 def a_data_folder(root: Path) -> Path:
     """The data layout with placeholder files: enough for the steps that only link and read pairs."""
     data = lfw_layout(root)
@@ -223,7 +285,7 @@ def a_data_folder(root: Path) -> Path:
     (data / "natural" / "kodak").mkdir(parents=True)
     (data / "natural" / "kodak" / "kodim01.png").write_bytes(b"png")
     for name, n in (("Ann", 2), ("Bob", 1), ("Cid", 1)):
-        (data / "lfw" / "deepfunneled" / name).mkdir(parents=True)
+        (data / "lfw" / "deepfunneled" / name).mkdir(parents=True, exist_ok=True)
         for i in range(1, n + 1):
             (data / "lfw" / "deepfunneled" / name / f"{name}_{i:04d}.jpg").write_bytes(b"jpeg")
     (data / "lfw" / "meta" / "other.txt").write_text("1\nAnn\t1\t2\nCid\t1\tAnn\t2\n")

@@ -17,15 +17,20 @@ from .steps import Evaluation, Layout, Steps
 
 
 def check_inputs(evaluation: Evaluation) -> None:
-    """Stop before any work, in one line, when the pairs file cannot be read or the image root is missing."""
+    """Stop before any work, in one line, when the pairs file cannot be read, the image root is
+    missing, or a key of the pairs names no image in it (the evaluation half would fail on it only
+    after the whole learning half)."""
     from cdfv.eval.protocol import ProtocolError, read_pairs
 
+    from .plan import lfw_sources
+
     try:
-        read_pairs(evaluation.pairs)
+        pairs = read_pairs(evaluation.pairs)
     except ProtocolError as e:
         raise click.ClickException(str(e)) from None
     if not evaluation.images.is_dir():
         raise click.ClickException(f"{evaluation.images}: no such folder of LFW images (--images, default DATA/lfw/deepfunneled)")
+    lfw_sources(evaluation, pairs)
 
 
 def keep_settings(path: Path, record: dict[str, Any], what: str, remedy: str) -> None:

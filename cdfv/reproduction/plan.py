@@ -16,7 +16,7 @@ Training faces come from the CelebA folders only, so the models are valid on eve
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -25,6 +25,9 @@ from cdfv.pipeline.naming import set_name
 
 from .presets import Preset
 from .steps import Evaluation, Layout, Steps, resuming
+
+if TYPE_CHECKING:
+    from cdfv.eval.protocol import Pair
 
 CODEC = "bmshj2018-hyperprior"
 ANCHORS = ("jpeg", "jpeg2000", "hevc-intra")
@@ -66,19 +69,35 @@ def link_training(layout: Layout, preset: Preset) -> dict[str, Any]:
     return counts
 
 
+def lfw_sources(evaluation: Evaluation, pairs: list[Pair]) -> dict[str, Path]:
+    """Every LFW image the pairs (read from evaluation.pairs) name, by shard key (<person>__<image
+    stem>), each found under the image root: cdfv-reproduce checks them all before any training, so
+    a wrong key or an absent image stops it at once, in one line naming the pairs file's line."""
+    sources: dict[str, Path] = {}
+    for pair in pairs:
+        for key in (pair.probe, pair.reference):
+            if key in sources:
+                continue
+            parts = key.split("__")
+            if len(parts) != 2 or not all(parts) or any("/" in p or p == ".." for p in parts):
+                raise click.ClickException(f"{evaluation.pairs}:{pair.line}: key {key!r} is not <person>__<image stem> "
+                                           f"(e.g. Aaron_Eckhart__Aaron_Eckhart_0001, the image <person>/<stem>.jpg)")
+            source = evaluation.images / parts[0] / f"{parts[1]}.jpg"
+            if not source.is_file():
+                raise click.ClickException(f"{evaluation.pairs}:{pair.line}: names {key}, but {source} is absent")
+            sources[key] = source
+    return sources
+
+
 def link_lfw(evaluation: Evaluation) -> dict[str, Any]:
     """The LFW images the pairs file names, and only those, in the LFW layout."""
     from cdfv.eval.protocol import read_pairs
 
     pairs = read_pairs(evaluation.pairs)
-    keys = sorted({k for p in pairs for k in (p.probe, p.reference)})
-    for key in keys:
-        name, stem = key.split("__")
-        source = evaluation.images / name / f"{stem}.jpg"
-        if not source.is_file():
-            raise click.ClickException(f"{source}: named by {evaluation.pairs} but absent")
-        _link(source, evaluation.work / "lfw" / name / source.name)
-    return {"pairs": len(pairs), "lfw_images": len(keys), **evaluation.record()}
+    sources = lfw_sources(evaluation, pairs)
+    for source in sources.values():
+        _link(source, evaluation.work / "lfw" / source.parent.name / source.name)
+    return {"pairs": len(pairs), "lfw_images": len(sources), **evaluation.record()}
 
 
 def learn(steps: Steps, layout: Layout, preset: Preset, qualities: tuple[int, ...], device: str) -> None:
@@ -187,7 +206,10 @@ def measure(steps: Steps, layout: Layout, evaluation: Evaluation, preset: Preset
 
 def conventional_anchors(steps: Steps, prep: click.Command, lfw: Path, qualities: tuple[int, ...]) -> dict[str, Any]:
     """JPEG, JPEG 2000 and HEVC-intra rate-matched to each learned-codec quality; a rate a codec
-    cannot reach (JPEG's headers alone cost about 0.1 bpp) is listed, not fatal."""
+    cannot reach is listed, not fatal. JPEG's lowest rate, quality 1, is 0.12-0.13 bpp on these
+    faces, of which its headers (quantisation and optimised Huffman tables, frame and scan headers)
+    take about 0.044: 270-283 bytes, the rate-bearing file less its entropy-coded segment, measured
+    with Pillow as the anchor codes (4:2:0, optimised) on 100 LFW faces cut to 224x224."""
     from cdfv import shards
 
     unreachable = []

@@ -63,46 +63,77 @@ def chance_verdict(metrics: dict[str, Any], who: str) -> str:
 
 
 GOAL_HEADER = ["rate", "compressed-domain model", "TAR@1e-2", "dlib decoded TAR@1e-2", "gap", "accuracy goal", "GMAC (true)",
-               "ms/pair", "dlib decoded ms/pair", "speed-up", "speed goal"]
+               "ms/pair incl. entropy decoding", "dlib decoded ms/pair incl. entropy decoding", "speed-up",
+               "speed-up, thesis's convention (no entropy decoding)", "speed goal"]
+ACCURACY, SPEED = GOAL_HEADER.index("accuracy goal"), GOAL_HEADER.index("speed goal")
 
 
 def _same_quality(row: dict[str, Any], q: int) -> bool:
     return str(row.get("quality")) in (str(q), f"{q}.0")
 
 
+def _ms(row: dict[str, Any], column: str) -> float | None:
+    """A time of a table7.csv row; None where the run did not measure it (an empty cell, or a
+    table7.csv written before the column existed)."""
+    return float(row[column]) if row.get(column) not in (None, "") else None
+
+
+def _ratio(anchor: float | None, student: float | None) -> float | None:
+    return anchor / student if anchor and student else None
+
+
 def goal_rows(metrics: list[dict[str, Any]], table7: list[dict[str, Any]], qualities: tuple[int, ...]) -> list[list[str]]:
     """Per goal quality, every compressed-domain model (the from-scratch cResNet39 and each
     transplanted student: the junction ablation) against the dlib decoded anchor at the same rate:
     TAR@FAR=1e-2 judged by GOAL_RULE, operations and measured times per pair (Table 7's rows of
-    the same solution), in GOAL_HEADER's columns."""
+    the same solution), in GOAL_HEADER's columns. Times and the speed goal include entropy decoding
+    (the anchor decodes its probe, the student both faces); the thesis's speed-up, without it, beside."""
     rows = []
     for q in GOAL_QUALITIES:
         if q not in qualities:
             continue
         anchor = next((m for m in metrics if m["mode"] == "decoded" and m.get("arch") == DLIB_ARCH
                        and m.get("quality") == q and str(m.get("codec", "")).startswith("bmshj2018")), None)
-        t_anchor = next((float(r["ms_per_pair"]) for r in table7 if r.get("mode") == "decoded" and _same_quality(r, q)), None)
+        anchor_timed = next((r for r in table7 if r.get("mode") == "decoded" and _same_quality(r, q)), {})
         if anchor is None:
             continue
         for student in sorted((m for m in metrics if m["mode"] == "compressed" and m.get("quality") == q), key=lambda m: m["arch"]):
             timed = next((r for r in table7 if r.get("mode") == "compressed" and _same_quality(r, q)
                           and str(r.get("solution", "")).startswith(f"{student['arch']}_")), {})
-            t_student = float(timed["ms_per_pair"]) if timed.get("ms_per_pair") else None
             gap = anchor["tar_at_far_1e-2"] - student["tar_at_far_1e-2"]
             verdict = chance_verdict(student, "student") or chance_verdict(anchor, "anchor")
             verdict = verdict or ("met" if gap <= GOAL_TAR_GAP else f"missed by {gap - GOAL_TAR_GAP:.3f}")
-            ratio = t_anchor / t_student if t_anchor and t_student else None
+            t_student, t_anchor = (_ms(r, "ms_per_pair_with_entropy") for r in (timed, anchor_timed))
+            ratio = _ratio(t_anchor, t_student)
+            thesis = _ratio(_ms(anchor_timed, "ms_per_pair"), _ms(timed, "ms_per_pair"))
             rows.append([f"q{q}", student["arch"], cell(student["tar_at_far_1e-2"], 3), cell(anchor["tar_at_far_1e-2"], 3),
                          cell(gap, 3), verdict, cell(_number(timed["gmac_true"]) if timed.get("gmac_true") else None, DECIMALS["gmac"]),
                          cell(t_student, DECIMALS["ms"]), cell(t_anchor, DECIMALS["ms"]),
-                         "-" if ratio is None else f"{ratio:.1f}x", "-" if ratio is None else ("met" if ratio >= GOAL_SPEEDUP else "missed")])
+                         "-" if ratio is None else f"{ratio:.1f}x", "-" if thesis is None else f"{thesis:.1f}x",
+                         "-" if ratio is None else ("met" if ratio >= GOAL_SPEEDUP else "missed")])
     return rows
 
 
-def goal_met(rows: list[list[str]], qualities: tuple[int, ...]) -> bool:
-    """Met when, at every goal quality of the run, some compressed-domain model meets both goals."""
+def _row_verdict(row: list[str]) -> str:
+    if row[ACCURACY] == "met" and row[SPEED] == "met":
+        return "met"
+    if row[ACCURACY].startswith(("missed", "not met")) or row[SPEED] == "missed":
+        return "missed"
+    return "not judged"
+
+
+def goal_verdict(rows: list[list[str]], qualities: tuple[int, ...]) -> str:
+    """met when, at every goal quality of the run, some compressed-domain model meets both goals;
+    missed when at some goal quality every model misses one; else not judged (no goal quality in
+    the run, one without rows, or one whose rows that do not miss cannot be judged)."""
     wanted = [q for q in GOAL_QUALITIES if q in qualities]
-    return bool(wanted) and all(any(r[0] == f"q{q}" and r[5] == "met" and r[10] == "met" for r in rows) for q in wanted)
+    per_quality = []
+    for q in wanted:
+        verdicts = {_row_verdict(r) for r in rows if r[0] == f"q{q}"}
+        per_quality.append("met" if "met" in verdicts else "missed" if verdicts == {"missed"} else "not judged")
+    if "missed" in per_quality:
+        return "missed"
+    return "met" if per_quality and set(per_quality) == {"met"} else "not judged"
 
 
 def results_table(metrics: list[dict[str, Any]]) -> list[str]:
@@ -129,7 +160,8 @@ def _number(text: str) -> float | str:
 
 def table7_table(table7: list[dict[str, str]]) -> list[str]:
     """Table 7 from table7.csv (every digit there), rounded as cdfv-eval complexity prints it."""
-    columns = [c for c in ("solution", "gmac_table7", "gmac_true", "kmac_per_px_table7", "ms_per_pair", "model_id") if c in table7[0]]
+    columns = [c for c in ("solution", "gmac_table7", "gmac_true", "kmac_per_px_table7", "ms_per_pair", "entropy_ms_per_face",
+                           "ms_per_pair_with_entropy", "model_id") if c in table7[0]]
     return markdown_table([{c: _number(r[c]) for c in columns} for r in table7]).splitlines()
 
 
@@ -224,19 +256,29 @@ def write_reproduction_summary(layout: "Layout", evaluation: "Evaluation", prese
     lines += ["", "### The goal: compressed-domain models against the dlib decoded anchor", "",
               f"At the rate of q1 and q3, some compressed-domain model with TAR@FAR=1e-2 within {GOAL_TAR_GAP} of the dlib "
               f"decoded anchor at no more than 1/{GOAL_SPEEDUP:g} of its time per pair (operations and times from Table 7, "
-              f"this machine). One row per model: the from-scratch cResNet39 (the thesis's model) and each transplanted "
-              f"student, so the rows of one rate are the junction ablation. {GOAL_RULE}", ""]
+              f"this machine). Times per pair include entropy decoding, of the probe for the anchor and of both faces for "
+              f"a compressed-domain model, and so do the speed-up and the speed goal; the thesis's convention, which starts "
+              f"from entropy-decoded latents, is the speed-up beside it. One row per model: the from-scratch cResNet39 (the "
+              f"thesis's model) and each transplanted student, so the rows of one rate are the junction ablation. {GOAL_RULE}", ""]
     goals = goal_rows(metrics, table7, qualities)
     lines += table(GOAL_HEADER, goals)
-    if preset.name != "gpu" and not goal_met(goals, qualities):
+    verdict = goal_verdict(goals, qualities)
+    if verdict == "not judged":
+        lines += ["", "The goal is not judged on this run: at q1 or q3 no row can be judged met or missed (each row says why)."]
+    elif verdict == "missed" and preset.name != "gpu":
         lines += ["", "The goal is missed with this preset's cuts. What the `gpu` preset changes: "
                   + "; ".join(preset_changes(preset, PRESETS["gpu"])) + "."]
     if table7:
         lines += ["", "## Table 7: complexity and time per pair", "",
                   "`gmac_table7` charges transposed convolutions at their output resolution as the thesis's Table 7 does; "
-                  f"`gmac_true` counts the multiplications done. Times on this machine, {preset.timing[1]} batches of "
-                  f"{preset.timing[0]} pairs after {preset.timing[2]} warm-up batch(es); rounded here, every digit in "
-                  "table7.csv.", ""]
+                  "`gmac_true` counts the multiplications done; both include the hyper-decoder that entropy decoding runs for "
+                  f"each decoded or compressed face. Times on this machine, {preset.timing[1]} batches of "
+                  f"{preset.timing[0]} pairs after {preset.timing[2]} warm-up batch(es): `ms_per_pair` as the thesis times it, "
+                  "from entropy-decoded latents; `entropy_ms_per_face` the codec's entropy decoding (range decoding of z and y "
+                  f"and the hyper-decoder, by the pipeline's own code, timed alike on {preset.timing[0]} coded demo faces); "
+                  "`ms_per_pair_with_entropy` "
+                  "charges it for the faces each path decodes: the decoded path its probe (one a pair, then g_s), the "
+                  "compressed path both faces (two a pair). Rounded here, every digit in table7.csv.", ""]
         lines += table7_table(table7)
     lines += ["", "## Figures", "",
               "- ![metrics against rate](metrics_vs_bpp.png) (thesis Figure 45)",
