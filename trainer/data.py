@@ -297,13 +297,14 @@ def describe(shard_set: ShardSet) -> dict[str, Any]:
 
 
 def damage_summary(path: Path) -> dict[str, Any]:
-    """What a run's readers left out, from its damage log: distinct damaged samples and shards,
-    each listed once however often the readers met it."""
+    """What a run's readers left out, from its damage log: each distinct loss (a damaged sample, or
+    one problem of a shard: a truncated shard loses its unlisted samples and its cut one apart)
+    counted and listed once however often the readers met it, so the count is of samples."""
     if not path.exists():
         return {"damaged_samples_lost": 0, "damaged": []}
-    entries: dict[tuple[str, str], tuple[int, str]] = {}
+    entries: dict[tuple[str, str, str], int] = {}
     for line in path.read_text().splitlines():
         shard, key, samples, problem = line.split("\t", 3)
-        entries[(shard, key)] = (int(samples), problem)
-    return {"damaged_samples_lost": sum(n for n, _ in entries.values()),
-            "damaged": [f"{s}:{k}: {p}" if k else f"{s}: {p}" for (s, k), (_, p) in sorted(entries.items())]}
+        entries[(shard, key, problem)] = int(samples)
+    return {"damaged_samples_lost": sum(entries.values()),
+            "damaged": [f"{s}:{k}: {p}" if k else f"{s}: {p}" for s, k, p in sorted(entries)]}
