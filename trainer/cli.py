@@ -3,6 +3,7 @@ Training (and torch) is imported once the options are parsed, so `--help` and `-
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -188,8 +189,10 @@ def run(o: dict) -> None:
 
 def print_summary(summary: dict[str, Any]) -> None:
     """The closing summary (also <out>/summary.json) on stdout, as every cdfv command puts its
-    results, so `cdfv-train ... > log` keeps it; messages and bars stay on stderr."""
-    click.echo(json.dumps(summary, indent=1))
+    results, so `cdfv-train ... > log` keeps it; messages and bars stay on stderr. Under torchrun
+    rank 0 alone prints it, as it alone writes the file."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        click.echo(json.dumps(summary, indent=1))
 
 
 def allow_change(o: dict) -> tuple[str, ...]:
