@@ -35,6 +35,17 @@ def invoke(command: click.BaseCommand, prog: str, args: list[str]) -> None:
         raise click.ClickException(f"{prog} {args[0] if args else ''} failed: {e.format_message()}") from e
 
 
+def demo_data(data: Path) -> tuple[Path, Path]:
+    """The demo's LFW-layout image folder and its pairs file beside it (as LFW ships them, so no
+    file in the image folder is listed as skipped), made on the first run."""
+    images, pairs = data / "lfw", data / "pairs.txt"
+    if not (images.is_dir() and pairs.exists()):
+        from .demodata import make_demo_dataset
+
+        make_demo_dataset(images, pairs)
+    return images, pairs
+
+
 def prep_steps(out: Path, data: Path, codec_file: Path) -> list[tuple[str, list[str]]]:
     """The cdfv-prep commands after the faces exist and the codec is trained: every stage one by
     one, a conventional anchor, a repack, then the streaming run."""
@@ -64,17 +75,14 @@ def main(out: Path, fresh: bool) -> None:
     from cdfv.trainer.cli import main as train
 
     from .cli import main as prep
-    from .demodata import make_demo_dataset
 
     if fresh and out.exists():
         shutil.rmtree(out)
     start = time.perf_counter()
     click.echo(DATA_NOTE)
-    data, root, runs = out / "data", out / "shards", out / "runs"
-    pairs = data / "pairs.txt"
-    if not pairs.exists():
-        make_demo_dataset(data)
-    dataset = ["--dataset", "lfw", "--root", str(data), "--out", str(root), "--chunk-size", "32"]
+    root, runs = out / "shards", out / "runs"
+    images, pairs = demo_data(out / "data")
+    dataset = ["--dataset", "lfw", "--root", str(images), "--out", str(root), "--chunk-size", "32"]
     invoke(prep, "cdfv-prep", ["detect"] + dataset)
     invoke(prep, "cdfv-prep", ["align"] + dataset)
     codec_file = runs / "codec-q1" / "codec.pt"
@@ -82,7 +90,7 @@ def main(out: Path, fresh: bool) -> None:
         invoke(train, "cdfv-train", ["--task", "codec", "--shards", "faces", "--root", str(root), "--untrained-codec",
                                      "--quality", "1", "--epochs", "1", "--batch-size", "8", "--workers", "0",
                                      "--out", str(codec_file.parent)])
-    for stage, args in prep_steps(root, data, codec_file):
+    for stage, args in prep_steps(root, images, codec_file):
         invoke(prep, "cdfv-prep", [stage] + args)
     models = {"cresnet39": ("latents-q1", "16"), "resnet50": ("faces", "8")}
     for arch, (shard_set, width) in models.items():

@@ -70,14 +70,19 @@ def demo_pictures(identities: int, per_identity: int, seed: int = 0) -> Iterator
             yield i, n, _render(photo, ident, rng)
 
 
-def make_demo_dataset(root: Path, identities: int = 12, per_identity: int = 8, seed: int = 0) -> Path:
-    """Writes an LFW-layout dataset (<root>/<Name>/<Name>_<NNNN>.jpg) and a View-1 style
-    pairs file (<root>/pairs.txt). Deterministic for a seed; returns the pairs file."""
+def make_demo_dataset(root: Path, pairs: Path | None = None, identities: int = 12, per_identity: int = 8,
+                      seed: int = 0) -> Path | None:
+    """Writes an LFW-layout dataset (<root>/<Name>/<Name>_<NNNN>.jpg) and, given `pairs`, a View-1
+    style pairs file there, which must lie outside root: LFW ships its pairs files beside its image
+    folder, and a file inside it is no input, so cdfv-prep would list it as skipped. Deterministic
+    for a seed; returns the pairs file."""
     root = Path(root)
     names = [f"Demo_Person_{i:02d}" for i in range(identities)]
     for i, n, img in demo_pictures(identities, per_identity, seed):
         ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
         atomic_write_bytes(root / names[i] / f"{names[i]}_{n:04d}.jpg", buf.tobytes())
+    if pairs is None:
+        return None
     same, diff = [], []
     for name in names:
         for a in range(1, per_identity + 1, 2):
@@ -87,6 +92,5 @@ def make_demo_dataset(root: Path, identities: int = 12, per_identity: int = 8, s
             other = names[(i + k) % len(names)]
             diff.append(f"{name}\t{k}\t{other}\t{per_identity + 1 - k}")
     n = min(len(same), len(diff))
-    pairs = root / "pairs.txt"
-    atomic_write_bytes(pairs, ("\n".join([str(n)] + same[:n] + diff[:n]) + "\n").encode())
-    return pairs
+    atomic_write_bytes(Path(pairs), ("\n".join([str(n)] + same[:n] + diff[:n]) + "\n").encode())
+    return Path(pairs)

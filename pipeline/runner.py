@@ -95,27 +95,29 @@ def chunked(items: Sequence[T], size: int) -> list[list[T]]:
 @dataclass
 class RunStats:
     stage: str
-    inputs: int = 0
+    inputs: int = 0  # every input the run covers, resumed ones included
     chunks: int = 0
     resumed_chunks: int = 0
+    resumed_inputs: int = 0  # the inputs of chunks an earlier run finished
     written: Counter = field(default_factory=Counter)
     rejects: list[Reject] = field(default_factory=list)
     counters: Counter = field(default_factory=Counter)
     seconds: float = 0.0
 
     def summary(self) -> dict[str, Any]:
-        processed = self.inputs
+        processed = self.inputs - self.resumed_inputs
         return {
             "stage": self.stage,
             "inputs": self.inputs,
             "chunks": self.chunks,
             "resumed_chunks": self.resumed_chunks,
+            "resumed_inputs": self.resumed_inputs,
             "written": dict(self.written),
             "rejects": len(self.rejects),
             "reject_reasons": dict(Counter(reason_kind(r) for r in self.rejects).most_common(10)),
             "counters": dict(self.counters),
             "seconds": round(self.seconds, 2),
-            "items_per_s": round(processed / self.seconds, 2) if self.seconds > 0 else None,
+            "items_per_s": round(processed / self.seconds, 2) if self.seconds > 0 and processed else None,  # of this run's work
         }
 
 
@@ -187,8 +189,10 @@ def _run_chunks(stage: str, chunks: list[list[T]], process: Callable[[list[T]], 
         for c, chunk in enumerate(chunks):
             stats.chunks += 1
             n = count(chunk)
+            stats.inputs += n
             if all(ledgers[k].finished(c, inputs[c]) and sinks[k].written(c) and reject_files[k].written(c) for k in sinks):
                 stats.resumed_chunks += 1
+                stats.resumed_inputs += n
                 bar.update(n)
                 continue
             share = ChunkShare(bar, n)
@@ -203,7 +207,6 @@ def _run_chunks(stage: str, chunks: list[list[T]], process: Callable[[list[T]], 
                 content = sink.write(c, outputs)
                 ledgers[name].commit(c, inputs[c], len(outputs), len(rows), content)
                 stats.written[name] += len(outputs)
-            stats.inputs += n
             stats.rejects.extend(result.rejects)
             stats.counters.update(result.stats)
             share(share.left)

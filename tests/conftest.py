@@ -4,6 +4,7 @@ capped at $CDFV_THREADS (default 1 here)."""
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,12 @@ def celeba_root(shared_data: Path) -> Path:
     if not root.is_dir():
         pytest.skip(f"{root} not found")
     return root
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Each reason tests were skipped for, with how many, without -rs: a newcomer without the data
+    folder reads why a hundred tests skip and what to set, in one line instead of a line a test."""
+    reasons = Counter(str(r.longrepr[2]).removeprefix("Skipped: ") for r in terminalreporter.stats.get("skipped", [])
+                      if isinstance(r.longrepr, tuple))
+    for reason, count in reasons.most_common():
+        terminalreporter.write_line(f"{count} test{'s' if count > 1 else ''} skipped: {reason}")

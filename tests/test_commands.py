@@ -198,3 +198,18 @@ def test_models_record_the_software_that_made_them(tmp_path: Path) -> None:
                                              "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert torch.load(tmp_path / "model.pt", weights_only=True)["provenance"] == provenance()
+
+
+def test_the_demo_data_hold_no_file_its_prep_would_skip(tmp_path: Path) -> None:
+    """The demo's pairs file lies beside its image folder, as LFW ships them: inside it, every
+    demo run listed it as a skipped file."""
+    from cdfv.eval.protocol import read_pairs
+    from cdfv.pipeline.demo import demo_data
+    from cdfv.pipeline.sources import lfw
+
+    images, pairs = demo_data(tmp_path / "data")
+    dataset = lfw(images)
+    assert dataset.skipped == [] and len(dataset.items) == 96
+    keys = {k for p in read_pairs(pairs) for k in (p.probe, p.reference)}
+    assert keys and keys <= {item.key for item in dataset.items}
+    assert demo_data(tmp_path / "data") == (images, pairs)  # a re-run finds them

@@ -169,3 +169,23 @@ def test_conventional_runs_are_named_and_titled_by_their_own_parameter() -> None
     assert _roc_label(run, codec_shown=True) == "resnet50 decoded jpeg2000 ratio12.2784 (1.95 bpp)"
     assert _roc_label(run, codec_shown=False) == "resnet50 decoded ratio12.2784 (1.95 bpp)"
     assert histograms([run]).axes[0].get_title() == "ratio12.2784, 1.95 bpp"
+
+
+@pytest.mark.parametrize(("name", "target"), [("jpeg2000", 0.30), ("hevc-intra", 0.17)])
+def test_the_rate_matching_bar_has_a_total_it_reaches(name: str, target: float, faces: list[np.ndarray], monkeypatch: pytest.MonkeyPatch,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """The bar counts the faces coded towards the most the bisection can code (so it has an ETA), a
+    total lowered as the search narrows and equal to the faces coded when it ends."""
+    from cdfv.pipeline import ratematch
+    from cdfv.pipeline.conventional import Codec
+
+    caplog.set_level("INFO", logger="cdfv")  # bars show where a user sees them
+    bars, real_bar, real_code, coded = [], ratematch.progress.bar, Codec.code, []
+    monkeypatch.setattr(ratematch.progress, "bar", lambda total, *a, **k: bars.append((total, real_bar(total, *a, **k))) or bars[-1][1])
+    monkeypatch.setattr(Codec, "code", lambda self, face, value: coded.append(value) or real_code(self, face, value))
+    codec = get_codec(name)
+    most = 2 + ratematch.steps_left(codec, codec.low, codec.high)
+    match_rate(codec, faces, target)
+    ((first, bar),) = bars
+    assert first == most * len(faces) and f"at most {most} trials" in bar.desc
+    assert bar.n == bar.total == len(coded) <= first

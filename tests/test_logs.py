@@ -131,17 +131,20 @@ def test_library_training_logs_its_summary_and_prints_nothing(shard_root: Path, 
     assert "bmshj2018-hyperprior" in summaries[1].getMessage()
 
 
-def test_train_cli_puts_its_summary_on_stderr_and_quiet_silences_it(shard_root: Path, tmp_path: Path) -> None:
+def test_train_cli_puts_its_summary_on_stdout_and_messages_on_stderr(shard_root: Path, tmp_path: Path) -> None:
+    """`cdfv-train ... > log` keeps the closing summary (the JSON of summary.json), as every cdfv
+    command keeps its results on stdout; --quiet silences the messages, not the results."""
     from cdfv.trainer.cli import main
 
     args = ["--shards", "latents-train", "--root", str(shard_root), "--phase", "classify", "--epochs", "1", "--max-steps", "1",
             "--width", "4", "--workers", "0", "--no-tensorboard"]
     loud = CliRunner().invoke(main, args + ["--out", str(tmp_path / "loud")])
     assert loud.exit_code == 0, loud.output
-    assert loud.stdout == "" and "cdfv-train: cresnet39 on latents-train, 1 steps" in loud.stderr
+    assert json.loads(loud.stdout) == json.loads((tmp_path / "loud" / "summary.json").read_text())
+    assert "cdfv-train: cresnet39 on latents-train, 1 steps" in loud.stderr and "cdfv-train:" not in loud.stdout
     quiet = CliRunner().invoke(main, args + ["--out", str(tmp_path / "quiet"), "--quiet"])
     assert quiet.exit_code == 0, quiet.output
-    assert quiet.stdout == "" and quiet.stderr == ""
+    assert json.loads(quiet.stdout)["steps"] == 1 and quiet.stderr == ""
 
 
 def test_eval_cli_messages_on_stderr_results_on_stdout(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

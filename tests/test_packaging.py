@@ -160,3 +160,17 @@ def test_install_keeps_the_torch_already_installed(tmp_path: Path) -> None:
     assert plan.get("torch") not in (None, installed["torch"]), plan
     done, plan = pip_plan(tmp_path, "-c", "constraints.txt", "-e", str(REPO), older)
     assert done.returncode != 0 and "conflicting dependencies" in done.stderr, done.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_the_default_install_resolves_without_backtracking(tmp_path: Path) -> None:
+    """The README's first command, `pip install -e '.[test]'`, resolved as in a fresh virtual
+    environment (--ignore-installed; nothing is installed): pip takes one release of each package.
+    Backtracking (pip downloads a release, finds it needs what a ceiling rules out, and tries an
+    older one) means pyproject.toml lacks a pin."""
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--report",
+                           str(tmp_path / "report.json"), "-e", f"{REPO}[test]"], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    backtracked = re.findall(r"pip is looking at multiple versions of (\S+)", done.stdout + done.stderr)
+    assert not backtracked, f"pip backtracked over {backtracked}: pin their newest compatible release in pyproject.toml"

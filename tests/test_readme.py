@@ -4,8 +4,11 @@ and (slow) its stage and evaluation blocks run in order on a few LFW pairs."""
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -138,3 +141,31 @@ def test_readme_stage_and_evaluation_blocks_run_in_order(readme_sandbox: Path) -
     assert sorted(p.name for p in Path("results/scores").glob("*.parquet")) == [
         "cresnet39_bmshj2018-hyperprior-mse_q6.parquet", "resnet50_bmshj2018-hyperprior-mse_q6.parquet", "resnet50_original.parquet"]
     assert len(list(Path("results-dlib/scores").glob("*.parquet"))) == 2
+
+
+# ---- what a newcomer reads first ----------------------------------------------------------------------
+
+def test_the_readme_counts_what_it_lists_and_cites_nothing_a_user_cannot_follow() -> None:
+    text = README.read_text()
+    first_block = re.search(r"```bash\n(.*?)```", text, re.S).group(1).strip().splitlines()
+    assert len(first_block) == 2  # the set-up: install and demo, then the tests
+    table = text.split("| command | does | thesis |", 1)[1].split("\n\n", 1)[0]
+    listed = re.findall(r"^\| `(cdfv-[a-z]+)` \|", table, re.M)
+    assert set(listed) == set(COMMANDS)
+    words = {"three": 3, "four": 4, "five": 5}
+    said = re.search(r"It has (\w+) commands, a demo and one file format", text)
+    assert said and words[said.group(1)] == len(listed) - 1  # the demo is not a command of its own
+    assert not re.findall(r"\b\d[\d,]* (?:tests|passed)\b", text), "test counts go stale: state a dated measurement"
+    assert not re.findall(r"\bissues? \d+", text), "a bare issue number: say what the reader needs, or link it"
+
+
+def test_a_run_without_the_real_data_says_why_its_tests_skip(tmp_path: Path) -> None:
+    """pytest's closing lines count the tests skipped for each reason, as the README says: a
+    newcomer without the data folder reads why, and what to set, without knowing `-rs`."""
+    env = {**os.environ, "CDFV_TEST_DATA": str(tmp_path / "absent")}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "tests/test_conventional.py",
+                           "-k", "bare_codestream or application_segments"], cwd=README.parent, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert f"2 tests skipped: real test images absent: {tmp_path / 'absent'}/lfw not found (set $CDFV_TEST_DATA)" in done.stdout
+    assert "tests skipped: real test images absent" in " ".join(README.read_text().split())  # as it reads

@@ -334,3 +334,30 @@ def test_an_evaluation_continued_with_other_images_is_refused(tmp_path: Path) ->
     (evaluation.root / "evaluation.json").write_text(json.dumps({**evaluation.record(), "images": "/elsewhere"}))
     result = CliRunner().invoke(main, ["--data", str(data), "--preset", "smoke", "--device", "cpu", "--out", str(out)])
     assert result.exit_code == 2 and "holds an evaluation of this pairs file with other settings (images differ" in result.output
+
+
+@pytest.mark.parametrize("spelling", ["symlink", "relative", "trailing slash"])
+def test_the_same_data_folder_spelled_another_way_continues_the_run(tmp_path: Path, monkeypatch, spelling: str) -> None:
+    """--data, --pairs and --images naming the same folders and file by another path (a symlink, a
+    path relative to the working directory, a trailing slash) continue the run: the settings
+    compare what the paths name, not how they are written (the commands are recorded, not run)."""
+    import cdfv.reproduction.cli as cli
+
+    monkeypatch.setattr(Steps, "command", lambda steps, group, prog, args: Path(str(args[list(map(str, args)).index("--out") + 1])).mkdir(
+        parents=True, exist_ok=True))
+    monkeypatch.setattr(cli, "write_summary", lambda *args: {})
+    data, out = a_data_folder(tmp_path / "data"), tmp_path / "out"
+    first = CliRunner().invoke(main, ["--data", str(data), "--preset", "smoke", "--device", "cpu", "--out", str(out)])
+    assert first.exit_code == 0, first.output
+    monkeypatch.chdir(tmp_path)
+    other = {"symlink": str(tmp_path / "link"), "relative": "data", "trailing slash": f"{data}/"}[spelling]
+    (tmp_path / "link").symlink_to(data, target_is_directory=True)
+    again = CliRunner().invoke(main, ["--data", other, "--pairs", f"{other}/lfw/meta/pairsDevTest.txt", "--images",
+                                      f"{other}/lfw/deepfunneled", "--preset", "smoke", "--device", "cpu", "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert "learned this run: nothing" in again.output
+    moved = tmp_path / "copy"
+    moved.mkdir()
+    (moved / "lfw").symlink_to(data / "lfw", target_is_directory=True)  # the same pairs and images, another data folder
+    refused = CliRunner().invoke(main, ["--data", str(moved), "--preset", "smoke", "--device", "cpu", "--out", str(out)])
+    assert refused.exit_code == 2 and "holds a run with other settings (data differ" in refused.output

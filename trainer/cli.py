@@ -2,8 +2,11 @@
 Training (and torch) is imported once the options are parsed, so `--help` and `--version` answer at once."""
 from __future__ import annotations
 
+import json
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -63,7 +66,8 @@ CODEC_ONLY = ("codec", "quality", "patch", "metric", "codec_weights", "untrained
 @click.option("--workers", type=int, default=4, help="DataLoader workers per rank.")
 @click.option("--device", default="auto", help="auto (cuda if present, else cpu), cuda or cpu.")
 @click.option("--no-amp", is_flag=True, help="--task faces: disable bf16 autocast and channels_last on CUDA.")
-@click.option("--max-steps", type=int, help="Stop (and checkpoint) after this many steps in total.")
+@click.option("--max-steps", type=int, help="Stop (and checkpoint) after this many steps in total; it never adds epochs "
+                                             "(a run whose epochs end first stops there and says so).")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory (default runs/<shards>).")
 @click.option("--resume", is_flag=True, help="Continue from <out>/checkpoint.pt (or codec-checkpoint.pt) with the same options.")
 @click.option("--allow-change", metavar="OPT[,OPT]", default="",
@@ -185,7 +189,7 @@ def run(o: dict) -> None:
             for key, value in (("epochs", o["epochs"]), ("batch_size", o["batch_size"]), ("lr", o["lr"])):
                 if value is not None:
                     setattr(cfg, key, value)
-            train_codec(cfg)
+            print_summary(train_codec(cfg))
         return
     from .augment import AugmentConfig
     from .train import TrainConfig, train
@@ -203,7 +207,15 @@ def run(o: dict) -> None:
         cfg.batch_size = o["batch_size"]
     if o["lr"] is not None:
         cfg.lr_classify = cfg.lr_arcface = cfg.lr_distill = o["lr"]
-    train(cfg)
+    print_summary(train(cfg))
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """The closing summary (also <out>/summary.json) on stdout, as every cdfv command puts its
+    results, so `cdfv-train ... > log` keeps it; messages and bars stay on stderr. Under torchrun
+    rank 0 alone prints it, as it alone writes the file."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        click.echo(json.dumps(summary, indent=1))
 
 
 def allow_change(o: dict) -> tuple[str, ...]:

@@ -19,6 +19,7 @@ teacher set with dlib's maps at the student's junction.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -32,15 +33,15 @@ from cdfv import progress
 from cdfv.provenance import provenance
 from cdfv.eval.dlib_arch import EMBEDDING_DIM
 from cdfv.pipeline.codecs import CodecSpec, load_codec, save_codec, weights_file_id
-from cdfv.shards import Damage, ShardSet, ShardSetError, open_shard_set, remove_stale_temporaries, spec
+from cdfv.shards import Damage, ShardSet, ShardSetError, atomic_write_bytes, open_shard_set, remove_stale_temporaries, spec
 
 from .checkpoint import check_resume_config, data_identity, load_checkpoint, restore_rng, rng_state, save_checkpoint
-from .data import CHIP_VALUES, ShardStream, make_loader
+from .data import CHIP_VALUES, ShardStream, damage_summary, make_loader
 from .identity import IdentityLoss
 from .joint import LatentTap, save_student
 from .transplant import LATENT_SIDE, TransplantTask
-from .train import (Context, MetricsLog, phase_total, rank_zero_lock, setup_context, start_run_directory, tensorboard_dir,
-                    tensorboard_note)
+from .train import (Context, MetricsLog, phase_total, rank_zero_lock, setup_context, short_of_max_steps, start_run_directory,
+                    tensorboard_dir, tensorboard_note)
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ class CodecTrainConfig:
     device: str = "auto"
     max_steps: int | None = None
     log_every: int = 10
-    progress: bool = True  # tqdm progress bar (the closing summary is a log message: logging decides)
+    progress: bool = True  # tqdm progress bar (the closing summary is a log message: logging decides; cdfv-train prints it)
     tensorboard: bool | None = None  # event files in <out>/tensorboard-codec; None: when the tensorboard package is installed
     resume: bool = False  # continue from <out>/codec-checkpoint.pt
     allow_change: tuple[str, ...] = ()  # options a --resume may change
@@ -254,8 +255,8 @@ StepHook = Callable[[int, torch.nn.Module], None]  # (steps done, the codec in t
 
 
 def train_codec(cfg: CodecTrainConfig, on_step: StepHook | None = None) -> dict[str, Any]:
-    """Runs the codec training while holding the output directory; returns a summary with the
-    first and last logged losses. on_step (main rank) sees the codec after every step: a
+    """Runs the codec training while holding the output directory; returns the closing summary
+    (also out/summary.json) with the logged losses. on_step (main rank) sees the codec after every step: a
     learning curve evaluates it there without a second copy of the loop; it must leave it as is."""
     with rank_zero_lock(Path(cfg.out)) as held:
         if held:
@@ -438,14 +439,26 @@ def _train_codec(cfg: CodecTrainConfig, on_step: StepHook | None) -> dict[str, A
             save_student(out / "student.pt", student.model.cpu(), student_info, coded_by,
                          {"codec": str(path), "student_weight": cfg.student_weight, "map_weight": cfg.student_map_weight,
                           "identity_weight": cfg.identity_weight, "steps": step, "shards": shard_set.name})
-    summary = {"codec": codec_spec.label, "start_weights": weights_id, "steps": step, "resumed_at": resumed_at,
-               "steps_this_run": step - resumed_at, "checkpoint": str(ckpt_path),
-               "seconds": round(time.time() - started, 1), "saved": str(path), "history": history,
+    if ctx.world > 1:
+        torch.distributed.barrier()  # every rank's damage log lines are written
+    damaged = damage_summary(out / "damaged.tsv")
+    summary = {"codec": codec_spec.label, "shards": shard_set.name, "start_weights": weights_id, "steps": step,
+               "resumed_at": resumed_at, "steps_this_run": step - resumed_at, "epochs": cfg.epochs, "max_steps": cfg.max_steps,
+               "stopped_early": cfg.max_steps is not None and step >= cfg.max_steps and step < cfg.epochs * stream.steps,
+               "skipped_samples": damaged["damaged_samples_lost"], "damaged": damaged["damaged"], "checkpoint": str(ckpt_path),
+               "seconds": round(time.time() - started, 1), "saved": str(path),
+               "student": str(out / "student.pt") if student is not None else None, "history": history,
                "tensorboard": str(log.board.log_dir) if log.board is not None else None, "provenance": provenance()}
     if ctx.main:
+        atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=1).encode())
+        short = short_of_max_steps(cfg.max_steps, step, f"{cfg.epochs} of {stream.steps} steps")
+        if short:
+            logger.warning(short)
         span = f"steps {resumed_at} -> {step} ({step - resumed_at} this run)" if resumed_at else f"{step} steps"
         done = (f"{span} in {summary['seconds']} s, loss {history[0]['loss']:.4f} -> {history[-1]['loss']:.4f}"
                 if history else f"already trained to step {step}, nothing left to run")
-        logger.info(f"cdfv-train codec: {codec_spec.label} from {weights_id}, {done}; saved {path}\n"
+        lost = f"  damaged samples skipped: {damaged['damaged_samples_lost']}" + (
+            f" (listed in {out / 'damaged.tsv'})" if damaged["damaged"] else "")
+        logger.info(f"cdfv-train codec: {codec_spec.label} from {weights_id}, {done}; saved {path}\n{lost}\n"
                     f"  tensorboard: {tensorboard_note(summary['tensorboard'], cfg.tensorboard)}")
     return summary

@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -337,11 +338,42 @@ def seeded(seed: int, make: Callable[[], T]) -> T:
         return make()
 
 
+def accuracy_interval(correct: float, count: float, z: float = 1.96) -> tuple[float, float]:
+    """The 95 % Wilson score interval of an accuracy over `count` faces: a validation split of a
+    small run holds a few dozen faces, where the normal approximation's interval leaves [0, 1]."""
+    if count <= 0:
+        return math.nan, math.nan
+    p, z2 = correct / count, z * z
+    centre = (p + z2 / (2 * count)) / (1 + z2 / count)
+    half = z * math.sqrt(p * (1 - p) / count + z2 / (4 * count * count)) / (1 + z2 / count)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def validation_figures(loss_sum: float, correct: float, count: float, identities: int) -> dict[str, float]:
+    """A validation record: loss and accuracy with the sample they come from (faces, identities)
+    and the accuracy's 95 % interval, so a figure from 40 faces is never read as a settled one."""
+    low, high = accuracy_interval(correct, count)
+    if count <= 0:  # no face could be scored: no figure, rather than a division by zero
+        return {"loss": math.nan, "acc": math.nan, "acc_low": low, "acc_high": high, "faces": 0, "identities": identities}
+    return {"loss": loss_sum / count, "acc": correct / count, "acc_low": low, "acc_high": high, "faces": int(count),
+            "identities": identities}
+
+
+def distinct_labels(labels: set[int], ctx: Context) -> int:
+    """How many identities the validation faces of every rank hold together."""
+    if ctx.world == 1:
+        return len(labels)
+    gathered: list[set[int] | None] = [None] * ctx.world
+    torch_dist.all_gather_object(gathered, labels)
+    return len(set().union(*gathered))
+
+
 @torch.no_grad()
 def evaluate_classify(task: ClassifyTask, stream: ShardStream, ctx: Context, cfg: TrainConfig) -> dict[str, float]:
     """Cross-entropy and top-1 accuracy on held-out samples (all ranks, summed)."""
     task.eval()
     total = [0.0, 0.0, 0.0]  # loss sum, correct, count
+    labels: set[int] = set()
     for x, y, t in make_loader(stream, cfg.workers, ctx.device.type == "cuda"):
         x, y = prepare_eval(x.to(ctx.device), stream.kind, cfg.augment), y.to(ctx.device)
         with autocast(ctx, cfg):
@@ -349,8 +381,9 @@ def evaluate_classify(task: ClassifyTask, stream: ShardStream, ctx: Context, cfg
         total[0] += loss.item() * len(y)
         total[1] += sums["acc"].item()
         total[2] += len(y)
+        labels.update(y.tolist())
     loss_sum, correct, count = ctx.all_sum(total)
-    return {"loss": loss_sum / count, "acc": correct / count}
+    return validation_figures(loss_sum, correct, count, distinct_labels(labels, ctx))
 
 
 @torch.no_grad()
@@ -364,14 +397,25 @@ def evaluate_distill(task: DistillTask, stream: ShardStream, ctx: Context, cfg: 
         total[0] += F.cosine_similarity(e.float(), t.to(ctx.device), dim=1).sum().item()
         total[1] += len(t)
     cos_sum, count = ctx.all_sum(total)
-    return {"loss": 1.0 - cos_sum / count, "cos": cos_sum / count}
+    return {"loss": 1.0 - cos_sum / count, "cos": cos_sum / count, "faces": int(count)}
+
+
+def centroid_cosines(emb: torch.Tensor, lab: torch.Tensor, sums: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosines of unit embeddings to every validation identity's normalised centroid (`sums`,
+    `counts`: every rank's faces), each face's own identity's centroid taken without that face:
+    a centroid of 3 or 4 faces that holds the face itself sits near it whatever the model, so a
+    random one scored 1.0. Also which faces can be scored: those with another face of their identity."""
+    cosine = emb @ F.normalize(sums).T
+    rows = torch.arange(len(lab), device=emb.device)
+    cosine[rows, lab] = (emb * F.normalize(sums[lab] - emb)).sum(1)
+    return cosine, counts[lab] > 1
 
 
 @torch.no_grad()
 def evaluate_arcface(task: ArcFaceTask, stream: ShardStream, n_val: int, ctx: Context, cfg: TrainConfig) -> dict[str, float]:
     """ArcFace loss and accuracy of validation embeddings against their identities' mean
     embeddings: the validation identities are not in the training classifier, so their own
-    normalised centroids stand in for its weights."""
+    normalised centroids (without the face scored: centroid_cosines) stand in for its weights."""
     task.eval()
     embeddings, labels = [], []
     for x, y, _ in make_loader(stream, cfg.workers, ctx.device.type == "cuda"):
@@ -382,14 +426,16 @@ def evaluate_arcface(task: ArcFaceTask, stream: ShardStream, n_val: int, ctx: Co
         labels.append(y.to(ctx.device))
     emb, lab = torch.cat(embeddings), torch.cat(labels)
     sums = torch.zeros(n_val, emb.shape[1], device=ctx.device).index_add_(0, lab, emb)
+    counts = torch.zeros(n_val, device=ctx.device).index_add_(0, lab, torch.ones_like(lab, dtype=torch.float32))
     if ctx.world > 1:
         torch_dist.all_reduce(sums)
-    cosine = emb @ F.normalize(sums).T
-    head = task.head
-    loss = F.cross_entropy(head.margin_logits(cosine, lab), lab, reduction="sum").item()
+        torch_dist.all_reduce(counts)
+    cosine, scored = centroid_cosines(emb, lab, sums, counts)
+    cosine, lab = cosine[scored], lab[scored]
+    loss = F.cross_entropy(task.head.margin_logits(cosine, lab), lab, reduction="sum").item() if len(lab) else 0.0
     correct = (cosine.argmax(1) == lab).sum().item()
     loss_sum, correct, count = ctx.all_sum([loss, float(correct), float(len(lab))])
-    return {"loss": loss_sum / count, "acc": correct / count}
+    return validation_figures(loss_sum, correct, count, int((counts > 1).sum().item()))
 
 
 def phase_epochs(cfg: TrainConfig, arch: str, phase: str) -> int:
@@ -405,6 +451,33 @@ def phase_total(epochs: int, steps_per_epoch: int, start_epoch: int, start_step:
     if max_steps is None:
         return total
     return min(total, start_epoch * steps_per_epoch + start_step + max(0, max_steps - step))
+
+
+def short_of_max_steps(max_steps: int | None, step: int, epochs: str) -> str | None:
+    """Why a run ended before its --max-steps (None if it did not): --max-steps only stops a run
+    early, as in every cdfv-train task; the epochs are the run's length (a schedule spans them),
+    so a run whose epochs end first says so instead of stopping short without a word."""
+    if max_steps is None or step >= max_steps:
+        return None
+    return (f"--max-steps {max_steps} not reached: the run's epochs ({epochs}) ended at step {step}; --max-steps only "
+            f"stops a run early, so give more --epochs to train longer")
+
+
+def figure_lines(last: dict[str, dict[str, Any]]) -> list[str]:
+    """The closing summary's figures, one line per phase and split; a validation figure with the
+    faces and identities it comes from and its interval, and a word on what that interval misses."""
+    lines = []
+    for name, v in last.items():
+        line = f"  {name}: " + " ".join(f"{m} {v[m]:.4f}" for m in ("loss", "acc", "cos") if m in v)
+        if "acc_low" in v:
+            line += f" (95% CI {v['acc_low']:.2f}-{v['acc_high']:.2f})"
+        if "faces" in v:
+            line += f" on {v['faces']} faces" + (f" of {v['identities']} identities" if "identities" in v else "")
+        lines.append(line)
+    if any("acc_low" in v for v in last.values()):
+        lines.append("  (the interval counts faces as independent; faces of one identity are alike, so with few identities "
+                     "the true uncertainty is wider)")
+    return lines
 
 
 def autocast(ctx: Context, cfg: TrainConfig) -> torch.autocast:
@@ -660,7 +733,7 @@ def finish(cfg: TrainConfig, ctx: Context, log: MetricsLog, model: FaceResNet, a
     damaged = damage_summary(out / "damaged.tsv")
     summary = {
         "arch": arch, "shards": shard_set.name, "phase": cfg.phase, "steps": step, "steps_this_run": steps_run,
-        "seconds": round(time.time() - started, 1), "stopped_early": stopped,
+        "seconds": round(time.time() - started, 1), "stopped_early": stopped, "max_steps": cfg.max_steps,
         "skipped_samples": damaged["damaged_samples_lost"], "damaged": damaged["damaged"],
         "checkpoint": str(out / "checkpoint.pt"), "model": str(out / "model.pt") if exported else None,
         "world": ctx.world, "device": str(ctx.device), "last": log.last,
@@ -669,8 +742,11 @@ def finish(cfg: TrainConfig, ctx: Context, log: MetricsLog, model: FaceResNet, a
     }
     if ctx.main:
         atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=1).encode())
+        short = short_of_max_steps(cfg.max_steps, step, ", ".join(f"{p} {phase_epochs(cfg, arch, p)}" for p in PHASES[cfg.phase]))
+        if short:
+            logger.warning(short)
         lines = [f"cdfv-train: {arch} on {shard_set.name}, {step} steps ({steps_run} this run) in {summary['seconds']} s"]
-        lines += [f"  {k}: " + " ".join(f"{m} {v[m]:.4f}" for m in ("loss", "acc", "cos") if m in v) for k, v in log.last.items()]
+        lines += figure_lines(log.last)
         lines.append(f"  damaged samples skipped: {damaged['damaged_samples_lost']}"
                      + (f" (listed in {out / 'damaged.tsv'})" if damaged["damaged"] else ""))
         lines.append(f"  model: {summary['model']}" if exported else f"  checkpoint: {summary['checkpoint']}")

@@ -3,6 +3,7 @@ and measures per pairs file (plan.learn, plan.measure)."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -33,12 +34,26 @@ def check_inputs(evaluation: Evaluation) -> None:
     lfw_sources(evaluation, pairs)
 
 
+PATH_SETTINGS = ("data", "pairs_file", "images")  # settings that name a file or folder
+
+
+def same_setting(key: str, a: Any, b: Any) -> bool:
+    """Equal settings; a path setting is the same when both spellings name one file or folder (a
+    symlink, a relative path, a trailing slash), so it is compared by what it names."""
+    if a == b:
+        return True
+    try:
+        return key in PATH_SETTINGS and isinstance(a, str) and isinstance(b, str) and os.path.samefile(a, b)
+    except OSError:  # one of them no longer exists: not the same
+        return False
+
+
 def keep_settings(path: Path, record: dict[str, Any], what: str, remedy: str) -> None:
     """Writes the settings a folder was made with, or refuses to continue it with others."""
     record = json.loads(json.dumps(record, default=str))
     if path.exists():
         before = json.loads(path.read_text())
-        differs = sorted(k for k in record.keys() | before.keys() if record.get(k) != before.get(k))
+        differs = sorted(k for k in record.keys() | before.keys() if not same_setting(k, record.get(k), before.get(k)))
         if differs:
             raise click.UsageError(f"{path.parent} holds {what} with other settings ({', '.join(differs)} differ, see {path}): {remedy}")
     else:
