@@ -164,7 +164,7 @@ def test_conventional_runs_are_named_and_titled_by_their_own_parameter() -> None
                      "hevc-intra-qp": "resnet50_hevc-intra_qp35", "bmshj2018-hyperprior-mse": "resnet50_bmshj2018-hyperprior-mse_q1"}
     assert run_name("resnet50", "original", None, None) == "resnet50_original"
     assert sorted(["resnet50_jpeg2000_ratio75.1", "resnet50_jpeg2000_ratio9.5"], key=natural_key)[0].endswith("ratio9.5")
-    row = {"arch": "resnet50", "codec": "jpeg2000-ratio", "quality": 12.2784, "bpp": 1.9547}
+    row = {"arch": "resnet50", "codec": "jpeg2000-ratio", "quality": 12.2784, "bpp": 1.9547, "latent_mismatch": None}
     run = Run(names["jpeg2000-ratio"], "decoded", np.array([True, False]), np.array([0.9, 0.1]), row, {})
     assert _roc_label(run, codec_shown=True) == "resnet50 decoded jpeg2000 ratio12.2784 (1.95 bpp)"
     assert _roc_label(run, codec_shown=False) == "resnet50 decoded ratio12.2784 (1.95 bpp)"
