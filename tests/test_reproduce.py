@@ -208,7 +208,8 @@ def test_table7_and_results_are_rounded_for_people() -> None:
 
 def test_what_the_gpu_preset_changes_is_read_from_the_presets() -> None:
     changes = preset_changes(PRESETS["cpu"], PRESETS["gpu"])
-    assert "CelebA photos per identity 6 -> all" in changes
+    assert "views per face 1 -> 4" in changes and not any(c.startswith("CelebA photos") for c in changes)  # all, both
+    assert "whole-face codec steps (MSE and identity codecs) 150 -> 2000" in changes
     assert "student width 16 -> 64" in changes
     assert "codec training crop 128 -> 256" in changes
     assert preset_changes(PRESETS["gpu"], PRESETS["gpu"]) == []
@@ -292,10 +293,52 @@ def a_data_folder(root: Path) -> Path:
     return data
 
 
+def value(argv: list[str], flag: str) -> str:
+    return argv[argv.index(flag) + 1]
+
+
+def assert_identity_and_joint_codecs_like_any_other(ran: list[list[str]], out: Path) -> None:
+    """The commands of a smoke run (recorded): the MSE codec's base recipe continued on the whole
+    taught faces; the identity codec from the same base, as many steps, at the continued codec's
+    training rate; the joint codec from the continued codec with its student of the junction at
+    that rate; LFW coded by each, anchors matched to the MSE and identity codecs, the joint student
+    scored on its codec's latents, BD-rates against the MSE codec and HEVC-intra, Table 7 of all."""
+    runs, preset = out / "runs", PRESETS["smoke"]
+    trained = {value(a, "--out"): a for a in ran if a[0].startswith("--") and "--task" in a}
+    assert set(trained) == {str(runs / f"codec-{v}q{q}") for v in ("base-", "", "id-", "joint-") for q in (1, 3)}
+    teacher = next(a for a in ran if a[0] == "teacher" and value(a, "--input") == "faces")
+    assert value(teacher, "--maps") == preset.joint_junction
+    for q in (1, 3):
+        mse, id_, joint = (trained[str(runs / f"codec-{v}q{q}")] for v in ("", "id-", "joint-"))
+        assert value(mse, "--codec-weights") == value(id_, "--codec-weights") == str(runs / f"codec-base-q{q}" / "codec.pt")
+        assert value(mse, "--shards") == value(id_, "--shards") == value(joint, "--shards") == "faces-dlib-resnet-v1"
+        assert "--patch" not in mse and value(mse, "--max-steps") == value(id_, "--max-steps") == str(preset.continue_steps)
+        assert "--id-weight" not in mse and "--rate-target" not in mse
+        assert value(id_, "--id-weight") == str(preset.id_weight) and value(id_, "--variant") == "id"
+        assert value(id_, "--rate-target") == value(joint, "--rate-target") == str(0.1 + q / 100)
+        assert value(joint, "--codec-weights") == str(runs / f"codec-q{q}" / "codec.pt") and value(joint, "--variant") == "joint"
+        assert value(joint, "--student") == str(runs / f"transplant-{preset.joint_junction}-q{q}" / "model.pt")
+    coded = {value(a, "--weights"): value(a, "--outputs") for a in ran if a[0] == "run" and "--weights" in a and "lfw" in value(a, "--out")}
+    assert coded == {str(runs / "codec-q{quality}" / "codec.pt"): "latents,decoded",
+                     str(runs / "codec-id-q{quality}" / "codec.pt"): "decoded",
+                     str(runs / "codec-joint-q{quality}" / "codec.pt"): "latents,decoded"}
+    assert {value(a, "--match") for a in ran if a[0] == "anchor"} == {f"decoded-{v}q{q}" for v in ("", "id-") for q in (1, 3)}
+    dlib = next(a for a in ran if a[0] == "run" and "--image-model" in a and value(a, "--image-model") == "dlib")
+    assert {f"decoded-{v}q{q}" for v in ("", "id-", "joint-") for q in (1, 3)} <= set(dlib)
+    assert f"{runs / 'codec-joint-q1' / 'student.pt'}=latents-joint-q1" in dlib
+    reports = [a for a in ran if a[0] == "report"]
+    assert [value(a, "--bd-anchor") for a in reports] == ["dlib-resnet-v1 decoded bmshj2018-hyperprior-mse"]  # no HEVC-intra
+    table7 = next(a for a in ran if a[0] == "complexity")  # anchors were made (recorded), so no HEVC line to measure against
+    assert [table7[i + 1] for i, a in enumerate(table7) if a == "--codec-weights"] == \
+        [str(runs / f"codec-{v}q{{quality}}" / "codec.pt") for v in ("", "id-", "joint-")]
+    assert str(runs / "codec-joint-q3" / "student.pt") in table7
+
+
 def test_another_pairs_file_reuses_every_learned_model_and_codes_only_its_faces(tmp_path: Path, monkeypatch) -> None:
     """The commands each invocation would run (recorded, not run): the second pairs file trains
     nothing, prepares only the LFW images it names, and writes into its own evaluation folder."""
     import cdfv.reproduction.cli as cli
+    import cdfv.reproduction.plan as plan
 
     ran: list[tuple[Path, str, list[str]]] = []
 
@@ -306,11 +349,13 @@ def test_another_pairs_file_reuses_every_learned_model_and_codes_only_its_faces(
 
     monkeypatch.setattr(Steps, "command", record)
     monkeypatch.setattr(cli, "write_summary", lambda *args: {})
+    monkeypatch.setattr(plan, "training_rate", lambda celeba, q: {"bpp": 0.1 + q / 100})  # read from latents not made here
     data, out = a_data_folder(tmp_path / "data"), tmp_path / "out"
     base = ["--data", str(data), "--preset", "smoke", "--device", "cpu", "--out", str(out)]
     first = CliRunner().invoke(main, base)
     assert first.exit_code == 0, first.output
     assert any(prog == "cdfv-train" for _, prog, _ in ran) and "learned this run: link, faces-celeba" in first.output
+    assert_identity_and_joint_codecs_like_any_other([argv for _, _, argv in ran], out)
     learned = {p.name: p.stat().st_mtime_ns for p in (out / "steps").iterdir()}
     ran.clear()
     second = CliRunner().invoke(main, [*base, "--pairs", str(data / "lfw" / "meta" / "other.txt")])
