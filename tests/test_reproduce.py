@@ -163,6 +163,32 @@ def test_the_goal_is_never_met_at_chance(student: dict, anchor: dict, verdict: s
     assert row[5] == verdict
 
 
+def test_the_identity_codecs_criteria_are_judged_or_say_why_not() -> None:
+    """Issue 27's done criteria: the identity codec's gap to the originals at q1 and its BD-rate
+    against the MSE codec, the joint student's gain over the MSE codec's student of its junction."""
+    from cdfv.reproduction.summary import identity_rows
+
+    original = {**metric("original", None, 0.97, "dlib-resnet-v1"), "codec": None}
+    id_q1 = {**metric("decoded", 1, 0.96, "dlib-resnet-v1"), "codec": "bmshj2018-hyperprior-mse-id", "bpp": 0.121}
+    plain, joint = (metric("compressed", 1, tar, "dlib-transplant-level0") for tar in (0.42, 0.55))
+    joint.update(codec="bmshj2018-hyperprior-mse-joint", bpp=0.12)
+    bd = [{"method": "dlib-resnet-v1 decoded bmshj2018-hyperprior-mse-id", "metric": "TAR@FAR=1e-2", "bd_rate_percent": "-45.2"}]
+    hevc = [{"method": "dlib-resnet-v1 decoded bmshj2018-hyperprior-mse-id", "metric": "TAR@FAR=1e-2", "bd_rate_percent": "",
+             "bd_rate_reason": "the curves' TAR ranges do not overlap"}]
+    gap, against_mse, against_hevc, gain = identity_rows([original, id_q1, plain, joint], bd, hevc, (1, 3))
+    assert gap[1:] == ["q1 (0.121 bpp)", "0.960", "0.970", "-0.010", "within 0.02", "met"]
+    assert against_mse[2] == "-45.2 %" and against_mse[-1] == "met"
+    assert against_hevc[-1] == "not judged: the curves' TAR ranges do not overlap"
+    assert gain[2:] == ["0.550", "0.420", "0.130", "at least +0.1", "met"]
+    worse = {**id_q1, "tar_at_far_1e-2": 0.90}
+    assert identity_rows([original, worse], [], [], (1,))[0][-1] == "missed (-0.070)"
+    assert identity_rows([original, worse], [], [], (1,))[1][-1] == "not judged: no line dlib-resnet-v1 decoded " \
+        "bmshj2018-hyperprior-mse-id in the report"
+    few = {**joint, "impostor_pairs": 60}
+    assert identity_rows([plain, few], [], [], (1,))[0][-1] == "not judged: joint student FAR 1e-2 not resolved: 60 impostors, needs 100"
+    assert identity_rows([original, plain], [], [], (1, 3)) == []  # a run without the identity and joint codecs
+
+
 def test_a_goal_without_intervals_is_not_judged() -> None:
     student, anchor = metric("compressed", 1, 0.9, "cresnet39"), metric("decoded", 1, 0.92, "dlib-resnet-v1")
     del student["auc_lo"]
@@ -215,6 +241,10 @@ def test_what_the_gpu_preset_changes_is_read_from_the_presets() -> None:
     assert preset_changes(PRESETS["gpu"], PRESETS["gpu"]) == []
 
 
+CODEC_TRAINING = {"steps": 150, "start_weights": "untrained:seed0", "shards": "faces-dlib-resnet-v1", "batch_size": 8, "lr": 5e-5,
+                  "lr_schedule": "constant", "patch": None, "lambda": 0.0018, "rate_target": None, "identity": None, "student": None}
+
+
 def summary_page(tmp_path: Path, preset: str = "cpu", replicates: int = 20) -> tuple[str, Evaluation]:
     """The page written from a report, Table 7 and step records as a run leaves them."""
     from cdfv.eval.report import write_report
@@ -233,9 +263,15 @@ def summary_page(tmp_path: Path, preset: str = "cpu", replicates: int = 20) -> t
         "13.504,207.54255048748255\n"
         "cresnet39_bmshj2018-hyperprior_q1,compressed,1,c-id,0.339091456,0.240787456,6.758,4.264711412508859,13.504,"
         "31.272711412508859\n")
+    import torch
+
     for q in (1, 3):
-        layout.codec(q).parent.mkdir(parents=True)
-        layout.codec(q).write_bytes(b"weights")
+        for path, training in ((layout.base_codec(q), {**CODEC_TRAINING, "patch": 128, "steps": 1000}),
+                               (layout.codec(q), {**CODEC_TRAINING, "start_weights": "file:codec.pt:sha256-base"}),
+                               (layout.codec(q, "id"), {**CODEC_TRAINING, "rate_target": 0.1234, "rate_weight": 1.7,
+                                                        "identity": {"weight": 18.6, "distance": "cos", "map": None}})):
+            path.parent.mkdir(parents=True)
+            torch.save({"format": "cdfv-codec", "training": training}, path)
     learned, measured = Steps(layout.out), Steps(evaluation.root)
     learned.log.write_text("cdfv-train --task codec ...\n")
     measured.log.write_text("cdfv-prep run --dataset lfw ...\n")
@@ -264,6 +300,11 @@ def test_the_summary_page_from_a_runs_files(tmp_path: Path) -> None:
     assert [line.split(" | ")[0] for line in times.splitlines() if line.startswith("| ") and "step" not in line] == \
         ["| link", "| codec-q3", "| codec-q1", "| link-lfw", "| anchors", "| **total**"]
     assert f"evaluated on `{evaluation.pairs}` (sha256 " in text and "1000 pairs of" in text
+    weights = text.split("## Weights")[1].split("##")[0]  # how each codec was trained, read from its codec.pt
+    assert "1000 steps from untrained:seed0 on faces-dlib-resnet-v1, batch 8, lr 5e-05 constant, 128x128 crops, lambda 0.0018; " \
+           "then 150 steps from file:codec.pt:sha256-base on faces-dlib-resnet-v1, batch 8, lr 5e-05 constant, whole faces" in weights
+    assert "- identity codec (the MSE codec's base recipe" in weights
+    assert "rate held at 0.1234 bpp (rate weight ended at 1.7), identity term weight 18.6, cos" in weights
     commands = text.split("## Commands")[1]
     assert commands.index("cdfv-train --task codec") < commands.index("cdfv-prep run --dataset lfw")
 

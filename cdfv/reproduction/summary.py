@@ -237,7 +237,7 @@ def codec_training(path: Path) -> str:
         parts.append(f"identity term weight {i['weight']:g}, {i['distance']}" + (f", map {i['map']} x {i['map_weight']:g}" if i.get("map") else ""))
     if t.get("student"):
         parts.append(f"with the student {t['student']['model_id']} at weight {t['student']['weight']:g}")
-    return "; ".join(parts)
+    return ", ".join(parts)
 
 
 def results_table(metrics: list[dict[str, Any]]) -> list[str]:
