@@ -144,6 +144,23 @@ def test_goal_rows_compare_every_compressed_model_with_the_dlib_decoded_anchor_a
     assert goal_rows(metrics, old, (1,))[0][7:] == ["-", "-", "-", "14.5x", "-"]
 
 
+def test_the_joint_codecs_student_is_a_goal_row_of_its_own_timed_with_its_codec() -> None:
+    """Its arch is the MSE codec's student's: the row names its codec, and Table 7's row of that
+    codec (cdfv-eval complexity names it by variant) gives its time; the anchor stays the MSE codec's."""
+    plain = {**metric("compressed", 1, 0.42, "dlib-transplant-level0"), "codec": "bmshj2018-hyperprior-mse"}
+    joint = {**plain, "tar_at_far_1e-2": 0.55, "codec": "bmshj2018-hyperprior-mse-joint"}
+    anchors = [metric("decoded", 1, 0.93, "dlib-resnet-v1"), {**metric("decoded", 1, 0.99, "dlib-resnet-v1"),
+                                                             "codec": "bmshj2018-hyperprior-mse-id"}]
+    table7 = [timed("dlib-resnet-v1_bmshj2018-hyperprior_q1", "decoded", 1, 29.0, 0.5),
+              timed("dlib-resnet-v1_bmshj2018-hyperprior-id_q1", "decoded", 1, 29.0, 0.7),
+              timed("dlib-transplant-level0_bmshj2018-hyperprior_q1", "compressed", 1, 2.0, 0.5),
+              timed("dlib-transplant-level0_bmshj2018-hyperprior-joint_q1", "compressed", 1, 3.0, 0.6)]
+    rows = goal_rows([joint, plain, *anchors], table7, (1,))
+    assert [r[1:5] for r in rows] == [["dlib-transplant-level0", "0.420", "0.930", "0.510"],
+                                      ["dlib-transplant-level0 (joint codec)", "0.550", "0.930", "0.380"]]
+    assert [r[7:9] for r in rows] == [["3.0", "29.5"], ["4.2", "29.5"]]
+
+
 @pytest.mark.parametrize("student, anchor, verdict", [
     # both at TAR 0: a gap of 0 is no result
     (metric("compressed", 1, 0.0, "cresnet39", auc_lo=0.47, tar_lo=0.0), metric("decoded", 1, 0.0, "dlib-resnet-v1", 0.48, 0.0),
@@ -240,6 +257,13 @@ def test_what_the_gpu_preset_changes_is_read_from_the_presets() -> None:
     assert "student width 16 -> 64" in changes
     assert "codec training crop 128 -> 256" in changes
     assert preset_changes(PRESETS["gpu"], PRESETS["gpu"]) == []
+    from dataclasses import replace
+
+    plain = replace(PRESETS["gpu"], id_weight=None, joint_junction=None)  # a preset without the identity and joint codecs
+    assert "identity term weight 18.6 -> none" in preset_changes(PRESETS["gpu"], plain)
+    assert "joint codec junction none -> level0" in preset_changes(plain, PRESETS["gpu"])
+    with pytest.raises(ValueError, match="does not train"):
+        replace(PRESETS["gpu"], joint_junction="level2", transplant_junctions=("level0",))
 
 
 CODEC_TRAINING = {"steps": 150, "start_weights": "untrained:seed0", "shards": "faces-dlib-resnet-v1", "batch_size": 8, "lr": 5e-5,

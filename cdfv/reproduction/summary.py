@@ -293,7 +293,7 @@ PRESET_FIELDS = (("CelebA photos per identity", "per_identity"), ("views per fac
 def preset_changes(preset: "Preset", other: "Preset") -> list[str]:
     """The settings another preset changes, as 'what: this -> other' (None reads as 'all' / 'whole face')."""
     def show(field: str, value: Any) -> str:
-        return ("all" if field == "per_identity" else "whole 256x256 face") if value is None else str(value)
+        return {"per_identity": "all", "codec_patch": "whole 256x256 face"}.get(field, "none") if value is None else str(value)
     return [f"{label} {show(f, getattr(preset, f))} -> {show(f, getattr(other, f))}"
             for label, f in PRESET_FIELDS if getattr(preset, f) != getattr(other, f)]
 
