@@ -1,15 +1,20 @@
 """The steps of a reproduction, in order, each one or more cdfv commands.
 
 Learned once (`learn`): face preparation of the CelebA photos and natural images;
-bmshj2018-hyperprior codecs trained here; augmented views of the CelebA training faces with dlib's
-embeddings (and feature maps) as teacher targets; their latents at every quality; compressed-domain
-cResNet39 students distilled from dlib with the identity losses, and transplanted students (an
-adapter into dlib's own later layers, one per junction); a ResNet50 trained by the thesis recipe.
+bmshj2018-hyperprior codecs trained here (a base recipe, then a continuation on the whole CelebA
+faces: the MSE codec); augmented views of the CelebA training faces with dlib's embeddings (and
+feature maps) as teacher targets, and dlib's targets of the faces themselves for the whole-face
+codecs; their latents at every quality; the identity codec (issue 27: the continuation's steps
+from the same base with dlib's identity term, at the MSE codec's rate); compressed-domain cResNet39
+students distilled from dlib with the identity losses, and transplanted students (an adapter into
+dlib's own later layers, one per junction); the joint codec (the MSE codec's encoder trained with
+its student of one junction, at the same rate); a ResNet50 trained by the thesis recipe.
 
-Measured per pairs file (`measure`): the LFW faces the pairs name, prepared and coded by the
-learned codecs; the decoded anchors (learned codec, JPEG, JPEG 2000, HEVC-intra rate-matched);
-the evaluation with dlib and the ResNet50 as face models; the report, Table 7 and a summary naming
-every data set, weight file and preset.
+Measured per pairs file (`measure`): the LFW faces the pairs name, prepared and coded by every
+learned codec; the decoded anchors (JPEG, JPEG 2000, HEVC-intra rate-matched to the MSE and
+identity codecs); the evaluation with dlib and the ResNet50 as face models; the report (BD-rates
+against the MSE codec and HEVC-intra), Table 7 and a summary naming every data set, weight file
+and preset.
 
 Training faces come from the CelebA folders only, so the models are valid on every LFW protocol.
 """

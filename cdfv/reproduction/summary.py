@@ -15,7 +15,7 @@ from cdfv.eval.metrics import FAR_TARGETS, POINT_METRICS, far_label, resolution_
 from cdfv.provenance import describe
 from cdfv.shards import atomic_write_bytes
 
-from .plan import ID, JOINT
+from .plan import ID, JOINT, codec_variants
 from .presets import PRESETS, Preset
 
 if TYPE_CHECKING:
@@ -341,7 +341,7 @@ def write_reproduction_summary(layout: "Layout", evaluation: "Evaluation", prese
     for variant in what:
         for q in qualities:
             codec = layout.codec(q, variant)
-            if variant and not codec.exists():
+            if variant and variant not in codec_variants(preset):
                 continue
             files = ([layout.base_codec(q)] if not variant and preset.continue_steps else []) + [codec]
             last = _last(codec.parent / "codec-metrics.jsonl")
