@@ -91,9 +91,10 @@ PRESETS = {
             "crops of the zero-padded faces, Adam lr 1e-3 with a cosine decay to 1e-5, then 150 steps of batch 8 on the whole "
             "256x256 CelebA faces at Adam lr 5e-5, instead of CompressAI's pretrained weights (trained for days on 256x256 "
             "crops of natural images)",
-            "identity codec (no thesis counterpart): the same 150 steps from the same base with dlib's identity term (weight "
-            "18.6, 1 - cos) at the MSE codec's rate on the training faces; joint codec: 150 steps of the MSE codec's encoder "
-            "with its level0 transplanted student, at the same rate; weights provisional, not chosen on development pairs",
+            "identity codec (no thesis counterpart): the continuation's steps from the same base with dlib's identity term, "
+            "at the MSE codec's rate on the training faces; joint codec: the MSE codec's encoder trained with its transplanted "
+            "student of one junction, at the same rate; their weights (under Weights) provisional, not yet chosen on "
+            "development pairs",
             "cResNet39 students at width 16 (the thesis: 64), 6 epochs of distillation",
             "transplanted students (no thesis counterpart): 8 epochs of an adapter into dlib's frozen later layers, per "
             "junction (level0 and level2; level1 only in results/transplant-curves) and quality",

@@ -329,7 +329,8 @@ def write_reproduction_summary(layout: "Layout", evaluation: "Evaluation", prese
         + (f" (at most {preset.per_identity} per identity)" if preset.per_identity else "")
         + (", one view each (the face, not augmented)" if preset.views == 1 else f", {preset.views} views each (the face and "
            f"{preset.views - 1} thesis augmentation(s): resize 256, random crop 224, grayscale p=0.2)"),
-        f"- codec training: the same CelebA faces and {link['natural']} natural images from `{layout.data / 'natural'}`",
+        f"- codec training: the same CelebA faces and {link['natural']} natural images from `{layout.data / 'natural'}`"
+        + ("; then the whole CelebA faces alone (the continuation, the identity and joint codecs)" if preset.continue_steps else ""),
         f"- evaluation: {lfw['pairs']} pairs of `{evaluation.pairs}` over {lfw['lfw_images']} LFW images from `{evaluation.images}` "
         f"(only the images these pairs name are prepared and coded); no LFW image is used for training",
         "",
