@@ -343,6 +343,26 @@ def test_a_summary_whose_rows_are_all_not_judged_does_not_call_the_goal_missed(t
     assert "The goal is not judged on this run" in goal and "goal is missed" not in text
 
 
+def test_the_identity_and_joint_codecs_rate_is_the_mse_codecs_coded_rate_on_the_faces_themselves(tmp_path: Path) -> None:
+    """--rate-target reads the json rate.bpp of the MSE codec's latents of the taught views, over
+    view 0 of each face (the face itself, as the whole-face codecs train on it), not its augmented
+    views, whose rates differ."""
+    import numpy as np
+
+    from cdfv.reproduction.plan import training_rate
+    from test_train_fixtures import write_set
+
+    samples = [{"__key__": f"p{i}__{i:04d}__v{view}", "latent.npy": np.zeros((2, 2, 2), np.int16),
+                "json": {"rate": {"bpp": bpp}, "view": {"index": view, "augmented": bool(view)}}}
+               for i, (view, bpp) in enumerate([(0, 0.10), (1, 0.50), (0, 0.14), (1, 0.70)])]
+    write_set(tmp_path, "latents-q1", "latent", samples, ["p0", "p1", "p2", "p3"], 2)
+    rate = training_rate(tmp_path, 1)
+    assert rate["bpp"] == pytest.approx(0.12) and rate["faces"] == 2
+    write_set(tmp_path, "latents-q3", "latent", [s for s in samples if s["json"]["view"]["index"]], ["p1", "p3"], 1)
+    with pytest.raises(click.ClickException, match="no face of view 0"):
+        training_rate(tmp_path, 3)
+
+
 def a_data_folder(root: Path) -> Path:
     """The data layout with placeholder files: enough for the steps that only link and read pairs."""
     data = lfw_layout(root)
@@ -446,22 +466,3 @@ def test_an_evaluation_continued_with_other_images_is_refused(tmp_path: Path) ->
     result = CliRunner().invoke(main, ["--data", str(data), "--preset", "smoke", "--device", "cpu", "--out", str(out)])
     assert result.exit_code == 2 and "holds an evaluation of this pairs file with other settings (images differ" in result.output
 
-
-def test_the_identity_and_joint_codecs_rate_is_the_mse_codecs_coded_rate_on_the_faces_themselves(tmp_path: Path) -> None:
-    """--rate-target reads the json rate.bpp of the MSE codec's latents of the taught views, over
-    view 0 of each face (the face itself, as the whole-face codecs train on it), not its augmented
-    views, whose rates differ."""
-    import numpy as np
-
-    from cdfv.reproduction.plan import training_rate
-    from test_train_fixtures import write_set
-
-    samples = [{"__key__": f"p{i}__{i:04d}__v{view}", "latent.npy": np.zeros((2, 2, 2), np.int16),
-                "json": {"rate": {"bpp": bpp}, "view": {"index": view, "augmented": bool(view)}}}
-               for i, (view, bpp) in enumerate([(0, 0.10), (1, 0.50), (0, 0.14), (1, 0.70)])]
-    write_set(tmp_path, "latents-q1", "latent", samples, ["p0", "p1", "p2", "p3"], 2)
-    rate = training_rate(tmp_path, 1)
-    assert rate["bpp"] == pytest.approx(0.12) and rate["faces"] == 2
-    write_set(tmp_path, "latents-q3", "latent", [s for s in samples if s["json"]["view"]["index"]], ["p1", "p3"], 1)
-    with pytest.raises(click.ClickException, match="no face of view 0"):
-        training_rate(tmp_path, 3)
