@@ -465,4 +465,3 @@ def test_an_evaluation_continued_with_other_images_is_refused(tmp_path: Path) ->
     (evaluation.root / "evaluation.json").write_text(json.dumps({**evaluation.record(), "images": "/elsewhere"}))
     result = CliRunner().invoke(main, ["--data", str(data), "--preset", "smoke", "--device", "cpu", "--out", str(out)])
     assert result.exit_code == 2 and "holds an evaluation of this pairs file with other settings (images differ" in result.output
-
