@@ -218,9 +218,11 @@ def report(score_files: tuple[Path, ...], out: Path, bootstrap: int, seed: int, 
 @click.option("--compressed", "compressed_models", multiple=True, metavar="MODEL.pt",
               help="latent model (repeatable), reported at each quality whose M it takes, narrowed to the codec quality "
                    "of its training latents when its info records them (default: untrained cResNet39 per quality)")
-@click.option("--codec-weights", metavar="PATTERN",
+@click.option("--codec-weights", metavar="PATTERN", multiple=True,
               help="codec weights per quality for the decoded anchor's g_s, {quality} in the name, e.g. codec-q{quality}.pt "
-                   "(default: the untrained architecture: the same MACs and time)")
+                   "(default: the untrained architecture: the same MACs and time); repeatable: one codec each (a variant "
+                   "trained here, e.g. an identity codec, named by it), a --compressed model reported with the codec of its "
+                   "training latents")
 @click.option("--time/--no-time", "timed", default=False, show_default=True, help="also measure ms per batch and per pair")
 @click.option("--device", default=default_device, show_default="cuda if present, else cpu")
 @click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16", "fp16"]), default="fp32", show_default=True,
@@ -232,7 +234,7 @@ def report(score_files: tuple[Path, ...], out: Path, bootstrap: int, seed: int, 
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="also write the table as CSV")
 @common_options
 def complexity(qualities: str, codec: str, image_model: str | None, compressed_models: tuple[str, ...],
-               codec_weights: str | None, timed: bool, device: str, precision: str, batch_pairs: int, repeats: int,
+               codec_weights: tuple[str, ...], timed: bool, device: str, precision: str, batch_pairs: int, repeats: int,
                warmup: int, width: int, out: Path | None) -> None:
     """Table 7: GMAC and kMAC/px per face of each solution (the hyper-decoder of entropy decoding
     included), counted as Table 7 does (transposed convolutions at output resolution) and as

@@ -59,7 +59,8 @@ from cdfv.pipeline.codecs import CodecSpec
 from cdfv.shards.spec import CODED_SIZE, FACE_PIXELS, FACE_SIZE
 from cdfv.trainer.macs import TransposedAt, count_macs
 
-from .facemodels import ARCFACE_TEMPLATE, DlibModel, DlibNativeFaceModel, Embedder, FaceModel, OnnxFaceModel, trained_latents
+from .facemodels import (ARCFACE_TEMPLATE, DlibModel, DlibNativeFaceModel, Embedder, FaceModel, OnnxFaceModel, same_latents,
+                         trained_latents)
 from .markdown import cell, table
 
 if TYPE_CHECKING:
@@ -357,6 +358,20 @@ def latent_qualities(info: Mapping[str, Any], name: str, qualities: Sequence[int
     return fits
 
 
+def latents_codec(info: Mapping[str, Any], codecs: Sequence[ReportCodec], quality: int) -> CodecSpec:
+    """The report's codec of a latent model at `quality`: the one whose weights (and variant) made
+    its training latents, else the first of that quality (a model that records no weights, or
+    codecs counted without theirs)."""
+    at = [c for c in codecs if c.spec.quality == quality]
+    trained = trained_latents(info)
+    for c in at if trained else ():
+        meta = {"name": c.spec.name, "metric": c.spec.metric, "quality": c.spec.quality, "variant": c.spec.variant,
+                "weights": None if c.weights_id == UNTRAINED_CODEC else c.weights_id}
+        if meta["weights"] and trained.get("weights") and same_latents(trained, meta):
+            return c.spec
+    return at[0].spec
+
+
 # Faces per pair each path entropy-decodes: the decoded anchor its probe (its reference is an
 # original face), the compressed domain both faces, the original anchor none.
 ENTROPY_FACES = {"original": 0, "decoded": 1, "compressed": 2}
@@ -377,44 +392,51 @@ def _row(solution: str, mode: str, quality: int | None, model_id: str, codec_wei
     return row
 
 
-def solutions(image: ReportModel, codecs: Sequence[ReportCodec], latents: Sequence[tuple[int, ReportModel]],
+def codec_solution(spec: CodecSpec) -> str:
+    """A codec as a solution's name shows it: the zoo name, and a variant trained here (id, joint)."""
+    return spec.name + (f"-{spec.variant}" if spec.variant else "")
+
+
+def solutions(image: ReportModel, codecs: Sequence[ReportCodec], latents: Sequence[tuple[CodecSpec, ReportModel]],
               timing: TimingPlan | None = None) -> list[dict[str, Any]]:
-    """Table 7's rows: the original anchor, the decoded anchor per codec quality (h_s, g_s and the
-    image model), and each latent model at its quality (h_s and the latent model); operations both
-    ways (module docstring) and, with `timing`, ms per batch and per pair of every row's
-    verification step, each codec's entropy decoding per face, and the time per pair with the
-    entropy decoding of the faces the path decodes (ENTROPY_FACES)."""
-    hyper = {c.spec.quality: {at: hyperdecoder_macs(c.spec, at) for at in ("output", "input")} for c in codecs}
-    rows, steps = [], []
+    """Table 7's rows: the original anchor, the decoded anchor per codec (each variant) and quality
+    (h_s, g_s and the image model), and each latent model with the codec of its latents (h_s and
+    the latent model); operations both ways (module docstring) and, with `timing`, ms per batch and
+    per pair of every row's verification step, each codec's entropy decoding per face, and the time
+    per pair with the entropy decoding of the faces the path decodes (ENTROPY_FACES)."""
+    hyper = {c.spec: {at: hyperdecoder_macs(c.spec, at) for at in ("output", "input")} for c in codecs}
+    rows, steps, row_codecs = [], [], []
     rows.append(_row(f"{image.arch}_original", "original", None, image.model_id, None, image.macs, image.macs,
                      {"output": 0, "input": 0}))  # original faces are not entropy-decoded
     steps.append(lambda: pair_step("original", image.model, timing.batch_pairs))
+    row_codecs.append(None)
     for codec in codecs:
         spec = codec.spec
         total = {at: None if image.macs is None else synthesis_macs(spec, at) + image.macs for at in ("output", "input")}
-        rows.append(_row(f"{image.arch}_{spec.name}_q{spec.quality}", "decoded", spec.quality, image.model_id,
-                         codec.weights_id, total["output"], total["input"], hyper[spec.quality]))
+        rows.append(_row(f"{image.arch}_{codec_solution(spec)}_q{spec.quality}", "decoded", spec.quality, image.model_id,
+                         codec.weights_id, total["output"], total["input"], hyper[spec]))
         steps.append(lambda codec=codec: pair_step("decoded", image.model, timing.batch_pairs, codec.synthesis,
                                                    latent_channels=codec.spec.latent_channels))
-    names = {spec.quality: spec.name for spec in (c.spec for c in codecs)}
-    for quality, latent in latents:
-        rows.append(_row(f"{latent.arch}_{names[quality]}_q{quality}", "compressed", quality, latent.model_id, None,
-                         latent.macs, latent.macs, hyper[quality]))
+        row_codecs.append(spec)
+    for spec, latent in latents:
+        rows.append(_row(f"{latent.arch}_{codec_solution(spec)}_q{spec.quality}", "compressed", spec.quality, latent.model_id,
+                         None, latent.macs, latent.macs, hyper[spec]))
         steps.append(lambda latent=latent: pair_step("compressed", latent.model, timing.batch_pairs))
+        row_codecs.append(spec)
     if timing is not None:
         batches = timing.warmup + timing.repeats
         with progress.bar((len(codecs) + len(rows)) * batches, "timing", unit="batch") as bar:
-            entropy = {}  # ms per face, and its spread, of each quality's entropy decoding
+            entropy = {}  # ms per face, and its spread, of each codec's entropy decoding
             for codec in codecs:
-                bar.set_postfix(solution=f"entropy decoding {codec.spec.name}_q{codec.spec.quality}")
+                bar.set_postfix(solution=f"entropy decoding {codec_solution(codec.spec)}_q{codec.spec.quality}")
                 t = time_step(entropy_step(codec.engine, timing.batch_pairs), timing.device, timing.batch_pairs,
                               timing.repeats, timing.warmup, bar.update)
-                entropy[codec.spec.quality] = (t.ms_per_batch / timing.batch_pairs, t.ms_per_batch_std / timing.batch_pairs)
-            for row, make_step in zip(rows, steps):
+                entropy[codec.spec] = (t.ms_per_batch / timing.batch_pairs, t.ms_per_batch_std / timing.batch_pairs)
+            for row, make_step, spec in zip(rows, steps, row_codecs):
                 bar.set_postfix(solution=row["solution"])
                 t = time_step(make_step(), timing.device, timing.batch_pairs, timing.repeats, timing.warmup, bar.update)
                 faces = ENTROPY_FACES[row["mode"]]
-                per_face, spread = entropy[row["quality"]] if faces else (None, None)
+                per_face, spread = entropy[spec] if faces else (None, None)
                 row.update({"ms_per_batch": t.ms_per_batch, "ms_per_batch_std": t.ms_per_batch_std, "ms_per_pair": t.ms_per_pair,
                             "pairs_per_s": t.pairs_per_s, "batch_pairs": t.batch_pairs, "repeats": t.repeats,
                             "entropy_ms_per_face": per_face, "entropy_ms_per_face_std": spread, "entropy_faces_per_pair": faces,
@@ -426,7 +448,7 @@ def thesis_solutions_macs(qualities: tuple[int, ...] = THESIS_QUALITIES, codec: 
     """Operations of Table 7's solutions with full-size untrained models: ResNet50, g_s + ResNet50
     and cResNet39 per quality."""
     specs = [CodecSpec(codec, q) for q in qualities]
-    latents = [(s.quality, thesis_model("cresnet39", s.latent_channels)) for s in specs]
+    latents = [(s, thesis_model("cresnet39", s.latent_channels)) for s in specs]
     return solutions(thesis_model("resnet50"), [ReportCodec(s) for s in specs], latents)
 
 
@@ -441,28 +463,33 @@ def untrained_embedder(arch: str, device: torch.device, in_channels: int | None 
 
 
 def complexity_report(qualities: Sequence[int] = THESIS_QUALITIES, codec: str = THESIS_CODEC, image_model: str | None = None,
-                      compressed: Sequence[str | Path] = (), codec_weights: str | None = None,
+                      compressed: Sequence[str | Path] = (), codec_weights: str | Sequence[str] | None = None,
                       timing: TimingPlan | None = None, width: int = 64, precision: str = "fp32") -> tuple[list[dict], list[str]]:
     """Table 7 for the models of a run, or the thesis-size untrained ones where none is given:
     (rows, notes). `image_model` is dlib, dlib-native, FILE.onnx or an image model.pt (default: ResNet50);
     `compressed` latent model.pt files, each reported at its qualities (latent_qualities; default:
-    cResNet39 per quality); `codec_weights` a weights file pattern with {quality} for the timed g_s
-    (default: the untrained architecture). `width` and `precision` build the timed untrained models."""
-    from cdfv.pipeline.codecs import load_codec
+    cResNet39 per quality) with the codec whose weights made its training latents; `codec_weights`
+    weights file patterns with {quality} for the timed g_s, one codec each (a variant trained here,
+    an identity or joint codec, is named by its variant; the first is the codec of latent models
+    that record no weights; default: the untrained architecture). `width` and `precision` build the
+    timed untrained models."""
+    from cdfv.pipeline.codecs import load_codec, with_variant
     from cdfv.pipeline.coding import CodecEngine
 
     from .facemodels import load_face_model
 
     specs = [CodecSpec(codec, q) for q in qualities]
     device = timing.device if timing else torch.device("cpu")
+    patterns = [codec_weights] if isinstance(codec_weights, str) else list(codec_weights or ()) or [None]
     codecs = []
-    for spec in specs:
-        path = None if codec_weights is None else Path(codec_weights.replace("{quality}", str(spec.quality)))
+    for pattern, spec in ((pattern, spec) for pattern in patterns for spec in specs):
+        path = None if pattern is None else Path(pattern.replace("{quality}", str(spec.quality)))
         if path is not None and not path.is_file():
             raise FileNotFoundError(f"--codec-weights {path}: no such file (weights of {spec.label})")
         if path is None and not timing:
             codecs.append(ReportCodec(spec))
             continue
+        spec = with_variant(spec, path)
         model, weights_id = load_codec(spec, weights=path, untrained=path is None)
         if not timing:
             codecs.append(ReportCodec(spec, weights_id))
@@ -481,13 +508,13 @@ def complexity_report(qualities: Sequence[int] = THESIS_QUALITIES, codec: str = 
     if not compressed:
         for spec in specs:
             timed = untrained_embedder("cresnet39", device, spec.latent_channels, width, precision) if timing else None
-            latents.append((spec.quality, thesis_model("cresnet39", spec.latent_channels, timed)))
+            latents.append((spec, thesis_model("cresnet39", spec.latent_channels, timed)))
     for path in compressed:
         loaded = load_face_model(path, device, precision=precision)
         if loaded.kind != "latent":
             raise ValueError(f"--compressed {path}: an image model; --compressed takes latent models")
         latent = report_model(loaded)
-        latents += [(q, latent) for q in latent_qualities(loaded.info, str(path), qualities, codec)]
+        latents += [(latents_codec(loaded.info, codecs, q), latent) for q in latent_qualities(loaded.info, str(path), qualities, codec)]
     try:
         rows = solutions(image, codecs, latents, timing)
     finally:

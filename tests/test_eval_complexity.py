@@ -442,3 +442,37 @@ def test_complexity_command_refuses_mismatched_models(run_models: dict[str, Path
     assert result.exit_code != 0 and "an image model; --compressed takes latent models" in result.output
     result = runner.invoke(main, ["complexity", "--qualities", "1", "--codec-weights", "absent-q{quality}.pt"])
     assert result.exit_code != 0 and "--codec-weights absent-q1.pt: no such file" in result.output
+
+
+def test_complexity_of_several_codecs_names_each_variant_and_pairs_a_student_with_the_codec_of_its_latents(
+        run_models: dict[str, Path], tmp_path: Path) -> None:
+    """Table 7 of a reproduction with an identity and a joint codec beside the MSE codec: a decoded
+    row per codec named by its variant, and a student trained on the joint codec's latents counted
+    with that codec (an untrained student, which records no latents, with the first)."""
+    from cdfv.pipeline.codecs import weights_file_id
+    from cdfv.trainer.export import embedding_info, save_embedding_model
+    from cdfv.trainer.models import build_model
+
+    for variant in ("id", "joint"):
+        spec = CodecSpec("bmshj2018-hyperprior", 1, variant=variant)
+        save_codec(tmp_path / f"codec-{variant}-q1.pt", load_codec(spec, untrained=True, seed=1)[0], spec)
+    model = build_model("cresnet39", in_channels=192, width=4)
+    codec = {"name": "bmshj2018-hyperprior", "metric": "mse", "quality": 1, "variant": "joint",
+             "weights": weights_file_id(tmp_path / "codec-joint-q1.pt")}
+    save_embedding_model(tmp_path / "joint.pt", model, embedding_info(model, "cresnet39", untrained=False,
+                                                                       train_shards={"meta": {"codec": codec}}))
+    out = tmp_path / "table7.csv"
+    result = CliRunner().invoke(main, [
+        "complexity", "--qualities", "1", "--image-model", str(run_models["image"]), "--compressed", str(run_models["latent"]),
+        "--compressed", str(tmp_path / "joint.pt"), "--codec-weights", str(run_models["folder"] / "codec-q{quality}.pt"),
+        "--codec-weights", str(tmp_path / "codec-id-q{quality}.pt"), "--codec-weights", str(tmp_path / "codec-joint-q{quality}.pt"),
+        "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    with open(out) as f:
+        rows = {r["solution"]: r for r in csv.DictReader(f)}
+    image = load_face_model(run_models["image"]).info["arch"]
+    assert [s for s in rows if rows[s]["mode"] == "decoded"] == [f"{image}_bmshj2018-hyperprior{v}_q1" for v in ("", "-id", "-joint")]
+    assert rows[f"{image}_bmshj2018-hyperprior-id_q1"]["codec_weights"].startswith("file:codec-id-q1.pt:sha256-")
+    assert rows[f"{image}_bmshj2018-hyperprior-id_q1"]["macs_true"] == rows[f"{image}_bmshj2018-hyperprior_q1"]["macs_true"]
+    assert [s for s in rows if rows[s]["mode"] == "compressed"] == ["cresnet39_bmshj2018-hyperprior_q1",
+                                                                     "cresnet39_bmshj2018-hyperprior-joint_q1"]

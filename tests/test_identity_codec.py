@@ -174,7 +174,8 @@ def test_joint_training_writes_a_codec_and_its_student_filed_under_that_codec(ta
     assert record["student_loss"] > 0 and -1 <= record["student_centred_cos"] <= 1 and record["id_cos"] > 0
     model = load_face_model(tmp_path / "run" / "student.pt")
     codec = model.info["train_shards"]["meta"]["codec"]
-    assert (codec["name"], codec["quality"]) == ("bmshj2018-hyperprior", 1)
+    assert (codec["name"], codec["quality"], codec["variant"]) == ("bmshj2018-hyperprior", 1, "joint")  # cdfv-eval pairs it
+    # with its codec's latents (latents-joint-q1), whose meta records the variant
     assert codec["weights"] == weights_file_id(tmp_path / "run" / "codec.pt")
     assert model.info["joint"]["steps"] == 2 and model.info["started_from"] != model.info["model_id"]
 

@@ -9,6 +9,7 @@ import math
 import re
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -143,6 +144,23 @@ def test_goal_rows_compare_every_compressed_model_with_the_dlib_decoded_anchor_a
     assert goal_rows(metrics, old, (1,))[0][7:] == ["-", "-", "-", "14.5x", "-"]
 
 
+def test_the_joint_codecs_student_is_a_goal_row_of_its_own_timed_with_its_codec() -> None:
+    """Its arch is the MSE codec's student's: the row names its codec, and Table 7's row of that
+    codec (cdfv-eval complexity names it by variant) gives its time; the anchor stays the MSE codec's."""
+    plain = {**metric("compressed", 1, 0.42, "dlib-transplant-level0"), "codec": "bmshj2018-hyperprior-mse"}
+    joint = {**plain, "tar_at_far_1e-2": 0.55, "codec": "bmshj2018-hyperprior-mse-joint"}
+    anchors = [metric("decoded", 1, 0.93, "dlib-resnet-v1"), {**metric("decoded", 1, 0.99, "dlib-resnet-v1"),
+                                                             "codec": "bmshj2018-hyperprior-mse-id"}]
+    table7 = [timed("dlib-resnet-v1_bmshj2018-hyperprior_q1", "decoded", 1, 29.0, 0.5),
+              timed("dlib-resnet-v1_bmshj2018-hyperprior-id_q1", "decoded", 1, 29.0, 0.7),
+              timed("dlib-transplant-level0_bmshj2018-hyperprior_q1", "compressed", 1, 2.0, 0.5),
+              timed("dlib-transplant-level0_bmshj2018-hyperprior-joint_q1", "compressed", 1, 3.0, 0.6)]
+    rows = goal_rows([joint, plain, *anchors], table7, (1,))
+    assert [r[1:5] for r in rows] == [["dlib-transplant-level0", "0.420", "0.930", "0.510"],
+                                      ["dlib-transplant-level0 (joint codec)", "0.550", "0.930", "0.380"]]
+    assert [r[7:9] for r in rows] == [["3.0", "29.5"], ["4.2", "29.5"]]
+
+
 @pytest.mark.parametrize("student, anchor, verdict", [
     # both at TAR 0: a gap of 0 is no result
     (metric("compressed", 1, 0.0, "cresnet39", auc_lo=0.47, tar_lo=0.0), metric("decoded", 1, 0.0, "dlib-resnet-v1", 0.48, 0.0),
@@ -161,6 +179,32 @@ def test_goal_rows_compare_every_compressed_model_with_the_dlib_decoded_anchor_a
 def test_the_goal_is_never_met_at_chance(student: dict, anchor: dict, verdict: str) -> None:
     (row,) = goal_rows([student, anchor], TABLE7, (1,))
     assert row[5] == verdict
+
+
+def test_the_identity_codecs_criteria_are_judged_or_say_why_not() -> None:
+    """Issue 27's done criteria: the identity codec's gap to the originals at q1 and its BD-rate
+    against the MSE codec, the joint student's gain over the MSE codec's student of its junction."""
+    from cdfv.reproduction.summary import identity_rows
+
+    original = {**metric("original", None, 0.97, "dlib-resnet-v1"), "codec": None}
+    id_q1 = {**metric("decoded", 1, 0.96, "dlib-resnet-v1"), "codec": "bmshj2018-hyperprior-mse-id", "bpp": 0.121}
+    plain, joint = (metric("compressed", 1, tar, "dlib-transplant-level0") for tar in (0.42, 0.55))
+    joint.update(codec="bmshj2018-hyperprior-mse-joint", bpp=0.12)
+    bd = [{"method": "dlib-resnet-v1 decoded bmshj2018-hyperprior-mse-id", "metric": "TAR@FAR=1e-2", "bd_rate_percent": "-45.2"}]
+    hevc = [{"method": "dlib-resnet-v1 decoded bmshj2018-hyperprior-mse-id", "metric": "TAR@FAR=1e-2", "bd_rate_percent": "",
+             "bd_rate_reason": "the curves' TAR ranges do not overlap"}]
+    gap, against_mse, against_hevc, gain = identity_rows([original, id_q1, plain, joint], bd, hevc, (1, 3))
+    assert gap[1:] == ["q1 (0.121 bpp)", "0.960", "0.970", "-0.010", "within 0.02", "met"]
+    assert against_mse[2] == "-45.2 %" and against_mse[-1] == "met"
+    assert against_hevc[-1] == "not judged: the curves' TAR ranges do not overlap"
+    assert gain[2:] == ["0.550", "0.420", "0.130", "at least +0.1", "met"]
+    worse = {**id_q1, "tar_at_far_1e-2": 0.90}
+    assert identity_rows([original, worse], [], [], (1,))[0][-1] == "missed (-0.070)"
+    assert identity_rows([original, worse], [], [], (1,))[1][-1] == "not judged: no line dlib-resnet-v1 decoded " \
+        "bmshj2018-hyperprior-mse-id in the report"
+    few = {**joint, "impostor_pairs": 60}
+    assert identity_rows([plain, few], [], [], (1,))[0][-1] == "not judged: joint student FAR 1e-2 not resolved: 60 impostors, needs 100"
+    assert identity_rows([original, plain], [], [], (1, 3)) == []  # a run without the identity and joint codecs
 
 
 def test_a_goal_without_intervals_is_not_judged() -> None:
@@ -208,10 +252,22 @@ def test_table7_and_results_are_rounded_for_people() -> None:
 
 def test_what_the_gpu_preset_changes_is_read_from_the_presets() -> None:
     changes = preset_changes(PRESETS["cpu"], PRESETS["gpu"])
-    assert "CelebA photos per identity 6 -> all" in changes
+    assert "views per face 1 -> 4" in changes and not any(c.startswith("CelebA photos") for c in changes)  # all, both
+    assert "whole-face codec steps (MSE and identity codecs) 150 -> 2000" in changes
     assert "student width 16 -> 64" in changes
     assert "codec training crop 128 -> 256" in changes
     assert preset_changes(PRESETS["gpu"], PRESETS["gpu"]) == []
+    from dataclasses import replace
+
+    plain = replace(PRESETS["gpu"], id_weight=None, joint_junction=None)  # a preset without the identity and joint codecs
+    assert "identity term weight 18.6 -> none" in preset_changes(PRESETS["gpu"], plain)
+    assert "joint codec junction none -> level0" in preset_changes(plain, PRESETS["gpu"])
+    with pytest.raises(ValueError, match="does not train"):
+        replace(PRESETS["gpu"], joint_junction="level2", transplant_junctions=("level0",))
+
+
+CODEC_TRAINING = {"steps": 150, "start_weights": "untrained:seed0", "shards": "faces-dlib-resnet-v1", "batch_size": 8, "lr": 5e-5,
+                  "lr_schedule": "constant", "patch": None, "lambda": 0.0018, "rate_target": None, "identity": None, "student": None}
 
 
 def summary_page(tmp_path: Path, preset: str = "cpu", replicates: int = 20) -> tuple[str, Evaluation]:
@@ -232,9 +288,15 @@ def summary_page(tmp_path: Path, preset: str = "cpu", replicates: int = 20) -> t
         "13.504,207.54255048748255\n"
         "cresnet39_bmshj2018-hyperprior_q1,compressed,1,c-id,0.339091456,0.240787456,6.758,4.264711412508859,13.504,"
         "31.272711412508859\n")
+    import torch
+
     for q in (1, 3):
-        layout.codec(q).parent.mkdir(parents=True)
-        layout.codec(q).write_bytes(b"weights")
+        for path, training in ((layout.base_codec(q), {**CODEC_TRAINING, "patch": 128, "steps": 1000}),
+                               (layout.codec(q), {**CODEC_TRAINING, "start_weights": "file:codec.pt:sha256-base"}),
+                               (layout.codec(q, "id"), {**CODEC_TRAINING, "rate_target": 0.1234, "rate_weight": 1.7,
+                                                        "identity": {"weight": 18.6, "distance": "cos", "map": None}})):
+            path.parent.mkdir(parents=True)
+            torch.save({"format": "cdfv-codec", "training": training}, path)
     learned, measured = Steps(layout.out), Steps(evaluation.root)
     learned.log.write_text("cdfv-train --task codec ...\n")
     measured.log.write_text("cdfv-prep run --dataset lfw ...\n")
@@ -263,6 +325,11 @@ def test_the_summary_page_from_a_runs_files(tmp_path: Path) -> None:
     assert [line.split(" | ")[0] for line in times.splitlines() if line.startswith("| ") and "step" not in line] == \
         ["| link", "| codec-q3", "| codec-q1", "| link-lfw", "| anchors", "| **total**"]
     assert f"evaluated on `{evaluation.pairs}` (sha256 " in text and "1000 pairs of" in text
+    weights = text.split("## Weights")[1].split("##")[0]  # how each codec was trained, read from its codec.pt
+    assert "1000 steps from untrained:seed0 on faces-dlib-resnet-v1, batch 8, lr 5e-05 constant, 128x128 crops, lambda 0.0018; " \
+           "then 150 steps from file:codec.pt:sha256-base on faces-dlib-resnet-v1, batch 8, lr 5e-05 constant, whole faces" in weights
+    assert "- identity codec (the MSE codec's base recipe" in weights
+    assert "rate held at 0.1234 bpp (rate weight ended at 1.7), identity term weight 18.6, cos" in weights
     commands = text.split("## Commands")[1]
     assert commands.index("cdfv-train --task codec") < commands.index("cdfv-prep run --dataset lfw")
 
@@ -274,6 +341,26 @@ def test_a_summary_whose_rows_are_all_not_judged_does_not_call_the_goal_missed(t
     rows = [line for line in goal.splitlines() if line.startswith("| q")]
     assert rows and all("| not judged: student has no intervals |" in row for row in rows)
     assert "The goal is not judged on this run" in goal and "goal is missed" not in text
+
+
+def test_the_identity_and_joint_codecs_rate_is_the_mse_codecs_coded_rate_on_the_faces_themselves(tmp_path: Path) -> None:
+    """--rate-target reads the json rate.bpp of the MSE codec's latents of the taught views, over
+    view 0 of each face (the face itself, as the whole-face codecs train on it), not its augmented
+    views, whose rates differ."""
+    import numpy as np
+
+    from cdfv.reproduction.plan import training_rate
+    from test_train_fixtures import write_set
+
+    samples = [{"__key__": f"p{i}__{i:04d}__v{view}", "latent.npy": np.zeros((2, 2, 2), np.int16),
+                "json": {"rate": {"bpp": bpp}, "view": {"index": view, "augmented": bool(view)}}}
+               for i, (view, bpp) in enumerate([(0, 0.10), (1, 0.50), (0, 0.14), (1, 0.70)])]
+    write_set(tmp_path, "latents-q1", "latent", samples, ["p0", "p1", "p2", "p3"], 2)
+    rate = training_rate(tmp_path, 1)
+    assert rate["bpp"] == pytest.approx(0.12) and rate["faces"] == 2
+    write_set(tmp_path, "latents-q3", "latent", [s for s in samples if s["json"]["view"]["index"]], ["p1", "p3"], 1)
+    with pytest.raises(click.ClickException, match="no face of view 0"):
+        training_rate(tmp_path, 3)
 
 
 def a_data_folder(root: Path) -> Path:
@@ -292,10 +379,52 @@ def a_data_folder(root: Path) -> Path:
     return data
 
 
+def value(argv: list[str], flag: str) -> str:
+    return argv[argv.index(flag) + 1]
+
+
+def assert_identity_and_joint_codecs_like_any_other(ran: list[list[str]], out: Path) -> None:
+    """The commands of a smoke run (recorded): the MSE codec's base recipe continued on the whole
+    taught faces; the identity codec from the same base, as many steps, at the continued codec's
+    training rate; the joint codec from the continued codec with its student of the junction at
+    that rate; LFW coded by each, anchors matched to the MSE and identity codecs, the joint student
+    scored on its codec's latents, BD-rates against the MSE codec and HEVC-intra, Table 7 of all."""
+    runs, preset = out / "runs", PRESETS["smoke"]
+    trained = {value(a, "--out"): a for a in ran if a[0].startswith("--") and "--task" in a}
+    assert set(trained) == {str(runs / f"codec-{v}q{q}") for v in ("base-", "", "id-", "joint-") for q in (1, 3)}
+    teacher = next(a for a in ran if a[0] == "teacher" and value(a, "--input") == "faces")
+    assert value(teacher, "--maps") == preset.joint_junction
+    for q in (1, 3):
+        mse, id_, joint = (trained[str(runs / f"codec-{v}q{q}")] for v in ("", "id-", "joint-"))
+        assert value(mse, "--codec-weights") == value(id_, "--codec-weights") == str(runs / f"codec-base-q{q}" / "codec.pt")
+        assert value(mse, "--shards") == value(id_, "--shards") == value(joint, "--shards") == "faces-dlib-resnet-v1"
+        assert "--patch" not in mse and value(mse, "--max-steps") == value(id_, "--max-steps") == str(preset.continue_steps)
+        assert "--id-weight" not in mse and "--rate-target" not in mse
+        assert value(id_, "--id-weight") == str(preset.id_weight) and value(id_, "--variant") == "id"
+        assert value(id_, "--rate-target") == value(joint, "--rate-target") == str(0.1 + q / 100)
+        assert value(joint, "--codec-weights") == str(runs / f"codec-q{q}" / "codec.pt") and value(joint, "--variant") == "joint"
+        assert value(joint, "--student") == str(runs / f"transplant-{preset.joint_junction}-q{q}" / "model.pt")
+    coded = {value(a, "--weights"): value(a, "--outputs") for a in ran if a[0] == "run" and "--weights" in a and "lfw" in value(a, "--out")}
+    assert coded == {str(runs / "codec-q{quality}" / "codec.pt"): "latents,decoded",
+                     str(runs / "codec-id-q{quality}" / "codec.pt"): "decoded",
+                     str(runs / "codec-joint-q{quality}" / "codec.pt"): "latents,decoded"}
+    assert {value(a, "--match") for a in ran if a[0] == "anchor"} == {f"decoded-{v}q{q}" for v in ("", "id-") for q in (1, 3)}
+    dlib = next(a for a in ran if a[0] == "run" and "--image-model" in a and value(a, "--image-model") == "dlib")
+    assert {f"decoded-{v}q{q}" for v in ("", "id-", "joint-") for q in (1, 3)} <= set(dlib)
+    assert f"{runs / 'codec-joint-q1' / 'student.pt'}=latents-joint-q1" in dlib
+    reports = [a for a in ran if a[0] == "report"]
+    assert [value(a, "--bd-anchor") for a in reports] == ["dlib-resnet-v1 decoded bmshj2018-hyperprior-mse"]  # no HEVC-intra
+    table7 = next(a for a in ran if a[0] == "complexity")  # anchors were made (recorded), so no HEVC line to measure against
+    assert [table7[i + 1] for i, a in enumerate(table7) if a == "--codec-weights"] == \
+        [str(runs / f"codec-{v}q{{quality}}" / "codec.pt") for v in ("", "id-", "joint-")]
+    assert str(runs / "codec-joint-q3" / "student.pt") in table7
+
+
 def test_another_pairs_file_reuses_every_learned_model_and_codes_only_its_faces(tmp_path: Path, monkeypatch) -> None:
     """The commands each invocation would run (recorded, not run): the second pairs file trains
     nothing, prepares only the LFW images it names, and writes into its own evaluation folder."""
     import cdfv.reproduction.cli as cli
+    import cdfv.reproduction.plan as plan
 
     ran: list[tuple[Path, str, list[str]]] = []
 
@@ -306,11 +435,13 @@ def test_another_pairs_file_reuses_every_learned_model_and_codes_only_its_faces(
 
     monkeypatch.setattr(Steps, "command", record)
     monkeypatch.setattr(cli, "write_summary", lambda *args: {})
+    monkeypatch.setattr(plan, "training_rate", lambda celeba, q: {"bpp": 0.1 + q / 100})  # read from latents not made here
     data, out = a_data_folder(tmp_path / "data"), tmp_path / "out"
     base = ["--data", str(data), "--preset", "smoke", "--device", "cpu", "--out", str(out)]
     first = CliRunner().invoke(main, base)
     assert first.exit_code == 0, first.output
     assert any(prog == "cdfv-train" for _, prog, _ in ran) and "learned this run: link, faces-celeba" in first.output
+    assert_identity_and_joint_codecs_like_any_other([argv for _, _, argv in ran], out)
     learned = {p.name: p.stat().st_mtime_ns for p in (out / "steps").iterdir()}
     ran.clear()
     second = CliRunner().invoke(main, [*base, "--pairs", str(data / "lfw" / "meta" / "other.txt")])

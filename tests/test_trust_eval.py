@@ -305,6 +305,7 @@ def test_the_reproduction_scores_each_student_on_the_latents_it_was_trained_on(t
     latent set its model's cdfv-train read, and both the CelebA and the LFW latents come from one
     codec weights pattern, so cdfv-eval's latent check passes and is never needed there."""
     import cdfv.reproduction.cli as cli
+    import cdfv.reproduction.plan as plan
     from cdfv.reproduction.steps import Steps
 
     from test_reproduce import a_data_folder
@@ -318,13 +319,19 @@ def test_the_reproduction_scores_each_student_on_the_latents_it_was_trained_on(t
 
     monkeypatch.setattr(Steps, "command", record)
     monkeypatch.setattr(cli, "write_summary", lambda *args: {})
+    monkeypatch.setattr(plan, "training_rate", lambda celeba, q: {"bpp": 0.1})  # read from latents not made here
     data = a_data_folder(tmp_path / "data")
     result = CliRunner().invoke(cli.main, ["--data", str(data), "--preset", "smoke", "--device", "cpu", "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     trained = {argv[argv.index("--out") + 1]: argv[argv.index("--shards") + 1]
                for prog, argv in ran if prog == "cdfv-train" and "--task" not in argv}
+    # a jointly trained student learns on its own codec's latents, which the codec's run codes as it trains
+    trained.update({argv[argv.index("--out") + 1]: f"latents-{argv[argv.index('--variant') + 1]}-q{argv[argv.index('--quality') + 1]}"
+                    for prog, argv in ran if prog == "cdfv-train" and "--student" in argv})
     coded = [argv for prog, argv in ran if prog == "cdfv-prep" and "--outputs" in argv and "latents" in argv[argv.index("--outputs") + 1]]
-    assert len(coded) == 2 and len({argv[argv.index("--weights") + 1] for argv in coded}) == 1  # CelebA's and LFW's
+    mse = [argv for argv in coded if argv[argv.index("--weights") + 1].endswith("codec-q{quality}/codec.pt")]
+    assert len(mse) == 2 and {"celeba", "lfw"} == {Path(argv[argv.index("--out") + 1]).name for argv in mse}  # one pattern
+    assert len(coded) == 3  # and the joint codec's LFW latents, which its own student reads
     compressed = [argv[i + 1] for prog, argv in ran if prog == "cdfv-eval" for i, a in enumerate(argv) if a == "--compressed"]
     pairs = [spec.partition("=") for spec in compressed if "=" in spec]
     assert pairs and all(trained[str(Path(model).parent)] == latents for model, _, latents in pairs)

@@ -1,15 +1,20 @@
 """The steps of a reproduction, in order, each one or more cdfv commands.
 
 Learned once (`learn`): face preparation of the CelebA photos and natural images;
-bmshj2018-hyperprior codecs trained here; augmented views of the CelebA training faces with dlib's
-embeddings (and feature maps) as teacher targets; their latents at every quality; compressed-domain
-cResNet39 students distilled from dlib with the identity losses, and transplanted students (an
-adapter into dlib's own later layers, one per junction); a ResNet50 trained by the thesis recipe.
+bmshj2018-hyperprior codecs trained here (a base recipe, then a continuation on the whole CelebA
+faces: the MSE codec); augmented views of the CelebA training faces with dlib's embeddings (and
+feature maps) as teacher targets, and dlib's targets of the faces themselves for the whole-face
+codecs; their latents at every quality; the identity codec (issue 27: the continuation's steps
+from the same base with dlib's identity term, at the MSE codec's rate); compressed-domain cResNet39
+students distilled from dlib with the identity losses, and transplanted students (an adapter into
+dlib's own later layers, one per junction); the joint codec (the MSE codec's encoder trained with
+its student of one junction, at the same rate); a ResNet50 trained by the thesis recipe.
 
-Measured per pairs file (`measure`): the LFW faces the pairs name, prepared and coded by the
-learned codecs; the decoded anchors (learned codec, JPEG, JPEG 2000, HEVC-intra rate-matched);
-the evaluation with dlib and the ResNet50 as face models; the report, Table 7 and a summary naming
-every data set, weight file and preset.
+Measured per pairs file (`measure`): the LFW faces the pairs name, prepared and coded by every
+learned codec; the decoded anchors (JPEG, JPEG 2000, HEVC-intra rate-matched to the MSE and
+identity codecs); the evaluation with dlib and the ResNet50 as face models; the report (BD-rates
+against the MSE codec and HEVC-intra), Table 7 and a summary naming every data set, weight file
+and preset.
 
 Training faces come from the CelebA folders only, so the models are valid on every LFW protocol.
 """
@@ -32,11 +37,17 @@ if TYPE_CHECKING:
 CODEC = "bmshj2018-hyperprior"
 ANCHORS = ("jpeg", "jpeg2000", "hevc-intra")
 DLIB = "dlib"
+ID, JOINT = "id", "joint"  # the variants of the identity codec and the jointly trained encoder (CodecSpec.variant)
 
 
-def coded_set(kind: str, q: int) -> str:
-    """The name cdfv-prep gives a set of the learned codec's latents or decoded faces at quality q."""
-    return set_name(kind, CodecSpec(CODEC, q))
+def coded_set(kind: str, q: int, variant: str = "") -> str:
+    """The name cdfv-prep gives a set of the learned codec's (or its variant's) latents or decoded faces at quality q."""
+    return set_name(kind, CodecSpec(CODEC, q, variant=variant))
+
+
+def codec_pattern(layout: Layout, variant: str = "") -> str:
+    """The weights of every quality of one codec, as cdfv-prep --weights and cdfv-eval --codec-weights take them."""
+    return str(layout.codec("{quality}", variant))
 
 
 def _link(source: Path, dest: Path) -> None:
@@ -100,6 +111,33 @@ def link_lfw(evaluation: Evaluation) -> dict[str, Any]:
     return {"pairs": len(pairs), "lfw_images": len(sources), **evaluation.record()}
 
 
+def base_codec(layout: Layout, preset: Preset, q: int) -> Path:
+    """Where the base recipe leaves the codec of quality q: the MSE codec itself without a
+    whole-face continuation, else the start of the continuation and of the identity codec."""
+    return layout.base_codec(q) if preset.continue_steps else layout.codec(q)
+
+
+def codec_variants(preset: Preset) -> tuple[str, ...]:
+    """The codecs a run trains beside the MSE codec, by variant name (CodecSpec.variant)."""
+    return tuple(v for v, on in ((ID, preset.id_weight is not None), (JOINT, preset.joint_junction is not None)) if on)
+
+
+def training_rate(celeba: Path, q: int) -> dict[str, Any]:
+    """The MSE codec's mean coded rate (json rate.bpp, bits over the 224 x 224 face) on the CelebA
+    training faces, read from its latents of them (view 0 of each face: the face itself, as the
+    identity and joint codecs train on it): the rate they are held at (--rate-target), so they
+    compare with the MSE codec at equal rate. The coded rate, not the training loss's estimate;
+    the report measures every codec's rate on LFW again."""
+    from cdfv import shards
+
+    latents = shards.open_shard_set(coded_set("latents", q), celeba)
+    rates = [s[shards.spec.META]["rate"]["bpp"] for s in latents.samples((shards.spec.META,))
+             if (s[shards.spec.META].get("view") or {}).get("index", 0) == 0]
+    if not rates:
+        raise click.ClickException(f"{latents.directory}: no face of view 0 carries a rate to hold")
+    return {"bpp": float(sum(rates) / len(rates)), "faces": len(rates), "set": str(latents.directory)}
+
+
 def learn(steps: Steps, layout: Layout, preset: Preset, qualities: tuple[int, ...], device: str) -> None:
     """Everything trained, once per run whatever the pairs file."""
     from cdfv.eval.facemodels import DLIB_ARCH
@@ -110,6 +148,7 @@ def learn(steps: Steps, layout: Layout, preset: Preset, qualities: tuple[int, ..
     dev = ["--device", device]
     views = f"faces-views{preset.views}"
     taught = f"{views}-{DLIB_ARCH}"  # the name cdfv-prep teacher gives the taught views
+    taught_faces = f"faces-{DLIB_ARCH}"  # and the taught faces, which the whole-face codecs train on
 
     steps.run("link", lambda: link_training(layout, preset))
     steps.run("faces-celeba", lambda: steps.command(prep, "cdfv-prep", [
@@ -120,22 +159,48 @@ def learn(steps: Steps, layout: Layout, preset: Preset, qualities: tuple[int, ..
         "--no-face", "whole", "--out", codecs]))
     for q in qualities:
         init = preset.codec_init.get(q)
-        start = (["--codec-weights", layout.codec(init)] if init in qualities else
+        start = (["--codec-weights", base_codec(layout, preset, init)] if init in qualities else
                  ["--untrained-codec", *(["--eb-init-scale", preset.codec_eb_init_scale] if preset.codec_eb_init_scale else [])])
-        steps.run(f"codec-q{q}", lambda q=q, start=start: steps.command(train, "cdfv-train", [
-            "--task", "codec", "--shards", "faces", "--root", codecs, "--quality", q, *start,
-            "--max-steps", preset.codec_steps[q], "--epochs", 1000, "--batch-size", preset.codec_batch, "--lr", preset.codec_lr,
-            "--lr-schedule", preset.codec_schedule,
-            *(["--patch", preset.codec_patch] if preset.codec_patch else []), "--workers", preset.workers, *dev,
-            *resuming(layout.codec(q).parent / "codec-checkpoint.pt"), "--out", layout.codec(q).parent]))
+        out = base_codec(layout, preset, q).parent
+        steps.run(f"codec-{'base-' if preset.continue_steps else ''}q{q}", lambda q=q, start=start, out=out: steps.command(
+            train, "cdfv-train", [
+                "--task", "codec", "--shards", "faces", "--root", codecs, "--quality", q, *start,
+                "--max-steps", preset.codec_steps[q], "--epochs", 1000, "--batch-size", preset.codec_batch, "--lr", preset.codec_lr,
+                "--lr-schedule", preset.codec_schedule,
+                *(["--patch", preset.codec_patch] if preset.codec_patch else []), "--workers", preset.workers, *dev,
+                *resuming(out / "codec-checkpoint.pt"), "--out", out]))
     steps.run("views", lambda: steps.command(prep, "cdfv-prep", ["views", "--input", "faces", "--views", preset.views,
                                                                  "--out", celeba]))
     maps = ["--maps", ",".join(preset.transplant_junctions)] if preset.transplant_junctions else []
     steps.run("teacher", lambda: steps.command(prep, "cdfv-prep", ["teacher", "--model", DLIB, "--input", views, *maps,
                                                                    "--out", celeba, "--batch-size", 64]))
+
+    def whole_faces(q: int, start: Path, count: int, variant: str, extra: list[Any]) -> None:
+        """A codec trained on the whole taught CelebA faces from `start` (constant lr, the preset's batch)."""
+        out = layout.codec(q, variant).parent
+        steps.command(train, "cdfv-train", [
+            "--task", "codec", "--shards", taught_faces, "--root", celeba, "--quality", q, "--codec-weights", start,
+            "--max-steps", count, "--epochs", 1000, "--batch-size", preset.continue_batch, "--lr", preset.continue_lr,
+            "--lr-schedule", "constant", *extra, *(["--variant", variant] if variant else []), "--workers", preset.workers,
+            *dev, *resuming(out / "codec-checkpoint.pt"), "--out", out])
+
+    if preset.continue_steps:  # dlib's chips (and maps) of the faces themselves, not of their views
+        teacher_maps = ["--maps", ",".join(preset.teacher_maps)] if preset.teacher_maps else []
+        steps.run("teacher-faces", lambda: steps.command(prep, "cdfv-prep", [
+            "teacher", "--model", DLIB, "--input", "faces", *teacher_maps, "--out", celeba, "--batch-size", 64]))
+        for q in qualities:  # the MSE codec: CompressAI's loss alone (gamma 0)
+            steps.run(f"codec-q{q}", lambda q=q: whole_faces(q, layout.base_codec(q), preset.continue_steps, "", []))
     steps.run("latents-celeba", lambda: steps.command(prep, "cdfv-prep", [
         "run", "--input", taught, "--quality", ",".join(map(str, qualities)), "--weights", codec_pattern(layout),
         "--outputs", "latents", *dev, "--out", celeba]))
+    variants = codec_variants(preset)
+    for q in qualities if variants else ():
+        steps.run(f"rate-q{q}", lambda q=q: training_rate(celeba, q))
+    if preset.id_weight is not None:
+        for q in qualities:  # from the same base, as many steps, at the MSE codec's rate
+            steps.run(f"codec-{ID}-q{q}", lambda q=q: whole_faces(q, layout.base_codec(q), preset.continue_steps, ID, [
+                "--id-weight", preset.id_weight, "--id-distance", preset.id_distance,
+                *(["--id-map", preset.id_map] if preset.id_map else []), "--rate-target", steps.record(f"rate-q{q}")["bpp"]]))
     for q in qualities:
         steps.run(f"student-q{q}", lambda q=q: steps.command(train, "cdfv-train", [
             "--shards", coded_set("latents", q), "--root", celeba, "--arch", "cresnet39", "--phase", "distill",
@@ -148,6 +213,11 @@ def learn(steps: Steps, layout: Layout, preset: Preset, qualities: tuple[int, ..
                 "--shards", coded_set("latents", q), "--root", celeba, "--phase", "transplant",
                 "--junction", junction, "--epochs", preset.transplant_epochs, "--batch-size", preset.transplant_batch,
                 "--workers", preset.workers, *dev, *resuming(run / "checkpoint.pt"), "--out", run]))
+    if preset.joint_junction is not None:
+        for q in qualities:  # the MSE codec's encoder with its own student of the junction, at the same rate
+            steps.run(f"codec-{JOINT}-q{q}", lambda q=q: whole_faces(q, layout.codec(q), preset.joint_steps, JOINT, [
+                "--student", layout.transplant(q, preset.joint_junction), "--student-weight", preset.joint_weight,
+                "--rate-target", steps.record(f"rate-q{q}")["bpp"]]))
     steps.run("resnet50", lambda: steps.command(train, "cdfv-train", [
         "--shards", "faces", "--root", celeba, "--arch", "resnet50", "--width", preset.resnet_width,
         "--classify-epochs", preset.resnet_epochs[0], "--arcface-epochs", preset.resnet_epochs[1],
@@ -155,14 +225,15 @@ def learn(steps: Steps, layout: Layout, preset: Preset, qualities: tuple[int, ..
         *resuming(layout.runs / "resnet50" / "checkpoint.pt"), "--out", layout.runs / "resnet50"]))
 
 
-def compressed_models(layout: Layout, preset: Preset, q: int) -> list[Path]:
-    """The compressed-domain models of one quality: the from-scratch cResNet39 (the thesis's), then
-    a transplanted student per junction."""
-    return [layout.student(q), *(layout.transplant(q, j) for j in preset.transplant_junctions)]
+def compressed_models(layout: Layout, preset: Preset, q: int) -> list[tuple[Path, str]]:
+    """The compressed-domain models of one quality, each with the latent set it reads: the
+    from-scratch cResNet39 (the thesis's), a transplanted student per junction, and the student
+    trained with the joint codec's encoder, on that codec's latents."""
+    models = [(m, coded_set("latents", q)) for m in (layout.student(q), *(layout.transplant(q, j) for j in preset.transplant_junctions))]
+    return models + ([(layout.joint_student(q), coded_set("latents", q, JOINT))] if preset.joint_junction is not None else [])
 
 
-def codec_pattern(layout: Layout) -> str:
-    return str(layout.runs / "codec-q{quality}" / "codec.pt")
+HEVC_LINE = "hevc-intra-qp"  # HEVC-intra's plot line (cdfv-eval names a conventional codec's line by its parameter)
 
 
 def measure(steps: Steps, layout: Layout, evaluation: Evaluation, preset: Preset, qualities: tuple[int, ...],
@@ -175,37 +246,49 @@ def measure(steps: Steps, layout: Layout, evaluation: Evaluation, preset: Preset
     lfw, results, report = evaluation.lfw, evaluation.results, evaluation.report
     dev = ["--device", device]
     quality_list = ",".join(map(str, qualities))
+    variants = codec_variants(preset)
+    outputs = {"": "latents,decoded", ID: "decoded", JOINT: "latents,decoded"}  # the identity codec has no student
 
     steps.run("link-lfw", lambda: link_lfw(evaluation))
     steps.run("faces-lfw", lambda: steps.command(prep, "cdfv-prep", [
         "run", "--dataset", "lfw", "--root", evaluation.work / "lfw", "--outputs", "faces", "--out", lfw]))
-    steps.run("coded-lfw", lambda: steps.command(prep, "cdfv-prep", [
-        "run", "--input", "faces", "--quality", quality_list, "--weights", codec_pattern(layout),
-        "--outputs", "latents,decoded", *dev, "--out", lfw]))
-    steps.run("anchors", lambda: conventional_anchors(steps, prep, lfw, qualities))
-    decoded = [coded_set("decoded", q) for q in qualities]
+    for variant in ("", *variants):
+        steps.run("coded-lfw" + (f"-{variant}" if variant else ""), lambda variant=variant: steps.command(prep, "cdfv-prep", [
+            "run", "--input", "faces", "--quality", quality_list, "--weights", codec_pattern(layout, variant),
+            "--outputs", outputs[variant], *dev, "--out", lfw]))
+    matched = [coded_set("decoded", q, v) for v in ["", *([ID] if ID in variants else [])] for q in qualities]
+    steps.run("anchors", lambda: conventional_anchors(steps, prep, lfw, matched))
+    decoded = [coded_set("decoded", q, v) for v in ("", *variants) for q in qualities]
     anchors = steps.record("anchors")["sets"]
-    students = [(q, model) for q in qualities for model in compressed_models(layout, preset, q)]
-    compressed = [f"{model}={coded_set('latents', q)}" for q, model in students]
-    common = ["--pairs", evaluation.pairs, "--root", lfw, "--faces", "faces", *dev, "--bootstrap", 1000]
+    students = [(q, model, latents) for q in qualities for model, latents in compressed_models(layout, preset, q)]
+    common = ["--pairs", evaluation.pairs, "--root", lfw, "--faces", "faces", *dev]
     steps.run("eval-dlib", lambda: steps.command(evaluate, "cdfv-eval", [
-        "run", *common, "--image-model", DLIB, *sum((["--decoded", d] for d in decoded + anchors), []),
-        *sum((["--compressed", c] for c in compressed), []), "--out", results / "dlib"]))
+        "run", *common, "--bootstrap", 1000, "--image-model", DLIB, *sum((["--decoded", d] for d in decoded + anchors), []),
+        *sum((["--compressed", f"{model}={latents}"] for _, model, latents in students), []), "--out", results / "dlib"]))
     steps.run("eval-resnet50", lambda: steps.command(evaluate, "cdfv-eval", [
-        "run", *common, "--image-model", layout.runs / "resnet50" / "model.pt", *sum((["--decoded", d] for d in decoded), []),
-        "--out", results / "resnet50"]))
-    steps.run("report", lambda: steps.command(evaluate, "cdfv-eval", [
-        "report", *sorted((results / "dlib" / "scores").glob("*.parquet")), *sorted((results / "resnet50" / "scores").glob("*.parquet")),
-        "--bd-anchor", f"{DLIB_ARCH} decoded {CODEC}-mse", "--out", report]))  # dlib on the learned codec's decoded faces
+        "run", *common, "--bootstrap", 1000, "--image-model", layout.runs / "resnet50" / "model.pt",
+        *sum((["--decoded", d] for d in decoded), []), "--out", results / "resnet50"]))
+
+    def scores() -> list[Path]:
+        return [p for model in ("dlib", "resnet50") for p in sorted((results / model / "scores").glob("*.parquet"))]
+
+    steps.run("report", lambda: steps.command(evaluate, "cdfv-eval", [  # against dlib on the MSE codec's decoded faces
+        "report", *scores(), "--bd-anchor", f"{DLIB_ARCH} decoded {CODEC}-mse", "--out", report]))
+    if any(a.startswith(f"decoded-{ANCHORS[-1]}") for a in anchors):  # its Bjontegaard deltas against HEVC-intra's, if reached
+        steps.run("report-bd-hevc", lambda: steps.command(evaluate, "cdfv-eval", [
+            "report", *scores(), "--bd-anchor", f"{DLIB_ARCH} decoded {HEVC_LINE}", "--bootstrap", 0,
+            "--out", report / "bd-hevc-intra"]))
     steps.run("table7", lambda: steps.command(evaluate, "cdfv-eval", [
-        "complexity", "--qualities", quality_list, "--image-model", DLIB, "--codec-weights", codec_pattern(layout),
-        *sum((["--compressed", model] for _, model in students), []), "--time", *dev,
+        "complexity", "--qualities", quality_list, "--image-model", DLIB,
+        *sum((["--codec-weights", codec_pattern(layout, v)] for v in ("", *variants)), []),
+        *sum((["--compressed", model] for _, model, _ in students), []), "--time", *dev,
         "--batch-pairs", preset.timing[0], "--repeats", preset.timing[1], "--warmup", preset.timing[2],
         "--out", report / "table7.csv"]))
 
 
-def conventional_anchors(steps: Steps, prep: click.Command, lfw: Path, qualities: tuple[int, ...]) -> dict[str, Any]:
-    """JPEG, JPEG 2000 and HEVC-intra rate-matched to each learned-codec quality; a rate a codec
+def conventional_anchors(steps: Steps, prep: click.Command, lfw: Path, targets: list[str]) -> dict[str, Any]:
+    """JPEG, JPEG 2000 and HEVC-intra rate-matched to each of the `targets` (decoded sets of the
+    learned codecs: the MSE codec's and the identity codec's at each quality); a rate a codec
     cannot reach is listed, not fatal. JPEG's lowest rate, quality 1, is 0.12-0.13 bpp on these
     faces, of which its headers (quantisation and optimised Huffman tables, frame and scan headers)
     take about 0.044: 270-283 bytes, the rate-bearing file less its entropy-coded segment, measured
@@ -214,8 +297,7 @@ def conventional_anchors(steps: Steps, prep: click.Command, lfw: Path, qualities
 
     unreachable = []
     for codec in ANCHORS:
-        for q in qualities:
-            target = coded_set("decoded", q)
+        for target in targets:
             try:
                 steps.command(prep, "cdfv-prep", ["anchor", "--codec", codec, "--match", target, "--out", lfw])
             except click.ClickException as e:

@@ -40,8 +40,18 @@ class Layout:
     def runs(self) -> Path:
         return self.out / "runs"
 
-    def codec(self, q: int) -> Path:
-        return self.runs / f"codec-q{q}" / "codec.pt"
+    def codec(self, q: int | str, variant: str = "") -> Path:
+        """The codec the report scores at quality q (or a pattern's "{quality}"): the MSE codec, or a
+        variant trained here (id, joint)."""
+        return self.runs / (f"codec-{variant}-q{q}" if variant else f"codec-q{q}") / "codec.pt"
+
+    def base_codec(self, q: int) -> Path:
+        """The MSE codec's base recipe, which a whole-face continuation (and the identity codec) starts from."""
+        return self.runs / f"codec-base-q{q}" / "codec.pt"
+
+    def joint_student(self, q: int) -> Path:
+        """The student trained with the joint codec's encoder, beside its codec.pt."""
+        return self.codec(q, "joint").parent / "student.pt"
 
     def student(self, q: int) -> Path:
         return self.runs / f"cresnet39-q{q}" / "model.pt"
