@@ -473,10 +473,12 @@ def test_the_same_data_folder_spelled_another_way_continues_the_run(tmp_path: Pa
     path relative to the working directory, a trailing slash) continue the run: the settings
     compare what the paths name, not how they are written (the commands are recorded, not run)."""
     import cdfv.reproduction.cli as cli
+    import cdfv.reproduction.plan as plan
 
     monkeypatch.setattr(Steps, "command", lambda steps, group, prog, args: Path(str(args[list(map(str, args)).index("--out") + 1])).mkdir(
         parents=True, exist_ok=True))
     monkeypatch.setattr(cli, "write_summary", lambda *args: {})
+    monkeypatch.setattr(plan, "training_rate", lambda celeba, q: {"bpp": 0.1})  # read from latents the recorded commands never make
     data, out = a_data_folder(tmp_path / "data"), tmp_path / "out"
     first = CliRunner().invoke(main, ["--data", str(data), "--preset", "smoke", "--device", "cpu", "--out", str(out)])
     assert first.exit_code == 0, first.output
