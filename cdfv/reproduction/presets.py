@@ -1,4 +1,5 @@
-"""What each machine affords a reproduction: the cpu preset for 2 cores in two hours, the gpu preset
+"""What each machine affords a reproduction: the cpu preset for 2 cores (meant for two hours; with the
+identity and joint codecs and every CelebA photo not yet timed as a whole: see its comments), the gpu preset
 with the thesis's widths and epochs, and a smoke test. Every cut against the thesis is a field or
 a sentence here, and the summary page prints them."""
 from __future__ import annotations
@@ -64,8 +65,6 @@ class Preset:
 
 PRESETS = {
     "cpu": Preset(
-        # 6 photos per identity (about 1,700 faces): more faces is what helps (results/transplant-curves data-size: level0
-        # AUC 0.856 with 4, 0.892 with 8, where twice the epochs gained nothing); 8 would take the run to about two hours
         # every CelebA photo, one view each: measured better than 6 photos x 2 views (TAR@FAR=1e-2 at q1 0.578 against
         # 0.420, results/transplant-curves/variants); the students are short of photos, not of views or steps
         "cpu", per_identity=None, identities=None, views=1,
