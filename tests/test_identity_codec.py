@@ -5,6 +5,7 @@ it and refuses what it cannot read."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from cdfv.trainer.codec_train import pad_faces
 from cdfv.trainer.identity import IdentityLoss, chips_of
 from cdfv.trainer.transplant import teacher_mean
 
-from prep_helpers import celeba_images, invoke_ok, link_dataset
+from prep_helpers import CODEC_ARGS, celeba_images, invoke_ok, link_dataset
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +178,19 @@ def test_joint_training_writes_a_codec_and_its_student_filed_under_that_codec(ta
     assert (codec["name"], codec["quality"]) == ("bmshj2018-hyperprior", 1)
     assert codec["weights"] == weights_file_id(tmp_path / "run" / "codec.pt")
     assert model.info["joint"]["steps"] == 2 and model.info["started_from"] != model.info["model_id"]
+    # cdfv-eval scores the student on latents its codec coded (a set filed under the codec's variant), also by a
+    # renamed copy of the codec's file, and on no others
+    from cdfv.eval.evaluate import latent_mismatch
+
+    (tmp_path / "copy").mkdir()
+    shutil.copy(tmp_path / "run" / "codec.pt", tmp_path / "copy" / "renamed.pt")
+    for weights, out in ((tmp_path / "run" / "codec.pt", "coded"), (tmp_path / "copy" / "renamed.pt", "coded-copy")):
+        invoke_ok("run", "--input", taught / "faces", "--outputs", "latents", "--weights", weights, "--quality", "1",
+                  "--device", "cpu", "--out", tmp_path / out)
+        assert latent_mismatch("student", model.info, open_shard_set("latents-joint-q1", tmp_path / out)) is None
+    invoke_ok("run", "--input", taught / "faces", "--outputs", "latents", *CODEC_ARGS, "--out", tmp_path / "plain")
+    with pytest.raises(ValueError, match="but shard set 'latents-q1' holds bmshj2018-hyperprior-mse q1 latents"):
+        latent_mismatch("student", model.info, open_shard_set("latents-q1", tmp_path / "plain"))
 
     save_level2_student(tmp_path / "student-q3.pt", quality=3)
     for extra, message in [

@@ -434,8 +434,7 @@ def _train_codec(cfg: CodecTrainConfig, on_step: StepHook | None) -> dict[str, A
             "student": {"file": cfg.student, "model_id": student_info["model_id"], "weight": cfg.student_weight,
                         "map_weight": cfg.student_map_weight} if student else None})
         if student is not None:
-            coded_by = {"name": codec_spec.name, "quality": codec_spec.quality, "metric": codec_spec.metric,
-                        "weights": weights_file_id(path), "untrained": False}  # as cdfv-prep records the codec of a latent set
+            coded_by = codec_spec.record(weights_file_id(path), False)  # as cdfv-prep records the latents this codec codes
             save_student(out / "student.pt", student.model.cpu(), student_info, coded_by,
                          {"codec": str(path), "student_weight": cfg.student_weight, "map_weight": cfg.student_map_weight,
                           "identity_weight": cfg.identity_weight, "steps": step, "shards": shard_set.name})
