@@ -261,8 +261,27 @@ def test_the_rate_steer_raises_the_rate_weight_above_its_target_and_lowers_it_be
     for _ in range(2000):
         steer.update(0.06)
     assert steer.weight == 0.01  # clamped
-    with pytest.raises(ValueError, match="must be positive"):
-        RateSteer(0)
+    for target in (0, -0.1, float("nan"), float("inf")):  # nan would hold the weight at its floor without a word
+        with pytest.raises(ValueError, match="must be a positive number of bits per pixel"):
+            RateSteer(target)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--id-weight", "nan"), "--id-weight nan: a loss weight must be a finite number, 0 or more"),
+    (("--id-weight", "inf"), "--id-weight inf: a loss weight must be"),
+    (("--id-weight", "-1"), "--id-weight -1: a loss weight must be"),
+    (("--id-weight", "1", "--id-map", "level2", "--id-map-weight", "-2"), "--id-map-weight -2: a loss weight must be"),
+    (("--student-weight", "-1"), "--student-weight -1: a loss weight must be"),
+    (("--id-map-weight", "3"), "give --id-weight too"),  # a weight of a term the run does not have
+    (("--student-weight", "2"), "--student-weight weighs a student's loss: give --student too"),
+])
+def test_codec_training_refuses_loss_weights_it_cannot_mean(taught: Path, tmp_path: Path, extra: tuple[str, ...],
+                                                            message: str) -> None:
+    """A negative weight rewards a worse identity or map; a weight without its term was ignored."""
+    code, output = train("--shards", "faces-dlib", "--root", taught, "--untrained-codec", "--max-steps", "1", *extra,
+                         "--out", tmp_path / "refused")
+    assert code == 2 and message in output, output
+    assert not (tmp_path / "refused" / "codec.pt").exists()
 
 
 def test_codec_training_at_a_rate_target_records_the_rate_weight(taught: Path, tmp_path: Path) -> None:

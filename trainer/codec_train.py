@@ -188,8 +188,8 @@ def identity_term(cfg: CodecTrainConfig, shard_set: ShardSet, device: torch.devi
     """The identity term the config asks for, with dlib's network on `device`, after checking that
     the set carries what it reads (dlib's embeddings and chip transforms, the map if asked)."""
     if cfg.identity_weight == 0:
-        if cfg.identity_map is not None or cfg.identity_distance != "cos":
-            raise ValueError("--id-map and --id-distance shape the identity term: give --id-weight too")
+        if cfg.identity_map is not None or cfg.identity_distance != "cos" or cfg.identity_map_weight != 1.0:
+            raise ValueError("--id-map, --id-map-weight and --id-distance shape the identity term: give --id-weight too")
         return None
     from cdfv.eval.dlib_arch import load_dlib_resnet
     from cdfv.eval.facemodels import dlib_model_files
@@ -199,8 +199,6 @@ def identity_term(cfg: CodecTrainConfig, shard_set: ShardSet, device: torch.devi
     dlib_teacher(shard_set, "the identity term", cfg.identity_map)
     if cfg.patch is not None:
         raise ValueError("--patch crops the faces; the identity term reads each whole face's chip")
-    if cfg.identity_weight < 0:
-        raise ValueError(f"--id-weight {cfg.identity_weight:g}: must be positive")
     centre = teacher_mean(shard_set, Damage(cfg.damaged)) if cfg.identity_distance == "centred" else None
     return IdentityLoss(load_dlib_resnet(dlib_model_files()[0]), cfg.identity_distance, cfg.identity_map,
                         cfg.identity_map_weight, centre).to(device)
@@ -211,6 +209,8 @@ def student_task(cfg: CodecTrainConfig, shard_set: ShardSet, codec: CodecSpec, c
     """The transplanted student trained with the encoder, in its teacher loss (trainer/joint.py),
     and its model file's info; None without --student."""
     if cfg.student is None:
+        if cfg.student_weight != 1.0:
+            raise ValueError("--student-weight weighs a student's loss: give --student too")
         return None
     from .joint import load_student
     from .transplant import teacher_mean
@@ -225,6 +225,18 @@ def student_task(cfg: CodecTrainConfig, shard_set: ShardSet, codec: CodecSpec, c
     task = TransplantTask(student, None, 0.0, cfg.student_map_weight, frozen_tail=True,
                           centre=teacher_mean(shard_set, Damage(cfg.damaged)))
     return task.to(device), info
+
+
+WEIGHTS = {"identity_weight": "--id-weight", "identity_map_weight": "--id-map-weight", "student_weight": "--student-weight"}
+
+
+def check_weights(cfg: CodecTrainConfig) -> None:
+    """Refuses a loss weight that is negative (it would reward what the term measures: a worse
+    identity, a map further from dlib's) or not finite (the first step's loss, whatever the lr)."""
+    for name, flag in WEIGHTS.items():
+        value = getattr(cfg, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{flag} {value:g}: a loss weight must be a finite number, 0 or more")
 
 
 def variant_of(cfg: CodecTrainConfig) -> str:
@@ -243,8 +255,8 @@ class RateSteer:
     of 10 % doubles it in about 140 steps at the default gain."""
 
     def __init__(self, target: float, gain: float = 0.05, weight: float = 1.0) -> None:
-        if target <= 0:
-            raise ValueError(f"--rate-target {target:g}: must be positive")
+        if not (math.isfinite(target) and target > 0):
+            raise ValueError(f"--rate-target {target:g}: must be a positive number of bits per pixel")
         self.target, self.gain, self.weight = target, gain, weight
 
     def update(self, face_bpp: float) -> None:
@@ -267,6 +279,7 @@ def train_codec(cfg: CodecTrainConfig, on_step: StepHook | None = None) -> dict[
 def _train_codec(cfg: CodecTrainConfig, on_step: StepHook | None) -> dict[str, Any]:
     from compressai.losses import RateDistortionLoss
 
+    check_weights(cfg)
     ctx: Context = setup_context(cfg.device)
     board = tensorboard_dir(cfg.tensorboard, Path(cfg.out) / "tensorboard-codec")
     shard_set = open_shard_set(cfg.shards, cfg.root, damage=cfg.damaged)
