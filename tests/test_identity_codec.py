@@ -295,6 +295,22 @@ def test_codec_training_at_a_rate_target_records_the_rate_weight(taught: Path, t
     assert code == 2 and "--patch trains on crops" in output, output
 
 
+def test_a_resumed_codec_run_takes_a_rate_target_and_refuses_a_student_joining_it(taught: Path, tmp_path: Path) -> None:
+    """--allow-change lets a resume add a rate target (its weight starts at 1, as a new run's) but
+    not a student, whose steps the checkpoint's optimiser never held; both raised a traceback."""
+    run = ("--shards", "faces-dlib", "--root", taught, "--untrained-codec", "--batch-size", "4", "--id-weight", "1",
+           "--out", tmp_path / "run")
+    code, output = train(*run, "--max-steps", "1")
+    assert code == 0, output
+    code, output = train(*run, "--max-steps", "2", "--rate-target", "0.05", "--resume", "--allow-change", "rate_target,max_steps")
+    assert code == 0, output
+    assert torch.load(tmp_path / "run" / "codec-checkpoint.pt", weights_only=True)["rate_weight"] != 1.0
+    save_level2_student(tmp_path / "student.pt")
+    code, output = train(*run, "--max-steps", "3", "--rate-target", "0.05", "--student", tmp_path / "student.pt",
+                         "--variant", "id", "--resume", "--allow-change", "max_steps,student,variant")
+    assert code == 2 and "the run trained without a student; one cannot join or leave a run midway" in output, output
+
+
 def test_an_identity_codec_is_a_codec_of_its_own_in_sets_runs_and_reports(taught: Path, tmp_path: Path) -> None:
     """Its weights file names its variant; cdfv-prep files its sets under it and cdfv-eval its runs,
     so they never merge with the plain codec's."""

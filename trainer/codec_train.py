@@ -353,13 +353,17 @@ def _train_codec(cfg: CodecTrainConfig, on_step: StepHook | None) -> dict[str, A
                              f"({saved['max_steps']}); another ({cfg.max_steps}) bends its lr: --allow-change max_steps to do so")
         check_resume_config(ckpt_path, {**saved, "data": state.get("data")},
                             {**asdict(cfg), "data": data_identity(shard_set)}, cfg.allow_change)
+        if (student is not None) != ("student" in state):
+            raise ValueError(f"--resume {ckpt_path}: the run trained {'with' if 'student' in state else 'without'} a student; "
+                             f"one cannot join or leave a run midway (one optimiser holds the codec's and the student's "
+                             f"steps): start a new --out")
         model.load_state_dict(state["model"])
         if student is not None:
             student.load_state_dict(state["student"])
         optimizer.load_state_dict(state["optimizer"])
         aux_optimizer.load_state_dict(state["aux_optimizer"])
         restore_rng(state["rng"], rng)
-        if steer is not None:
+        if steer is not None and state.get("rate_weight") is not None:  # a rate target added on resume starts at 1, as a new run
             steer.weight = state["rate_weight"]
         start_epoch, start_step, step, weights_id = state["epoch"], state["step_in_epoch"], state["step"], state["start_weights"]
     resumed_at = step
