@@ -130,6 +130,7 @@ def run(pairs_path: Path, faces: str | None, image_model: str | None, onnx_chann
     from .facemodels import FaceModel, load_face_model
     from .protocol import pairs_sha256, read_pairs
     from .report import write_report
+    from .runs import other_pairs_scores
     from .scores import scores_bytes
 
     if (decoded_sets or faces or image_model) and (faces is None or image_model is None):
@@ -167,6 +168,11 @@ def run(pairs_path: Path, faces: str | None, image_model: str | None, onnx_chann
             raise click.UsageError(f"{mode} {model_spec} on {probe_name} and {runs[name][0]} {runs[name][1]} on "
                                    f"{runs[name][2].name} are both run {name}; give each its own cdfv-eval run --out")
         runs[name] = (mode, model_spec, probe_set, reference_set, mismatch)
+    other = other_pairs_scores(out / "scores", pairs_digest, {f"{name}.parquet" for name in runs})
+    if other:
+        raise click.UsageError(f"{out / 'scores'} holds an earlier run's scores of another pairs file, which this run "
+                               f"({pairs_path.name}) would leave beside its own: {'; '.join(other)}; give another --out "
+                               f"or remove them")
     cache = EmbeddingCache(damage_policy=damaged)
     contents = {}
     for mode, model_spec, probe_set, reference_set, mismatch in runs.values():

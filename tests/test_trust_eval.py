@@ -226,6 +226,22 @@ def test_a_run_over_an_earlier_one_replaces_its_scores_and_report_together(earli
     assert leftovers(earlier) == []
 
 
+def test_a_run_on_another_pairs_file_that_would_leave_earlier_scores_beside_its_own_is_refused(earlier: Path) -> None:
+    """The earlier run scored q1 and q3 on the first pairs file; this one scores q1 alone on the
+    second: q3's scores would stay beside it, and `cdfv-eval report scores/*.parquet` then fails."""
+    toy = earlier.parent
+    before = snapshot(earlier)
+    code, out = score(toy, f"{toy / 'u.pt'}=latents-q1")
+    error = one_line_error(out)
+    assert code == 2 and f"{earlier / 'scores'} holds an earlier run's scores of another pairs file" in error
+    assert "cresnet39_bmshj2018-hyperprior-mse_q3.parquet on pairs.csv (sha256 " in error
+    assert "_q1.parquet on" not in error  # the run's own file is replaced, not left
+    assert snapshot(earlier) == before
+    pairs_file(toy / "pairs.csv")  # the earlier pairs again: q3's scores may stay beside q1's new ones
+    code, out = score(toy, f"{toy / 'u.pt'}=latents-q1")
+    assert code == 0, out
+
+
 def test_a_killed_runs_earlier_scores_are_put_back(earlier: Path) -> None:
     """A kill while the report was written leaves the earlier files aside: the next run puts them back first."""
     from cdfv.atomic import atomic_files
