@@ -194,12 +194,21 @@ def test_joint_training_writes_a_codec_and_its_student_filed_under_that_codec(ta
 
     save_level2_student(tmp_path / "student-q3.pt", quality=3)
     for extra, message in [
-        (("--student", tmp_path / "student-q3.pt"), "trained on bmshj2018-hyperprior q3 latents"),
+        (("--student", tmp_path / "student-q3.pt"), "trained on bmshj2018-hyperprior-mse q3 latents (codec weights "
+                                                    "untrained:seed0), not on the start codec's bmshj2018-hyperprior-mse q1"),
+        (("--student", tmp_path / "student-q1.pt", "--seed", "1"),  # an adapter of another codec's latents of that quality
+         "not on the start codec's bmshj2018-hyperprior-mse q1 latents (codec weights untrained:seed1)"),
+        (("--student", tmp_path / "run" / "student.pt", "--codec-weights", tmp_path / "run" / "codec.pt", "--batch-size", "4"),
+         None),
         (("--student", tmp_path / "student-q1.pt", "--codec", "cheng2020-attn"), "rounds about predicted means"),
     ]:
-        code, output = train("--shards", "faces-dlib", "--root", taught, "--untrained-codec", "--max-steps", "1", *extra,
-                             "--out", tmp_path / "refused")
-        assert code == 2 and message in output, output
+        start = () if "--codec-weights" in extra else ("--untrained-codec",)
+        code, output = train("--shards", "faces-dlib", "--root", taught, *start, "--max-steps", "1", *extra,
+                             "--out", tmp_path / ("again" if message is None else "refused"))
+        if message is None:  # a second round of joint training, from the first's codec and student
+            assert code == 0, output
+        else:
+            assert code == 2 and message in output, output
     invoke_ok("teacher", "--model", "dlib", "--input", "faces", "--name", "faces-dlib-l0", "--maps", "level0", "--out", taught)
     code, output = train("--shards", "faces-dlib-l0", "--root", taught, "--untrained-codec", "--max-steps", "1",
                          "--student", tmp_path / "student-q1.pt", "--out", tmp_path / "refused")

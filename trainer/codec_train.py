@@ -23,7 +23,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from cdfv import progress
 from cdfv.provenance import provenance
 from cdfv.eval.dlib_arch import EMBEDDING_DIM
-from cdfv.pipeline.codecs import CodecSpec, load_codec, save_codec, weights_file_id
+from cdfv.pipeline.codecs import CodecSpec, load_codec, save_codec, weights_file_id, with_variant
 from cdfv.shards import Damage, ShardSet, ShardSetError, atomic_write_bytes, open_shard_set, remove_stale_temporaries, spec
 
 from .checkpoint import check_resume_config, data_identity, load_checkpoint, restore_rng, rng_state, save_checkpoint
@@ -204,10 +204,11 @@ def identity_term(cfg: CodecTrainConfig, shard_set: ShardSet, device: torch.devi
                         cfg.identity_map_weight, centre).to(device)
 
 
-def student_task(cfg: CodecTrainConfig, shard_set: ShardSet, codec: CodecSpec, channels: int,
+def student_task(cfg: CodecTrainConfig, shard_set: ShardSet, codec: CodecSpec, channels: int, start_weights: str,
                  device: torch.device) -> tuple[TransplantTask, dict[str, Any]] | None:
     """The transplanted student trained with the encoder, in its teacher loss (trainer/joint.py),
-    and its model file's info; None without --student."""
+    and its model file's info; None without --student. It must have learned the latents of the
+    codec training starts from (weights `start_weights`)."""
     if cfg.student is None:
         if cfg.student_weight != 1.0:
             raise ValueError("--student-weight weighs a student's loss: give --student too")
@@ -217,7 +218,8 @@ def student_task(cfg: CodecTrainConfig, shard_set: ShardSet, codec: CodecSpec, c
 
     if cfg.patch is not None:
         raise ValueError("--patch crops the faces; the student reads each whole face's latent")
-    student, info = load_student(Path(cfg.student), codec, channels)
+    start = with_variant(replace(codec, variant=""), Path(cfg.weights) if cfg.weights else None)
+    student, info = load_student(Path(cfg.student), codec, channels, start.record(start_weights, cfg.untrained))
     junction = student.kwargs["junction"]
     dlib_teacher(shard_set, f"--student (a {junction} student)", junction)
     if cfg.identity_map is not None and cfg.identity_weight and cfg.identity_map != junction:
@@ -301,7 +303,7 @@ def _train_codec(cfg: CodecTrainConfig, on_step: StepHook | None) -> dict[str, A
     if cfg.lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"--lr-schedule {cfg.lr_schedule}: one of {', '.join(LR_SCHEDULES)}")
     identity = identity_term(cfg, shard_set, ctx.device)
-    joint = student_task(cfg, shard_set, codec_spec, model.M, ctx.device)
+    joint = student_task(cfg, shard_set, codec_spec, model.M, weights_id, ctx.device)
     student, student_info = joint if joint else (None, None)
     rows = TeacherRows(EMBEDDING_DIM, student.model.kwargs["junction"] if student else cfg.identity_map if identity else None,
                        chip=identity is not None)
