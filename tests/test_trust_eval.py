@@ -4,7 +4,9 @@ one run beside the report of another, a report never holds a run twice, and a fi
 model says what it is."""
 from __future__ import annotations
 
+import csv
 import errno
+import io
 import json
 import os
 import re
@@ -129,6 +131,9 @@ def test_a_mismatch_the_user_means_is_recorded_and_marked_in_the_report(toy: Pat
     assert f"scored with --allow-latent-mismatch: {said}" in (report / "metrics.md").read_text()
     deltas = (report / "metrics.md").read_text().split("## Bjontegaard deltas")[1]
     assert "| cresnet39 compressed bmshj2018-hyperprior-mse (other latents than trained on) |" in deltas
+    bd_rows = list(csv.DictReader(io.StringIO((report / "bd.csv").read_text())))  # the tables a script reads say it too
+    assert bd_rows and all(r["latent_mismatch"] == "True" for r in bd_rows)
+    assert all(r["latent_mismatch"] is True for r in json.loads((report / "bd.json").read_text())["rows"])
     (entry,) = json.loads((report / "metrics.json").read_text())
     assert entry["latent_mismatch"] == said
     assert "latent_mismatch" in (report / "metrics.csv").read_text().splitlines()[0]
