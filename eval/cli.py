@@ -126,6 +126,7 @@ def run(pairs_path: Path, faces: str | None, image_model: str | None, onnx_chann
     from cdfv.atomic import atomic_files
     from cdfv.shards import open_shard_set, remove_stale_temporaries
 
+    from .embed import check_compatible
     from .evaluate import EmbeddingCache, codec_fields, evaluate, latent_mismatch, run_name
     from .facemodels import FaceModel, load_face_model
     from .protocol import pairs_sha256, read_pairs
@@ -160,6 +161,8 @@ def run(pairs_path: Path, faces: str | None, image_model: str | None, onnx_chann
             models[model_spec] = load_face_model(model_spec, device, flip=flip, precision=precision, onnx_channels=onnx_channels)
         probe_set, reference_set = (open_shard_set(name, root, damage=damaged) for name in (probe_name, reference_name))
         info = models[model_spec].info
+        for shard_set in (probe_set, reference_set):  # images to an image model, latents to a latent model
+            check_compatible(models[model_spec], shard_set)
         mismatch = None
         if mode == "compressed":
             mismatch = latent_mismatch(f"--compressed {model_spec}", info, probe_set, allow_latent_mismatch)

@@ -139,6 +139,15 @@ def test_a_mismatch_the_user_means_is_recorded_and_marked_in_the_report(toy: Pat
     assert "latent_mismatch" in (report / "metrics.csv").read_text().splitlines()[0]
 
 
+def test_a_latent_model_on_an_image_set_is_told_so_not_of_an_unrecorded_codec(toy: Path) -> None:
+    writer = shards.ShardSetWriter(toy / "faces", "faces")
+    writer.write(0, [{"__key__": key, S.IMAGE: np.zeros((224, 224, 3), np.uint8), S.META: {"key": key}} for key in KEYS])
+    shards.write_index(toy / "faces", "faces", "image", [S.IMAGE, S.META], [f"id{i}" for i in range(4)], {"variant": "original"})
+    code, out = score(toy, f"{toy / 'transplant-q1.pt'}=faces")
+    error = one_line_error(out)
+    assert code == 1 and "shard set 'faces' holds images but model" in error and "takes latents" in error, error
+
+
 def test_complexity_reads_the_training_latents_through_the_same_function(toy: Path) -> None:
     """One implementation of "what latents was this model trained on" (facemodels.trained_latents)."""
     from cdfv.eval import complexity, facemodels
