@@ -459,7 +459,7 @@ def _train_codec(cfg: CodecTrainConfig, on_step: StepHook | None) -> dict[str, A
                           "identity_weight": cfg.identity_weight, "steps": step, "shards": shard_set.name})
     if ctx.world > 1:
         torch.distributed.barrier()  # every rank's damage log lines are written
-    damaged = damage_summary(out / "damaged.tsv")
+    damaged = damage_summary(out / "damaged.tsv", settle=ctx.main)
     summary = {"codec": codec_spec.label, "shards": shard_set.name, "start_weights": weights_id, "steps": step,
                "resumed_at": resumed_at, "steps_this_run": step - resumed_at, "epochs": cfg.epochs, "max_steps": cfg.max_steps,
                "stopped_early": cfg.max_steps is not None and step >= cfg.max_steps and step < cfg.epochs * stream.steps,
