@@ -215,7 +215,8 @@ def test_joint_training_writes_a_codec_and_its_student_filed_under_that_codec(ta
     assert code == 2 and "--maps level2" in output, output
 
 
-def test_development_pairs_refuse_reported_files_and_score_as_cdfv_eval_does(taught: Path, tmp_path: Path) -> None:
+def test_development_pairs_refuse_reported_files_and_score_as_cdfv_eval_does(taught: Path, tmp_path: Path,
+                                                                             shared_data: Path) -> None:
     """DecodedPairs with the original probes gives cdfv-eval's original anchor on the same pairs."""
     from cdfv.eval.cli import main as evaluate
     from cdfv.eval.development import DecodedPairs, development_pairs
@@ -231,6 +232,13 @@ def test_development_pairs_refuse_reported_files_and_score_as_cdfv_eval_does(tau
         with pytest.raises(ValueError, match="a pairs file the reports score"):
             development_pairs(tmp_path / name)
     assert development_pairs(tmp_path / "pairsDevTest.txt", allow_reported=True)[1]["role"] == "report"
+    for name in ("pairsDevTest.txt", "pairs.txt"):  # LFW's own files renamed: reported pairs by their content
+        lfw = shared_data / "lfw" / "meta" / name
+        (tmp_path / f"dev-{name}").write_bytes(lfw.read_bytes())
+        with pytest.raises(ValueError, match=f"a pairs file the reports score \\(LFW's {name} by its content\\)"):
+            development_pairs(tmp_path / f"dev-{name}")
+        assert development_pairs(tmp_path / f"dev-{name}", allow_reported=True)[1]["role"] == "report"
+    assert development_pairs(shared_data / "lfw" / "meta" / "pairsDevTrain.txt")[1]["role"] == "development"
     pairs, record = development_pairs(pairs_file, limit=3)
     assert record["pairs"] == 6 and record["same"] == 3 and record["role"] == "development" and len(record["pairs_sha256"]) == 64
     pairs, _ = development_pairs(pairs_file)
