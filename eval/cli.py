@@ -126,10 +126,12 @@ def run(pairs_path: Path, faces: str | None, image_model: str | None, onnx_chann
     from cdfv.atomic import atomic_files
     from cdfv.shards import open_shard_set, remove_stale_temporaries
 
+    from .embed import check_compatible
     from .evaluate import EmbeddingCache, codec_fields, evaluate, latent_mismatch, run_name
     from .facemodels import FaceModel, load_face_model
     from .protocol import pairs_sha256, read_pairs
     from .report import write_report
+    from .runs import other_pairs_scores
     from .scores import scores_bytes
 
     if (decoded_sets or faces or image_model) and (faces is None or image_model is None):
@@ -159,6 +161,8 @@ def run(pairs_path: Path, faces: str | None, image_model: str | None, onnx_chann
             models[model_spec] = load_face_model(model_spec, device, flip=flip, precision=precision, onnx_channels=onnx_channels)
         probe_set, reference_set = (open_shard_set(name, root, damage=damaged) for name in (probe_name, reference_name))
         info = models[model_spec].info
+        for shard_set in (probe_set, reference_set):  # images to an image model, latents to a latent model
+            check_compatible(models[model_spec], shard_set)
         mismatch = None
         if mode == "compressed":
             mismatch = latent_mismatch(f"--compressed {model_spec}", info, probe_set, allow_latent_mismatch)
@@ -167,6 +171,11 @@ def run(pairs_path: Path, faces: str | None, image_model: str | None, onnx_chann
             raise click.UsageError(f"{mode} {model_spec} on {probe_name} and {runs[name][0]} {runs[name][1]} on "
                                    f"{runs[name][2].name} are both run {name}; give each its own cdfv-eval run --out")
         runs[name] = (mode, model_spec, probe_set, reference_set, mismatch)
+    other = other_pairs_scores(out / "scores", pairs_digest, {f"{name}.parquet" for name in runs})
+    if other:
+        raise click.UsageError(f"{out / 'scores'} holds an earlier run's scores of another pairs file, which this run "
+                               f"({pairs_path.name}) would leave beside its own: {'; '.join(other)}; give another --out "
+                               f"or remove them")
     cache = EmbeddingCache(damage_policy=damaged)
     contents = {}
     for mode, model_spec, probe_set, reference_set, mismatch in runs.values():

@@ -19,20 +19,26 @@ from .metrics import point_metrics
 from .protocol import Pair, pairs_sha256, read_pairs
 
 REPORTED_PAIRS = ("pairsDevTest.txt", "pairs.txt")  # the files cdfv-reproduce reports on
+# the same files by content (LFW's own, as umass-vis-lfw publishes them), so a renamed copy is one too
+REPORTED_SHA256 = {"7cb06600ea8b2814ac26e946201cdb304296262aad67d046a16a7ec85d0ff87c": "pairsDevTest.txt",
+                   "ea42330c62c92989f9d7c03237ed5d591365e89b3e649747777b70e692dc1592": "pairs.txt"}
 
 
 def development_pairs(path: Path, allow_reported: bool = False, limit: int | None = None) -> tuple[list[Pair], dict[str, Any]]:
     """The pairs of a development pairs file (the first `limit` same-person and `limit` other
     pairs, if given) and the record of which file they are; a file the reports score is refused
     unless `allow_reported` says the figure is a report's, not a choice's."""
-    if path.name in REPORTED_PAIRS and not allow_reported:
-        raise ValueError(f"{path}: a pairs file the reports score; choose on development pairs (LFW View 1's "
+    digest = pairs_sha256(path)
+    reported = path.name in REPORTED_PAIRS or digest in REPORTED_SHA256
+    if reported and not allow_reported:
+        copy = f" (LFW's {REPORTED_SHA256[digest]} by its content)" if path.name not in REPORTED_PAIRS else ""
+        raise ValueError(f"{path}: a pairs file the reports score{copy}; choose on development pairs (LFW View 1's "
                          f"pairsDevTrain.txt), or say that this figure is a report's (--reported-pairs)")
     pairs = read_pairs(path)
     if limit is not None:
         pairs = [p for p in pairs if p.label][:limit] + [p for p in pairs if not p.label][:limit]
-    record = {"pairs_file": str(path), "pairs_sha256": pairs_sha256(path), "pairs": len(pairs),
-              "same": sum(p.label for p in pairs), "role": "report" if path.name in REPORTED_PAIRS else "development"}
+    record = {"pairs_file": str(path), "pairs_sha256": digest, "pairs": len(pairs),
+              "same": sum(p.label for p in pairs), "role": "report" if reported else "development"}
     return pairs, record
 
 

@@ -10,7 +10,7 @@ import io
 import json
 import math
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -96,7 +96,7 @@ def rd_file(codec: str) -> str:
 
 BD_COLUMNS = ("method", "metric", "anchor", "anchor_choice", "points", "anchor_points", "bd_rate_percent",
               "bd_rate_metric_lo", "bd_rate_metric_hi", "bd_rate_reason", "bd_metric", "bd_metric_bpp_lo",
-              "bd_metric_bpp_hi", "bd_metric_reason")
+              "bd_metric_bpp_hi", "bd_metric_reason", "latent_mismatch")
 BD_NOTE = (
     f"BD-rate: average rate difference at equal metric, in percent of the anchor's rate (negative: fewer bits). "
     f"BD-metric: average metric difference at equal log10(bpp), in percentage points (positive: better). "
@@ -113,13 +113,13 @@ def _delta_cell(value: float, reason: str, scale: float, unit: str) -> str:
     return f"n/a: {reason}" if reason else f"{value * scale:+.2f} {unit}"
 
 
-def bd_markdown(rows: list[dict[str, Any]], marked: Collection[str] = ()) -> list[str]:
-    """metrics.md's section of Bjontegaard deltas; `marked`: lines with a run scored on other
-    latents than its model was trained on."""
+def bd_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    """metrics.md's section of Bjontegaard deltas, a line holding a run scored on other latents
+    than its model was trained on marked."""
     lines = ["", "## Bjontegaard deltas against the decoded anchor", ""]
     if rows:
         lines += table(["method", "anchor (chosen by)", "metric", "points (method/anchor)", "BD-rate", "BD-metric"], [[
-            r["method"] + (f" {MISMATCH_MARK}" if r["method"] in marked else ""), f"{r['anchor']} ({r['anchor_choice']})" if r["anchor"] else "none", r["metric"],
+            r["method"] + (f" {MISMATCH_MARK}" if r["latent_mismatch"] else ""), f"{r['anchor']} ({r['anchor_choice']})" if r["anchor"] else "none", r["metric"],
             f"{r['points']}/{r['anchor_points']}", _delta_cell(r["bd_rate_percent"], r["bd_rate_reason"], 1.0, "%"),
             _delta_cell(r["bd_metric"], r["bd_metric_reason"], 100.0, "pp")] for r in rows])
     else:
@@ -132,13 +132,14 @@ def report_texts(runs: list[Run], rd: dict[str, dict[str, Any]], bd_anchor: str 
     each plot line against its decoded anchor (cdfv.eval.bd; bd_anchor: a plot line's name for all),
     and rd-<codec>.json per codec with decoded runs (runs.rate_distortion)."""
     lines = plot_lines(runs)
-    bd = compare({name: [r.row for r in group] for name, group in lines.items()}, bd_anchor)
     marked = {name for name, group in lines.items() if any(r.row["latent_mismatch"] for r in group)}
+    bd = [{**row, "latent_mismatch": row["method"] in marked}  # in bd.csv and bd.json too, not only metrics.md
+          for row in compare({name: [r.row for r in group] for name, group in lines.items()}, bd_anchor)]
     plain = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()} for row in bd]
     texts = {
         "metrics.csv": _csv([r.row for r in runs], [*TABLE_COLUMNS, "untrained", "latent_mismatch", "source"]),
         "metrics.json": json.dumps([r.row for r in runs], indent=1, default=str),
-        "metrics.md": "\n".join(metrics_markdown(runs) + bd_markdown(bd, marked)) + "\n",
+        "metrics.md": "\n".join(metrics_markdown(runs) + bd_markdown(bd)) + "\n",
         "bd.csv": _csv(bd, BD_COLUMNS),
         "bd.json": json.dumps({"interpolation": INTERPOLATION, "bjontegaard": version("bjontegaard"), "note": BD_NOTE,
                                "rows": plain}, indent=1, allow_nan=False) + "\n",

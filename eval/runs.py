@@ -82,6 +82,22 @@ def one_pairs_file(runs: list["Run"]) -> str:
     return next(iter(labels))
 
 
+def other_pairs_scores(folder: Path, pairs_sha256: str, replaced: set[str]) -> list[str]:
+    """The scores files in `folder` (an earlier cdfv-eval run's) that a run on the pairs file of
+    `pairs_sha256` would leave in place (not among the file names it `replaced`) though they were
+    scored on another pairs file, each as 'NAME on PAIRS': the folder would then hold two pairs
+    files' scores beside a report of one."""
+    if not folder.is_dir():
+        return []
+    other = []
+    for path in sorted(folder.glob("*.parquet")):
+        if path.name not in replaced:
+            meta = read_scores(path)[1]
+            if meta.get("pairs_sha256") != pairs_sha256:
+                other.append(f"{path.name} on {pairs_label(meta)}")
+    return other
+
+
 def load_run(path: Path, replicates: int = 1000, seed: int = 0) -> Run:
     """Reads a scores file and computes its metrics on the scored (non-NaN) pairs."""
     table, meta = read_scores(path)

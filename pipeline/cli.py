@@ -10,7 +10,7 @@ import contextlib
 import functools
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -342,6 +342,18 @@ def entropy_decode(o, cc, input_name, name) -> None:
         report(stages.run_entropy_decode(source, c, o, out), o, o.out / out)
 
 
+def recorded_codec(source: shards.ShardSet, spec: CodecSpec) -> CodecSpec:
+    """The codec a latent set records (its meta), with its variant, as its output is named: refused
+    where it is not the one the options name (a q1 set cropped into latents-q3)."""
+    recorded = source.meta.get("codec")
+    if not recorded:
+        return spec
+    if (recorded.get("name"), recorded.get("quality"), recorded.get("metric")) != (spec.name, spec.quality, spec.metric):
+        raise ValueError(f"{source.directory}: holds latents of {recorded.get('name')}-{recorded.get('metric')} "
+                         f"q{recorded.get('quality')}, not of {spec.label}: give its --codec, --quality and --metric")
+    return replace(spec, variant=recorded.get("variant") or "")
+
+
 @main.command("crop-latent")
 @run_options()
 @click.option("--codec", type=click.Choice(sorted(ZOO)), default="bmshj2018-hyperprior", show_default=True,
@@ -360,7 +372,7 @@ def crop_latent(o, codec, quality, metric, input_name, name, size, full) -> None
     cc = CodecOptions(codec, quality, metric, None, False, 0, False, "cpu", 0)
     for spec in cc.specs():
         source = _input(o, output_name(input_name, set_name("latents-full", spec), cc, spec.quality))
-        out = output_name(name, set_name("latents", spec), cc, spec.quality)
+        out = output_name(name, set_name("latents", recorded_codec(source, spec)), cc, spec.quality)
         report(stages.run_crop_latent(source, o, out, None if full else size), o, o.out / out)
 
 

@@ -11,7 +11,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the table is read without torch (the command line's choices); loading imports it
     import torch
@@ -111,6 +111,12 @@ class CodecSpec:
     @property
     def label(self) -> str:
         return f"{self.family}-q{self.quality}"
+
+    def record(self, weights_id: str, untrained: bool) -> dict[str, Any]:
+        """The codec as a set of its latents records it (meta.codec) and a model trained on them
+        keeps it: cdfv-eval scores a latent model only on latents whose record matches its own."""
+        return {"name": self.name, "quality": self.quality, "metric": self.metric, "weights": weights_id,
+                "untrained": untrained, **({"variant": self.variant} if self.variant else {})}
 
 
 def _build(spec: CodecSpec, state_dict: dict[str, torch.Tensor] | None) -> nn.Module:

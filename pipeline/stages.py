@@ -59,8 +59,7 @@ class Codec:
     untrained: bool
 
     def meta(self) -> dict[str, Any]:
-        return {"name": self.spec.name, "quality": self.spec.quality, "metric": self.spec.metric,
-                "weights": self.weights_id, "untrained": self.untrained, **({"variant": self.spec.variant} if self.spec.variant else {})}
+        return self.spec.record(self.weights_id, self.untrained)
 
 
 def _writer(o: RunOptions, name: str) -> shards.ShardSetWriter:

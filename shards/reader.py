@@ -83,12 +83,12 @@ class Damage:
         keys = list(keys)
         if self.policy == "error":
             raise DamagedShard(f"{path}: {problem} (--damaged skip reads past damaged shards, counting what is lost)")
-        named = [k for _, k in keys[:5]] + (["..."] if len(keys) > 5 else []) + ([f"{unnamed} unnamed"] if unnamed else [])
-        log.warning("damaged shard %s: %s (lost: %s; read past under --damaged skip)", path, problem, ", ".join(named) or "none")
-        for index, key in keys:
-            self.add(Lost(str(path), key, problem, 1, index))
+        new = [self.add(Lost(str(path), key, problem, 1, index)) for index, key in keys]
         if unnamed or not keys:  # damage that lost nothing (bytes after the end) is noted against the shard's start
-            self.add(Lost(str(path), None, problem, unnamed, first if unnamed else 0))
+            new.append(self.add(Lost(str(path), None, problem, unnamed, first if unnamed else 0)))
+        if any(new):  # said once, as it is counted once, however often the shard is read again
+            named = [k for _, k in keys[:5]] + (["..."] if len(keys) > 5 else []) + ([f"{unnamed} unnamed"] if unnamed else [])
+            log.warning("damaged shard %s: %s (lost: %s; read past under --damaged skip)", path, problem, ", ".join(named) or "none")
 
     def sample(self, path: Path, key: str, problem: str, index: int | None = None) -> None:
         if self.add(Lost(str(path), key, problem, 1, index)):

@@ -137,3 +137,19 @@ def test_the_curve_reports_what_cdfv_prep_measures_for_the_saved_codec(shard_roo
     assert len(metas) == len(faces) == 4
     assert np.mean([m["rate"]["bpp"] for m in metas]) == pytest.approx(curve.rows[-1]["bpp"], rel=1e-9)
     assert np.mean([m["quality"]["psnr"] for m in metas]) == pytest.approx(curve.rows[-1]["psnr"], rel=1e-9)
+
+
+@pytest.mark.parametrize("name", ["pairsDevTest.txt", "pairs.txt"])
+def test_the_curve_tool_refuses_a_reported_pairs_file_in_one_line(tmp_path: Path, name: str, capsys: pytest.CaptureFixture,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from cdfv.trainer import codec_curve
+
+    pairs = tmp_path / name
+    pairs.write_text("probe,reference,label\na,b,1\na,c,0\n")
+    monkeypatch.setattr("sys.argv", ["codec_curve.py", "--pairs", str(pairs), "--out", str(tmp_path / "curve")])
+    with pytest.raises(SystemExit) as exit_:
+        codec_curve.main()
+    error = capsys.readouterr().err
+    assert exit_.value.code == 2 and error.count("\n") == 1, error  # not a traceback
+    assert f"codec_curve.py: error: {pairs}: a pairs file the reports score" in error and "--reported-pairs" in error
+    assert not (tmp_path / "curve").exists()

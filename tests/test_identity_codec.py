@@ -5,6 +5,7 @@ it and refuses what it cannot read."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from cdfv.trainer.codec_train import pad_faces
 from cdfv.trainer.identity import IdentityLoss, chips_of
 from cdfv.trainer.transplant import teacher_mean
 
-from prep_helpers import celeba_images, invoke_ok, link_dataset
+from prep_helpers import CODEC_ARGS, celeba_images, invoke_ok, link_dataset
 
 
 @pytest.fixture(scope="module")
@@ -178,22 +179,45 @@ def test_joint_training_writes_a_codec_and_its_student_filed_under_that_codec(ta
     # with its codec's latents (latents-joint-q1), whose meta records the variant
     assert codec["weights"] == weights_file_id(tmp_path / "run" / "codec.pt")
     assert model.info["joint"]["steps"] == 2 and model.info["started_from"] != model.info["model_id"]
+    # cdfv-eval scores the student on latents its codec coded (a set filed under the codec's variant), also by a
+    # renamed copy of the codec's file, and on no others
+    from cdfv.eval.evaluate import latent_mismatch
+
+    (tmp_path / "copy").mkdir()
+    shutil.copy(tmp_path / "run" / "codec.pt", tmp_path / "copy" / "renamed.pt")
+    for weights, out in ((tmp_path / "run" / "codec.pt", "coded"), (tmp_path / "copy" / "renamed.pt", "coded-copy")):
+        invoke_ok("run", "--input", taught / "faces", "--outputs", "latents", "--weights", weights, "--quality", "1",
+                  "--device", "cpu", "--out", tmp_path / out)
+        assert latent_mismatch("student", model.info, open_shard_set("latents-joint-q1", tmp_path / out)) is None
+    invoke_ok("run", "--input", taught / "faces", "--outputs", "latents", *CODEC_ARGS, "--out", tmp_path / "plain")
+    with pytest.raises(ValueError, match="but shard set 'latents-q1' holds bmshj2018-hyperprior-mse q1 latents"):
+        latent_mismatch("student", model.info, open_shard_set("latents-q1", tmp_path / "plain"))
 
     save_level2_student(tmp_path / "student-q3.pt", quality=3)
     for extra, message in [
-        (("--student", tmp_path / "student-q3.pt"), "trained on bmshj2018-hyperprior q3 latents"),
+        (("--student", tmp_path / "student-q3.pt"), "trained on bmshj2018-hyperprior-mse q3 latents (codec weights "
+                                                    "untrained:seed0), not on the start codec's bmshj2018-hyperprior-mse q1"),
+        (("--student", tmp_path / "student-q1.pt", "--seed", "1"),  # an adapter of another codec's latents of that quality
+         "not on the start codec's bmshj2018-hyperprior-mse q1 latents (codec weights untrained:seed1)"),
+        (("--student", tmp_path / "run" / "student.pt", "--codec-weights", tmp_path / "run" / "codec.pt", "--batch-size", "4"),
+         None),
         (("--student", tmp_path / "student-q1.pt", "--codec", "cheng2020-attn"), "rounds about predicted means"),
     ]:
-        code, output = train("--shards", "faces-dlib", "--root", taught, "--untrained-codec", "--max-steps", "1", *extra,
-                             "--out", tmp_path / "refused")
-        assert code == 2 and message in output, output
+        start = () if "--codec-weights" in extra else ("--untrained-codec",)
+        code, output = train("--shards", "faces-dlib", "--root", taught, *start, "--max-steps", "1", *extra,
+                             "--out", tmp_path / ("again" if message is None else "refused"))
+        if message is None:  # a second round of joint training, from the first's codec and student
+            assert code == 0, output
+        else:
+            assert code == 2 and message in output, output
     invoke_ok("teacher", "--model", "dlib", "--input", "faces", "--name", "faces-dlib-l0", "--maps", "level0", "--out", taught)
     code, output = train("--shards", "faces-dlib-l0", "--root", taught, "--untrained-codec", "--max-steps", "1",
                          "--student", tmp_path / "student-q1.pt", "--out", tmp_path / "refused")
     assert code == 2 and "--maps level2" in output, output
 
 
-def test_development_pairs_refuse_reported_files_and_score_as_cdfv_eval_does(taught: Path, tmp_path: Path) -> None:
+def test_development_pairs_refuse_reported_files_and_score_as_cdfv_eval_does(taught: Path, tmp_path: Path,
+                                                                             shared_data: Path) -> None:
     """DecodedPairs with the original probes gives cdfv-eval's original anchor on the same pairs."""
     from cdfv.eval.cli import main as evaluate
     from cdfv.eval.development import DecodedPairs, development_pairs
@@ -209,6 +233,13 @@ def test_development_pairs_refuse_reported_files_and_score_as_cdfv_eval_does(tau
         with pytest.raises(ValueError, match="a pairs file the reports score"):
             development_pairs(tmp_path / name)
     assert development_pairs(tmp_path / "pairsDevTest.txt", allow_reported=True)[1]["role"] == "report"
+    for name in ("pairsDevTest.txt", "pairs.txt"):  # LFW's own files renamed: reported pairs by their content
+        lfw = shared_data / "lfw" / "meta" / name
+        (tmp_path / f"dev-{name}").write_bytes(lfw.read_bytes())
+        with pytest.raises(ValueError, match=f"a pairs file the reports score \\(LFW's {name} by its content\\)"):
+            development_pairs(tmp_path / f"dev-{name}")
+        assert development_pairs(tmp_path / f"dev-{name}", allow_reported=True)[1]["role"] == "report"
+    assert development_pairs(shared_data / "lfw" / "meta" / "pairsDevTrain.txt")[1]["role"] == "development"
     pairs, record = development_pairs(pairs_file, limit=3)
     assert record["pairs"] == 6 and record["same"] == 3 and record["role"] == "development" and len(record["pairs_sha256"]) == 64
     pairs, _ = development_pairs(pairs_file)
@@ -248,8 +279,27 @@ def test_the_rate_steer_raises_the_rate_weight_above_its_target_and_lowers_it_be
     for _ in range(2000):
         steer.update(0.06)
     assert steer.weight == 0.01  # clamped
-    with pytest.raises(ValueError, match="must be positive"):
-        RateSteer(0)
+    for target in (0, -0.1, float("nan"), float("inf")):  # nan would hold the weight at its floor without a word
+        with pytest.raises(ValueError, match="must be a positive number of bits per pixel"):
+            RateSteer(target)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--id-weight", "nan"), "--id-weight nan: a loss weight must be a finite number, 0 or more"),
+    (("--id-weight", "inf"), "--id-weight inf: a loss weight must be"),
+    (("--id-weight", "-1"), "--id-weight -1: a loss weight must be"),
+    (("--id-weight", "1", "--id-map", "level2", "--id-map-weight", "-2"), "--id-map-weight -2: a loss weight must be"),
+    (("--student-weight", "-1"), "--student-weight -1: a loss weight must be"),
+    (("--id-map-weight", "3"), "give --id-weight too"),  # a weight of a term the run does not have
+    (("--student-weight", "2"), "--student-weight weighs a student's loss: give --student too"),
+])
+def test_codec_training_refuses_loss_weights_it_cannot_mean(taught: Path, tmp_path: Path, extra: tuple[str, ...],
+                                                            message: str) -> None:
+    """A negative weight rewards a worse identity or map; a weight without its term was ignored."""
+    code, output = train("--shards", "faces-dlib", "--root", taught, "--untrained-codec", "--max-steps", "1", *extra,
+                         "--out", tmp_path / "refused")
+    assert code == 2 and message in output, output
+    assert not (tmp_path / "refused" / "codec.pt").exists()
 
 
 def test_codec_training_at_a_rate_target_records_the_rate_weight(taught: Path, tmp_path: Path) -> None:
@@ -261,6 +311,22 @@ def test_codec_training_at_a_rate_target_records_the_rate_weight(taught: Path, t
     code, output = train("--shards", "faces-dlib", "--root", taught, "--untrained-codec", "--max-steps", "1", "--patch", "128",
                          "--rate-target", "0.05", "--out", tmp_path / "refused")
     assert code == 2 and "--patch trains on crops" in output, output
+
+
+def test_a_resumed_codec_run_takes_a_rate_target_and_refuses_a_student_joining_it(taught: Path, tmp_path: Path) -> None:
+    """--allow-change lets a resume add a rate target (its weight starts at 1, as a new run's) but
+    not a student, whose steps the checkpoint's optimiser never held; both raised a traceback."""
+    run = ("--shards", "faces-dlib", "--root", taught, "--untrained-codec", "--batch-size", "4", "--id-weight", "1",
+           "--out", tmp_path / "run")
+    code, output = train(*run, "--max-steps", "1")
+    assert code == 0, output
+    code, output = train(*run, "--max-steps", "2", "--rate-target", "0.05", "--resume", "--allow-change", "rate_target,max_steps")
+    assert code == 0, output
+    assert torch.load(tmp_path / "run" / "codec-checkpoint.pt", weights_only=True)["rate_weight"] != 1.0
+    save_level2_student(tmp_path / "student.pt")
+    code, output = train(*run, "--max-steps", "3", "--rate-target", "0.05", "--student", tmp_path / "student.pt",
+                         "--variant", "id", "--resume", "--allow-change", "max_steps,student,variant")
+    assert code == 2 and "the run trained without a student; one cannot join or leave a run midway" in output, output
 
 
 def test_an_identity_codec_is_a_codec_of_its_own_in_sets_runs_and_reports(taught: Path, tmp_path: Path) -> None:

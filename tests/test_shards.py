@@ -3,6 +3,7 @@ errors a reader gives for a set it cannot use."""
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import tarfile
 from pathlib import Path
@@ -183,7 +184,7 @@ def test_samples_read_back_can_be_written_again(tmp_path):
     assert (tmp_path / "b" / "toy-p000of001-000000.tar").read_bytes() == (tmp_path / "a" / "toy-p000of001-000000.tar").read_bytes()
 
 
-def test_damage_lists_each_lost_sample_once_by_the_key_its_checksum_table_gives(tmp_path):
+def test_damage_lists_each_lost_sample_once_by_the_key_its_checksum_table_gives(tmp_path, caplog):
     """The reader's damage record is per sample, named from the shard's checksum table, and a
     shard read again (by each chunk it spans, each epoch) adds nothing: any caller can count it."""
     write_set(tmp_path, [6, 2])
@@ -192,10 +193,12 @@ def test_damage_lists_each_lost_sample_once_by_the_key_its_checksum_table_gives(
         cut = tar.getmembers()[1 + 3 * 2].offset  # before the 3rd sample's first header
     shard.write_bytes(shard.read_bytes()[:cut])
     damage = shards.Damage("skip")
-    for _ in range(2):
-        kept = [s["__key__"] for s in shards.open_shard_set(tmp_path, damage="skip").samples(damage=damage)]
-        assert kept == ["id0__img000", "id1__img001", "id0__img006", "id1__img007"]
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):
+            kept = [s["__key__"] for s in shards.open_shard_set(tmp_path, damage="skip").samples(damage=damage)]
+            assert kept == ["id0__img000", "id1__img001", "id0__img006", "id1__img007"]
     assert damage.lost_samples == 4
+    assert len([r for r in caplog.records if "damaged shard" in r.getMessage()]) == 1  # said once, as it is counted
     assert [(x.key, x.index, x.samples) for x in damage.lost] == [(f"id{n % 2}__img{n:03d}", n, 1) for n in range(2, 6)]
     unsized = shards.Shard(shard, 6, None, True, shards.open_shard_set(tmp_path, damage="skip").shards[0].table)
     with pytest.raises(shards.DamagedShard, match="toy-p000of001-000000.tar: .*: 4 of its 6 indexed samples lost"):

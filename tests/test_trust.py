@@ -282,6 +282,20 @@ def test_damaged_samples_are_rejected_by_name_and_the_stage_goes_on(tmp_path: Pa
     assert shards.open_shard_set(tmp_path / "crop").num_samples == 11
 
 
+def test_crop_latent_names_its_output_by_the_codec_its_input_records(tmp_path: Path) -> None:
+    """A variant's latents are filed under the variant (not the plain codec's latents-q1), and a
+    set of one quality is not cropped into a set named for another."""
+    index = json.loads((latent_set(tmp_path) / "index.json").read_text())
+    index["meta"]["codec"]["variant"] = "id"
+    (tmp_path / "lat" / "index.json").write_text(json.dumps(index))
+    code, out = run(prep_main, "crop-latent", "--out", tmp_path, "--quality", "1", "--input", "lat", "--size", "12")
+    assert code == 0, out
+    assert shards.open_shard_set("latents-id-q1", tmp_path).num_samples == 12 and not (tmp_path / "latents-q1").exists()
+    code, out = run(prep_main, "crop-latent", "--out", tmp_path, "--quality", "3", "--input", "lat", "--size", "12")
+    assert code == 1 and "holds latents of bmshj2018-hyperprior-mse q1, not of bmshj2018-hyperprior-mse-q3" in one_line_error(out)
+    assert not (tmp_path / "latents-q3").exists()
+
+
 def test_a_missing_member_is_named_not_a_key_error(tmp_path: Path) -> None:
     writer = shards.ShardSetWriter(tmp_path / "lat", "lat")
     good = {"__key__": "a__0", S.LATENT: np.zeros((M, 14, 14), np.int16), S.LABEL: 0, S.META: {"source": "a/0", "latent": {}}}

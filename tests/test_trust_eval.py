@@ -4,7 +4,9 @@ one run beside the report of another, a report never holds a run twice, and a fi
 model says what it is."""
 from __future__ import annotations
 
+import csv
 import errno
+import io
 import json
 import os
 import re
@@ -129,9 +131,21 @@ def test_a_mismatch_the_user_means_is_recorded_and_marked_in_the_report(toy: Pat
     assert f"scored with --allow-latent-mismatch: {said}" in (report / "metrics.md").read_text()
     deltas = (report / "metrics.md").read_text().split("## Bjontegaard deltas")[1]
     assert "| cresnet39 compressed bmshj2018-hyperprior-mse (other latents than trained on) |" in deltas
+    bd_rows = list(csv.DictReader(io.StringIO((report / "bd.csv").read_text())))  # the tables a script reads say it too
+    assert bd_rows and all(r["latent_mismatch"] == "True" for r in bd_rows)
+    assert all(r["latent_mismatch"] is True for r in json.loads((report / "bd.json").read_text())["rows"])
     (entry,) = json.loads((report / "metrics.json").read_text())
     assert entry["latent_mismatch"] == said
     assert "latent_mismatch" in (report / "metrics.csv").read_text().splitlines()[0]
+
+
+def test_a_latent_model_on_an_image_set_is_told_so_not_of_an_unrecorded_codec(toy: Path) -> None:
+    writer = shards.ShardSetWriter(toy / "faces", "faces")
+    writer.write(0, [{"__key__": key, S.IMAGE: np.zeros((224, 224, 3), np.uint8), S.META: {"key": key}} for key in KEYS])
+    shards.write_index(toy / "faces", "faces", "image", [S.IMAGE, S.META], [f"id{i}" for i in range(4)], {"variant": "original"})
+    code, out = score(toy, f"{toy / 'transplant-q1.pt'}=faces")
+    error = one_line_error(out)
+    assert code == 1 and "shard set 'faces' holds images but model" in error and "takes latents" in error, error
 
 
 def test_complexity_reads_the_training_latents_through_the_same_function(toy: Path) -> None:
@@ -224,6 +238,22 @@ def test_a_run_over_an_earlier_one_replaces_its_scores_and_report_together(earli
     after = snapshot(earlier)
     assert set(after) == set(before) and all(after[k] != before[k] for k in after if k.endswith((".parquet", "metrics.csv")))
     assert leftovers(earlier) == []
+
+
+def test_a_run_on_another_pairs_file_that_would_leave_earlier_scores_beside_its_own_is_refused(earlier: Path) -> None:
+    """The earlier run scored q1 and q3 on the first pairs file; this one scores q1 alone on the
+    second: q3's scores would stay beside it, and `cdfv-eval report scores/*.parquet` then fails."""
+    toy = earlier.parent
+    before = snapshot(earlier)
+    code, out = score(toy, f"{toy / 'u.pt'}=latents-q1")
+    error = one_line_error(out)
+    assert code == 2 and f"{earlier / 'scores'} holds an earlier run's scores of another pairs file" in error
+    assert "cresnet39_bmshj2018-hyperprior-mse_q3.parquet on pairs.csv (sha256 " in error
+    assert "_q1.parquet on" not in error  # the run's own file is replaced, not left
+    assert snapshot(earlier) == before
+    pairs_file(toy / "pairs.csv")  # the earlier pairs again: q3's scores may stay beside q1's new ones
+    code, out = score(toy, f"{toy / 'u.pt'}=latents-q1")
+    assert code == 0, out
 
 
 def test_a_killed_runs_earlier_scores_are_put_back(earlier: Path) -> None:

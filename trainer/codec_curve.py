@@ -50,7 +50,7 @@ from cdfv.pipeline.conventional import get_codec
 from cdfv.pipeline.quality import ms_ssim_batch, psnr
 from cdfv.pipeline.ratematch import RateNotReachable, match_rate, mean_bpp
 from cdfv.pipeline.stages import sample_faces
-from cdfv.shards import open_shard_set
+from cdfv.shards import ShardSetError, open_shard_set
 from cdfv.shards import spec as S
 
 from .codec_train import CodecTrainConfig, train_codec
@@ -269,6 +269,14 @@ def main() -> None:
                            identity_distance=args.id_distance, identity_map=args.id_map,
                            rate_target=args.rate_target)
     cfg.patch = args.patch or None
+    try:
+        measure(args, cfg)
+    except (ValueError, ShardSetError, FileNotFoundError) as e:  # a user's input: one line, as cdfv-train says it
+        parser.exit(2, f"{parser.prog}: error: {e}\n")
+
+
+def measure(args: argparse.Namespace, cfg: CodecTrainConfig) -> None:
+    """The curve of one training run on the development pairs of `args.pairs`."""
     pairs, record = development_pairs(args.pairs, args.reported_pairs, args.pairs_limit)
     scorer = DecodedPairs(pairs, open_shard_set(args.eval_shards, args.eval_root), load_face_model("dlib")) if args.dlib else None
     faces = scorer.probe_faces() if scorer else probe_faces(pairs, args.eval_shards, args.eval_root)

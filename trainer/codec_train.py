@@ -23,7 +23,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from cdfv import progress
 from cdfv.provenance import provenance
 from cdfv.eval.dlib_arch import EMBEDDING_DIM
-from cdfv.pipeline.codecs import CodecSpec, load_codec, save_codec, weights_file_id
+from cdfv.pipeline.codecs import CodecSpec, load_codec, save_codec, weights_file_id, with_variant
 from cdfv.shards import Damage, ShardSet, ShardSetError, atomic_write_bytes, open_shard_set, remove_stale_temporaries, spec
 
 from .checkpoint import check_resume_config, data_identity, load_checkpoint, restore_rng, rng_state, save_checkpoint
@@ -188,8 +188,8 @@ def identity_term(cfg: CodecTrainConfig, shard_set: ShardSet, device: torch.devi
     """The identity term the config asks for, with dlib's network on `device`, after checking that
     the set carries what it reads (dlib's embeddings and chip transforms, the map if asked)."""
     if cfg.identity_weight == 0:
-        if cfg.identity_map is not None or cfg.identity_distance != "cos":
-            raise ValueError("--id-map and --id-distance shape the identity term: give --id-weight too")
+        if cfg.identity_map is not None or cfg.identity_distance != "cos" or cfg.identity_map_weight != 1.0:
+            raise ValueError("--id-map, --id-map-weight and --id-distance shape the identity term: give --id-weight too")
         return None
     from cdfv.eval.dlib_arch import load_dlib_resnet
     from cdfv.eval.facemodels import dlib_model_files
@@ -199,25 +199,27 @@ def identity_term(cfg: CodecTrainConfig, shard_set: ShardSet, device: torch.devi
     dlib_teacher(shard_set, "the identity term", cfg.identity_map)
     if cfg.patch is not None:
         raise ValueError("--patch crops the faces; the identity term reads each whole face's chip")
-    if cfg.identity_weight < 0:
-        raise ValueError(f"--id-weight {cfg.identity_weight:g}: must be positive")
     centre = teacher_mean(shard_set, Damage(cfg.damaged)) if cfg.identity_distance == "centred" else None
     return IdentityLoss(load_dlib_resnet(dlib_model_files()[0]), cfg.identity_distance, cfg.identity_map,
                         cfg.identity_map_weight, centre).to(device)
 
 
-def student_task(cfg: CodecTrainConfig, shard_set: ShardSet, codec: CodecSpec, channels: int,
+def student_task(cfg: CodecTrainConfig, shard_set: ShardSet, codec: CodecSpec, channels: int, start_weights: str,
                  device: torch.device) -> tuple[TransplantTask, dict[str, Any]] | None:
     """The transplanted student trained with the encoder, in its teacher loss (trainer/joint.py),
-    and its model file's info; None without --student."""
+    and its model file's info; None without --student. It must have learned the latents of the
+    codec training starts from (weights `start_weights`)."""
     if cfg.student is None:
+        if cfg.student_weight != 1.0:
+            raise ValueError("--student-weight weighs a student's loss: give --student too")
         return None
     from .joint import load_student
     from .transplant import teacher_mean
 
     if cfg.patch is not None:
         raise ValueError("--patch crops the faces; the student reads each whole face's latent")
-    student, info = load_student(Path(cfg.student), codec, channels)
+    start = with_variant(replace(codec, variant=""), Path(cfg.weights) if cfg.weights else None)
+    student, info = load_student(Path(cfg.student), codec, channels, start.record(start_weights, cfg.untrained))
     junction = student.kwargs["junction"]
     dlib_teacher(shard_set, f"--student (a {junction} student)", junction)
     if cfg.identity_map is not None and cfg.identity_weight and cfg.identity_map != junction:
@@ -225,6 +227,18 @@ def student_task(cfg: CodecTrainConfig, shard_set: ShardSet, codec: CodecSpec, c
     task = TransplantTask(student, None, 0.0, cfg.student_map_weight, frozen_tail=True,
                           centre=teacher_mean(shard_set, Damage(cfg.damaged)))
     return task.to(device), info
+
+
+WEIGHTS = {"identity_weight": "--id-weight", "identity_map_weight": "--id-map-weight", "student_weight": "--student-weight"}
+
+
+def check_weights(cfg: CodecTrainConfig) -> None:
+    """Refuses a loss weight that is negative (it would reward what the term measures: a worse
+    identity, a map further from dlib's) or not finite (the first step's loss, whatever the lr)."""
+    for name, flag in WEIGHTS.items():
+        value = getattr(cfg, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{flag} {value:g}: a loss weight must be a finite number, 0 or more")
 
 
 def variant_of(cfg: CodecTrainConfig) -> str:
@@ -243,8 +257,8 @@ class RateSteer:
     of 10 % doubles it in about 140 steps at the default gain."""
 
     def __init__(self, target: float, gain: float = 0.05, weight: float = 1.0) -> None:
-        if target <= 0:
-            raise ValueError(f"--rate-target {target:g}: must be positive")
+        if not (math.isfinite(target) and target > 0):
+            raise ValueError(f"--rate-target {target:g}: must be a positive number of bits per pixel")
         self.target, self.gain, self.weight = target, gain, weight
 
     def update(self, face_bpp: float) -> None:
@@ -267,6 +281,7 @@ def train_codec(cfg: CodecTrainConfig, on_step: StepHook | None = None) -> dict[
 def _train_codec(cfg: CodecTrainConfig, on_step: StepHook | None) -> dict[str, Any]:
     from compressai.losses import RateDistortionLoss
 
+    check_weights(cfg)
     ctx: Context = setup_context(cfg.device)
     board = tensorboard_dir(cfg.tensorboard, Path(cfg.out) / "tensorboard-codec")
     shard_set = open_shard_set(cfg.shards, cfg.root, damage=cfg.damaged)
@@ -288,7 +303,7 @@ def _train_codec(cfg: CodecTrainConfig, on_step: StepHook | None) -> dict[str, A
     if cfg.lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"--lr-schedule {cfg.lr_schedule}: one of {', '.join(LR_SCHEDULES)}")
     identity = identity_term(cfg, shard_set, ctx.device)
-    joint = student_task(cfg, shard_set, codec_spec, model.M, ctx.device)
+    joint = student_task(cfg, shard_set, codec_spec, model.M, weights_id, ctx.device)
     student, student_info = joint if joint else (None, None)
     rows = TeacherRows(EMBEDDING_DIM, student.model.kwargs["junction"] if student else cfg.identity_map if identity else None,
                        chip=identity is not None)
@@ -340,13 +355,17 @@ def _train_codec(cfg: CodecTrainConfig, on_step: StepHook | None) -> dict[str, A
                              f"({saved['max_steps']}); another ({cfg.max_steps}) bends its lr: --allow-change max_steps to do so")
         check_resume_config(ckpt_path, {**saved, "data": state.get("data")},
                             {**asdict(cfg), "data": data_identity(shard_set)}, cfg.allow_change)
+        if (student is not None) != ("student" in state):
+            raise ValueError(f"--resume {ckpt_path}: the run trained {'with' if 'student' in state else 'without'} a student; "
+                             f"one cannot join or leave a run midway (one optimiser holds the codec's and the student's "
+                             f"steps): start a new --out")
         model.load_state_dict(state["model"])
         if student is not None:
             student.load_state_dict(state["student"])
         optimizer.load_state_dict(state["optimizer"])
         aux_optimizer.load_state_dict(state["aux_optimizer"])
         restore_rng(state["rng"], rng)
-        if steer is not None:
+        if steer is not None and state.get("rate_weight") is not None:  # a rate target added on resume starts at 1, as a new run
             steer.weight = state["rate_weight"]
         start_epoch, start_step, step, weights_id = state["epoch"], state["step_in_epoch"], state["step"], state["start_weights"]
     resumed_at = step
@@ -434,15 +453,13 @@ def _train_codec(cfg: CodecTrainConfig, on_step: StepHook | None) -> dict[str, A
             "student": {"file": cfg.student, "model_id": student_info["model_id"], "weight": cfg.student_weight,
                         "map_weight": cfg.student_map_weight} if student else None})
         if student is not None:
-            coded_by = {"name": codec_spec.name, "quality": codec_spec.quality, "metric": codec_spec.metric,
-                        "weights": weights_file_id(path), "untrained": False,  # as cdfv-prep records the codec of a latent set
-                        **({"variant": codec_spec.variant} if codec_spec.variant else {})}
+            coded_by = codec_spec.record(weights_file_id(path), False)  # as cdfv-prep records the latents this codec codes
             save_student(out / "student.pt", student.model.cpu(), student_info, coded_by,
                          {"codec": str(path), "student_weight": cfg.student_weight, "map_weight": cfg.student_map_weight,
                           "identity_weight": cfg.identity_weight, "steps": step, "shards": shard_set.name})
     if ctx.world > 1:
         torch.distributed.barrier()  # every rank's damage log lines are written
-    damaged = damage_summary(out / "damaged.tsv")
+    damaged = damage_summary(out / "damaged.tsv", settle=ctx.main)
     summary = {"codec": codec_spec.label, "shards": shard_set.name, "start_weights": weights_id, "steps": step,
                "resumed_at": resumed_at, "steps_this_run": step - resumed_at, "epochs": cfg.epochs, "max_steps": cfg.max_steps,
                "stopped_early": cfg.max_steps is not None and step >= cfg.max_steps and step < cfg.epochs * stream.steps,

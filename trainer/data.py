@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from cdfv.shards import Damage, Lost, ShardSet, ShardSetError, read_shard, spec
+from cdfv.shards import Damage, Lost, ShardSet, ShardSetError, atomic_write_bytes, read_shard, spec
 
 
 CHIP_VALUES = 6  # a face's 2 x 3 face -> chip transform, flattened, at the end of its teacher row (ShardStream chip=True)
@@ -313,14 +313,21 @@ def describe(shard_set: ShardSet) -> dict[str, Any]:
             "num_samples": shard_set.num_samples, "identity": shard_set.identity, "meta": shard_set.meta}
 
 
-def damage_summary(path: Path) -> dict[str, Any]:
+def damage_summary(path: Path, settle: bool = False) -> dict[str, Any]:
     """What a run's readers left out, from its damage log: each lost sample once by key however
-    often the readers met it (see shards.Damage), and each loss no key names once by problem."""
+    often the readers met it (see shards.Damage), and each loss no key names once by problem.
+    With `settle` (rank 0, once every reader is done) the log is rewritten to hold each loss once,
+    so it lists what the summary counts."""
     if not path.exists():
         return {"damaged_samples_lost": 0, "damaged": []}
     entries: dict[tuple[str, str, str], tuple[int, str]] = {}
-    for line in path.read_text().splitlines():
+    first: dict[tuple[str, str, str], str] = {}
+    lines = path.read_text().splitlines()
+    for line in lines:
         shard, key, samples, problem = line.split("\t", 3)
         entries.setdefault((shard, key, "" if key else problem), (int(samples), problem))
+        first.setdefault((shard, key, "" if key else problem), line)
+    if settle and len(first) < len(lines):
+        atomic_write_bytes(path, "".join(f"{line}\n" for line in first.values()).encode())
     return {"damaged_samples_lost": sum(n for n, _ in entries.values()),
             "damaged": [f"{s}:{k}: {p}" if k else f"{s}: {p} ({n} samples lost)" for (s, k, _), (n, p) in sorted(entries.items())]}

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cdfv.eval.facemodels import trained_latents
+from cdfv.eval.facemodels import latents_label, same_latents, trained_latents
 from cdfv.pipeline.codecs import CodecSpec
 
 from .archs import TRANSPLANTS
@@ -28,8 +28,9 @@ from .transplant import TransplantStudent
 ROUNDED_CODECS = ("bmshj2018-factorized", "bmshj2018-hyperprior")  # y_hat = round(y): no predicted means
 
 
-def load_student(path: Path, codec: CodecSpec, channels: int) -> tuple[TransplantStudent, dict[str, Any]]:
-    """A transplanted student's model.pt, checked to read this codec's latents."""
+def load_student(path: Path, codec: CodecSpec, channels: int, start: dict[str, Any]) -> tuple[TransplantStudent, dict[str, Any]]:
+    """A transplanted student's model.pt, checked to read the latents of the codec training starts
+    from (`start`, as a latent set records its codec): its adapter learned those, not another's."""
     if codec.name not in ROUNDED_CODECS:
         raise ValueError(f"--student: joint training feeds the student round(y); {codec.name} rounds about predicted "
                          f"means, which is not built (one of {', '.join(ROUNDED_CODECS)})")
@@ -38,10 +39,10 @@ def load_student(path: Path, codec: CodecSpec, channels: int) -> tuple[Transplan
         raise ValueError(f"--student {path}: a {info['arch']}, not a transplanted student (cdfv-train --phase transplant)")
     if info["in_channels"] != channels:
         raise ValueError(f"--student {path}: reads latents of {info['in_channels']} channels; {codec.label} has {channels}")
-    latents = trained_latents(info) or {}
-    if latents and (latents.get("name"), latents.get("quality")) != (codec.name, codec.quality):
-        raise ValueError(f"--student {path}: trained on {latents.get('name')} q{latents.get('quality')} latents, "
-                         f"not {codec.name} q{codec.quality}'s")
+    latents = trained_latents(info)
+    if latents and not same_latents(latents, start):
+        raise ValueError(f"--student {path}: trained on {latents_label(latents)}, not on the start codec's "
+                         f"{latents_label(start)}")
     return model, info
 
 

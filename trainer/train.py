@@ -730,7 +730,7 @@ def finish(cfg: TrainConfig, ctx: Context, log: MetricsLog, model: FaceResNet, a
     log.close()
     if ctx.world > 1:
         torch_dist.barrier()  # every rank's damage log lines are written
-    damaged = damage_summary(out / "damaged.tsv")
+    damaged = damage_summary(out / "damaged.tsv", settle=ctx.main)
     summary = {
         "arch": arch, "shards": shard_set.name, "phase": cfg.phase, "steps": step, "steps_this_run": steps_run,
         "seconds": round(time.time() - started, 1), "stopped_early": stopped, "max_steps": cfg.max_steps,
