@@ -234,6 +234,10 @@ def main() -> None:
     elif args.lfw is None:
         parser.error(f"{args.what} needs --lfw")
     elif args.what == "table":
+        try:
+            development_pairs(args.lfw / "meta" / args.pairs, args.reported_pairs)  # a reported or malformed file: one line
+        except ValueError as e:
+            parser.error(str(e))
         table(args.lfw, args.scores, args.pairs, args.reported_pairs)
     else:
         calibrate(args.lfw, args.pictures)

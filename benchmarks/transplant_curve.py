@@ -50,7 +50,10 @@ def main() -> None:
     p.add_argument("train_args", nargs="*", help="more cdfv-train options, after --")
     a = p.parse_args()
     out = Path(a.runs) / a.name
-    pairs, record = development_pairs(a.pairs, a.reported_pairs)
+    try:
+        pairs, record = development_pairs(a.pairs, a.reported_pairs)
+    except ValueError as e:  # a reported pairs file, or a malformed one: one line
+        p.error(str(e))
     lfw = {s["__key__"]: s[spec.LATENT] for s in open_shard_set(a.shards, a.lfw_root).samples((spec.LATENT,))}
     keys = sorted(lfw)
     latents = torch.from_numpy(np.stack([lfw[k] for k in keys]).astype(np.float32))
