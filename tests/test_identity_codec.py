@@ -273,9 +273,15 @@ def test_the_rate_steer_raises_the_rate_weight_above_its_target_and_lowers_it_be
     from cdfv.trainer.codec_train import RateSteer
 
     steer = RateSteer(0.12)
-    for _ in range(140):
+    for _ in range(35):
         steer.update(0.132)  # 10 % above
     assert steer.weight == pytest.approx(2.0, rel=0.02)
+    slow = RateSteer(0.12, gain=0.05)
+    for _ in range(140):
+        slow.update(0.132)
+    assert slow.weight == pytest.approx(2.0, rel=0.02)
+    with pytest.raises(ValueError, match="--rate-gain 0: must be a positive number"):
+        RateSteer(0.12, gain=0)
     for _ in range(2000):
         steer.update(0.06)
     assert steer.weight == 0.01  # clamped

@@ -21,7 +21,7 @@ FACES_ONLY = ("arch", "phase", "classify_epochs", "arcface_epochs", "distill_epo
               "centre")
 CODEC_ONLY = ("codec", "quality", "patch", "metric", "codec_weights", "untrained_codec", "lr_schedule", "lr_final", "aux_lr",
               "eb_init_scale", "mask_padding", "id_weight", "id_distance", "id_map", "id_map_weight",
-              "student", "student_weight", "rate_target", "variant")
+              "student", "student_weight", "rate_target", "rate_gain", "variant")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -113,6 +113,8 @@ CODEC_ONLY = ("codec", "quality", "patch", "metric", "codec_weights", "untrained
 @click.option("--rate-target", type=float, metavar="BPP",
               help="--task codec on whole faces: steer the rate term's weight so the training rate holds BPP (bits per face "
                    "pixel, as cdfv reports it): an identity or student term then costs no bits against the start codec.")
+@click.option("--rate-gain", type=float, default=0.2, help="--task codec --rate-target: how fast the rate weight moves "
+              "(per step, exp(gain x relative excess)).")
 @click.option("--tensorboard/--no-tensorboard", default=None, show_default="on when the tensorboard package is installed",
               help="TensorBoard event files in <out>/tensorboard (codec: <out>/tensorboard-codec) beside the JSON-lines metrics.")
 @common_options
@@ -185,7 +187,7 @@ def run(o: dict) -> None:
                                    mask_padding=o["mask_padding"], identity_weight=o["id_weight"],
                                    identity_distance=o["id_distance"], identity_map=o["id_map"], identity_map_weight=o["id_map_weight"],
                                    student=o["student"], student_weight=o["student_weight"],
-                                   rate_target=o["rate_target"], variant=o["variant"])
+                                   rate_target=o["rate_target"], rate_gain=o["rate_gain"], variant=o["variant"])
             for key, value in (("epochs", o["epochs"]), ("batch_size", o["batch_size"]), ("lr", o["lr"])):
                 if value is not None:
                     setattr(cfg, key, value)

@@ -247,6 +247,7 @@ def main() -> None:
     parser.add_argument("--id-distance", default="cos", choices=("cos", "centred"))
     parser.add_argument("--id-map", help="junction of dlib's map in the identity term")
     parser.add_argument("--rate-target", type=float, help="hold the training rate at this bpp (cdfv-train --rate-target)")
+    parser.add_argument("--rate-gain", type=float, default=0.2, help="cdfv-train --rate-gain")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
@@ -267,7 +268,7 @@ def main() -> None:
                            mask_padding=args.mask_padding, seed=args.seed, workers=args.workers, max_steps=args.max_steps,
                            progress=False, tensorboard=False, log_every=50, identity_weight=args.id_weight,
                            identity_distance=args.id_distance, identity_map=args.id_map,
-                           rate_target=args.rate_target)
+                           rate_target=args.rate_target, rate_gain=args.rate_gain)
     cfg.patch = args.patch or None
     try:
         measure(args, cfg)
