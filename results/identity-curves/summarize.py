@@ -33,8 +33,8 @@ def main(runs: Path, base_point: Path, out: Path) -> None:
                 f"{p['dlib_auc']:.4f} | |")
     for name, curve in curves.items():
         cfg = curve["config"]
-        options = ", ".join(f"{k} {cfg[k]}" for k in ("identity_weight", "identity_distance", "identity_map", "rate_target")
-                            if cfg.get(k) not in (None, 0, 0.0, "cos"))
+        options = ", ".join(f"{k} {cfg[k]}" for k in ("identity_weight", "identity_distance", "identity_map", "rate_target", "rate_gain")
+                            if cfg.get(k) not in (None, 0, 0.0, "cos") and (k != "rate_gain" or cfg.get("rate_target")))
         for r in curve["points"]:
             rows.append(f"| {name} | {r['step']} | {r['bpp']:.4f} | {r['psnr']:.2f} | {r['dlib_tar_at_far_1e-2']:.3f} | "
                         f"{r['dlib_eer']:.4f} | {r['dlib_auc']:.4f} | {options} |")
@@ -54,11 +54,11 @@ def main(runs: Path, base_point: Path, out: Path) -> None:
     for ax in (ax_tar, ax_psnr):
         ax.grid(alpha=0.3)
         ax.title.set_fontsize(9)
-    ax_tar.legend(fontsize=7)
+    fig.legend(*ax_tar.get_legend_handles_labels(), loc="lower center", ncol=6, fontsize=7, frameon=False)
     pairs = base["eval"]
     fig.suptitle(f"LFW View 1 {Path(pairs['pairs_file']).name} (sha256 {pairs['pairs_sha256'][:12]}): {pairs['pairs']} pairs, "
                  f"{pairs['same']} same-person", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(out / "identity.png", dpi=90)
 
 
