@@ -186,6 +186,10 @@ class DlibResNet(nn.Module):
         """The map after the residual level `junction` names (JUNCTIONS) of (N, 3, 150, 150) chips."""
         return self.blocks[: junction_block(junction)](self.stem(x))
 
+    def from_map(self, junction_map: torch.Tensor, junction: str) -> torch.Tensor:
+        """The descriptors (not normalised) from a map at `junction`: the rest of forward."""
+        return self.fc(self.blocks[junction_block(junction) :](junction_map).mean(dim=(2, 3)))
+
     def entries(self) -> list[Entry]:
         """Every layer record dlib writes for this network, input side first, with its tensors, and the
         tags and skips between them."""

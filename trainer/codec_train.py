@@ -402,7 +402,8 @@ def _train_codec(cfg: CodecTrainConfig, on_step: StepHook | None) -> dict[str, A
                     losses["loss"] = losses["loss"] + (steer.weight - 1.0) * losses["bpp_loss"]
                     parts["rate_weight"] = steer.weight
                     steer.update(losses["bpp_loss"].item() * x.shape[-1] * x.shape[-2] / spec.FACE_PIXELS)
-                target, target_map, chips = rows.split(teacher.to(ctx.device, non_blocking=True))
+                if identity is not None or student is not None:
+                    target, target_map, chips = rows.split(teacher.to(ctx.device, non_blocking=True))
                 if identity is not None:
                     id_loss, id_parts = identity(coded["x_hat"], target, chips, target_map if cfg.identity_map else None)
                     parts.update(id_parts)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cdfv.eval.dlib_arch import CHIP, JUNCTIONS, DlibResNet, junction_block
+from cdfv.eval.dlib_arch import CHIP, JUNCTIONS, DlibResNet
 from cdfv.shards import spec
 
 
@@ -84,14 +84,11 @@ class IdentityLoss(nn.Module):
                              f"{'no' if target_map is None else 'a'} teacher map")
         target = target.float()
         chips = chips_of(x_hat, face_to_chip)
-        stem = self.network.stem(chips)
         if self.junction is None:
-            features = self.network.blocks(stem)
+            embeddings = self.network(chips).float()
         else:
-            first = junction_block(self.junction)
-            junction_map = self.network.blocks[:first](stem)
-            features = self.network.blocks[first:](junction_map)
-        embeddings = self.network.fc(features.mean(dim=(2, 3))).float()
+            junction_map = self.network.junction_map(chips, self.junction)
+            embeddings = self.network.from_map(junction_map, self.junction).float()
         cos = F.cosine_similarity(embeddings, target, dim=1)
         distance = 1.0 - (centred_cosine(embeddings, target, self.centre) if self.distance == "centred" else cos)
         loss = distance.mean()
