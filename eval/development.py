@@ -42,17 +42,24 @@ def development_pairs(path: Path, allow_reported: bool = False, limit: int | Non
     return pairs, record
 
 
+def pair_samples(keys: set[str], faces: ShardSet) -> dict[str, dict[str, Any]]:
+    """The samples (face and json) of `keys` in an image set, read in one pass; refused, naming
+    the first, where the set lacks any."""
+    found = {s["__key__"]: s for s in faces.samples((spec.IMAGE, spec.META)) if s["__key__"] in keys}
+    missing = sorted(keys - set(found))
+    if missing:
+        raise ValueError(f"{faces.directory}: {len(missing)} faces the pairs name are not in the set "
+                         f"(first: {missing[0]}); make it from the pairs file's images")
+    return found
+
+
 class DecodedPairs:
     """dlib's verification of decoded probes against original references on `pairs`, with the
     faces (and their stored landmarks, which dlib's chips are cut by) read once from `faces`."""
 
     def __init__(self, pairs: list[Pair], faces: ShardSet, model: Any) -> None:
         keys = {p.probe for p in pairs} | {p.reference for p in pairs}
-        found = {s["__key__"]: s for s in faces.samples((spec.IMAGE, spec.META)) if s["__key__"] in keys}
-        missing = sorted(keys - set(found))
-        if missing:
-            raise ValueError(f"{faces.directory}: {len(missing)} faces the pairs name are not in the set "
-                             f"(first: {missing[0]}); make it from the pairs file's images")
+        found = pair_samples(keys, faces)
         self.pairs, self.model = pairs, model
         self.probes = sorted({p.probe for p in pairs})
         self.faces = {k: found[k][spec.IMAGE] for k in keys}

@@ -113,7 +113,9 @@ def test_jpeg_is_matched_to_the_rate_or_reported_unreachable(celeba_faces) -> No
 
 
 def test_the_curve_reports_what_cdfv_prep_measures_for_the_saved_codec(shard_root: Path, celeba_faces, tmp_path: Path) -> None:  # noqa: F811
-    from cdfv.trainer.codec_curve import Curve, load_faces, read_curve
+    from cdfv.pipeline.stages import sample_faces
+    from cdfv.shards import open_shard_set
+    from cdfv.trainer.codec_curve import Curve, read_curve
 
     prep = tmp_path / "prep"  # held-out faces as cdfv-prep stores them (png with its json)
     held = [{"__key__": make_key(name, "0015"), "png": fs[-1], "json": {"key": make_key(name, "0015"), "source": name, "align": {}}}
@@ -121,7 +123,7 @@ def test_the_curve_reports_what_cdfv_prep_measures_for_the_saved_codec(shard_roo
     write_set(prep, "held", "image", held, sorted(celeba_faces)[:4], 1)
     cfg = CodecTrainConfig(shards="faces-train", root=str(shard_root), out=str(tmp_path / "curve" / "run"), untrained=True,
                            eb_init_scale=0.1, batch_size=2, patch=64, max_steps=3, workers=0, progress=False)
-    faces = load_faces("held", str(prep), 4)
+    faces = sample_faces(open_shard_set("held", str(prep)), 4)
     curve = Curve(tmp_path / "curve", cfg, faces, every=2, total=3, header={"test": True})
     train_codec(cfg, curve)
     rows = read_curve(tmp_path / "curve" / "curve.csv")

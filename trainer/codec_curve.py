@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cdfv.eval.development import DecodedPairs, development_pairs
+from cdfv.eval.development import DecodedPairs, development_pairs, pair_samples
 from cdfv.eval.facemodels import load_face_model
 from cdfv.eval.protocol import Pair
 from cdfv.pipeline.codecs import CodecSpec
@@ -49,7 +49,6 @@ from cdfv.pipeline.coding import CodecEngine, pad_face, unpad_face
 from cdfv.pipeline.conventional import get_codec
 from cdfv.pipeline.quality import ms_ssim_batch, psnr
 from cdfv.pipeline.ratematch import RateNotReachable, match_rate, mean_bpp
-from cdfv.pipeline.stages import sample_faces
 from cdfv.shards import ShardSetError, open_shard_set
 from cdfv.shards import spec as S
 
@@ -61,18 +60,10 @@ FIELDS = ("step", "train_s", "s_per_step", "cpu_s_per_step", "eval_s", "bpp", "p
 EVAL_BATCH = 10  # faces per transform batch: bounds the memory of g_a on 100 faces
 
 
-def load_faces(shards: str, root: str | None, count: int) -> list[np.ndarray]:
-    """`count` aligned faces spread evenly through an image set (cdfv-prep anchor's sample)."""
-    return sample_faces(open_shard_set(shards, root), count)
-
-
 def probe_faces(pairs: list[Pair], shards: str, root: str | None) -> list[np.ndarray]:
     """The distinct probes of the pairs, in key order, from an image set (PSNR-only curves)."""
-    keys = {p.probe for p in pairs}
-    found = {s["__key__"]: s[S.IMAGE] for s in open_shard_set(shards, root).samples((S.IMAGE,)) if s["__key__"] in keys}
-    if len(found) != len(keys):
-        raise ValueError(f"{shards}: {len(keys) - len(found)} probes the pairs name are not in the set")
-    return [found[k] for k in sorted(found)]
+    found = pair_samples({p.probe for p in pairs}, open_shard_set(shards, root))
+    return [found[k][S.IMAGE] for k in sorted(found)]
 
 
 @torch.inference_mode()
