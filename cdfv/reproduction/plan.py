@@ -127,7 +127,9 @@ def training_rate(celeba: Path, q: int) -> dict[str, Any]:
     training faces, read from its latents of them (view 0 of each face: the face itself, as the
     identity and joint codecs train on it): the rate they are held at (--rate-target), so they
     compare with the MSE codec at equal rate. The coded rate, not the training loss's estimate;
-    the report measures every codec's rate on LFW again."""
+    the report measures every codec's rate on LFW again. Known wrong: --rate-target steers the
+    training loss's estimate (about 2.75x the coded rate at q1, results/identity-curves), so this
+    must become the MSE codec's own estimate before a report is run (README)."""
     from cdfv import shards
 
     latents = shards.open_shard_set(coded_set("latents", q), celeba)
