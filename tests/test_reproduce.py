@@ -343,24 +343,47 @@ def test_a_summary_whose_rows_are_all_not_judged_does_not_call_the_goal_missed(t
     assert "The goal is not judged on this run" in goal and "goal is missed" not in text
 
 
-def test_the_identity_and_joint_codecs_rate_is_the_mse_codecs_coded_rate_on_the_faces_themselves(tmp_path: Path) -> None:
-    """--rate-target reads the json rate.bpp of the MSE codec's latents of the taught views, over
-    view 0 of each face (the face itself, as the whole-face codecs train on it), not its augmented
-    views, whose rates differ."""
+def test_the_identity_and_joint_codecs_are_held_at_the_mse_codecs_training_estimate_of_its_rate(tmp_path: Path) -> None:
+    """--rate-target steers the training loss's rate estimate (noise quantisation), a number about
+    three times the coded rate at q1, so the rate the reproduction hands it is the MSE codec's own
+    estimate on the whole faces they train on, over faces spread evenly through the set: exactly
+    the bpp_loss a training step computes, rescaled from the padded picture to the face."""
     import numpy as np
+    import torch
+    from compressai.losses import RateDistortionLoss
 
-    from cdfv.reproduction.plan import training_rate
+    from cdfv.pipeline.codecs import CodecSpec, load_codec, save_codec
+    from cdfv.reproduction.plan import CODEC, training_rate
+    from cdfv.shards import make_key, spec
+    from cdfv.trainer.codec_train import estimated_rate, pad_faces
     from test_train_fixtures import write_set
 
-    samples = [{"__key__": f"p{i}__{i:04d}__v{view}", "latent.npy": np.zeros((2, 2, 2), np.int16),
-                "json": {"rate": {"bpp": bpp}, "view": {"index": view, "augmented": bool(view)}}}
-               for i, (view, bpp) in enumerate([(0, 0.10), (1, 0.50), (0, 0.14), (1, 0.70)])]
-    write_set(tmp_path, "latents-q1", "latent", samples, ["p0", "p1", "p2", "p3"], 2)
-    rate = training_rate(tmp_path, 1)
-    assert rate["bpp"] == pytest.approx(0.12) and rate["faces"] == 2
-    write_set(tmp_path, "latents-q3", "latent", [s for s in samples if s["json"]["view"]["index"]], ["p1", "p3"], 1)
-    with pytest.raises(click.ClickException, match="no face of view 0"):
-        training_rate(tmp_path, 3)
+    ramp = np.linspace(0, 255, 224, dtype=np.float32)
+    faces = [np.stack([np.add.outer(ramp, ramp * k / 6) / 2, np.full((224, 224), 40.0 * k), ramp[None].repeat(224, 0)],
+                      -1).clip(0, 255).astype(np.uint8) for k in range(6)]
+    write_set(tmp_path, "faces-dlib-resnet-v1", "image", [{"__key__": make_key(f"p{k}", "0001"), "cls": k, "png": f}
+                                                        for k, f in enumerate(faces)], [f"p{k}" for k in range(6)], 1)
+    codec_spec = CodecSpec(CODEC, 1)
+    model = load_codec(codec_spec, untrained=True, seed=3)[0]
+    save_codec(tmp_path / "codec.pt", model, codec_spec)
+
+    rate = training_rate(tmp_path, "faces-dlib-resnet-v1", tmp_path / "codec.pt", 1, limit=3)
+    assert rate["faces"] == 3 and rate["weights"].startswith("file:codec.pt:sha256-")
+    spread = [faces[0], faces[2], faces[4]]
+    before = torch.random.get_rng_state()
+    assert rate["bpp"] == pytest.approx(estimated_rate(model, spread), rel=1e-6)
+    assert torch.equal(torch.random.get_rng_state(), before)  # the caller's random stream is untouched
+
+    model.train()  # what one training step of these three faces measures, seeded alike
+    torch.manual_seed(0)
+    with torch.no_grad():
+        x = pad_faces(torch.from_numpy(np.stack(spread)).permute(0, 3, 1, 2))
+        step = RateDistortionLoss(lmbda=0.0018)(model(x), x)["bpp_loss"].item() * 256 * 256 / spec.FACE_PIXELS
+    assert rate["bpp"] == pytest.approx(step, rel=1e-5)
+    model.eval()
+    assert not model.training and estimated_rate(model, spread) == pytest.approx(rate["bpp"], rel=1e-6) and not model.training
+    with pytest.raises(ValueError, match="no face"):
+        estimated_rate(model, [])
 
 
 def a_data_folder(root: Path) -> Path:
@@ -435,7 +458,7 @@ def test_another_pairs_file_reuses_every_learned_model_and_codes_only_its_faces(
 
     monkeypatch.setattr(Steps, "command", record)
     monkeypatch.setattr(cli, "write_summary", lambda *args: {})
-    monkeypatch.setattr(plan, "training_rate", lambda celeba, q: {"bpp": 0.1 + q / 100})  # read from latents not made here
+    monkeypatch.setattr(plan, "training_rate", lambda celeba, faces, weights, q: {"bpp": 0.1 + q / 100})  # read from latents not made here
     data, out = a_data_folder(tmp_path / "data"), tmp_path / "out"
     base = ["--data", str(data), "--preset", "smoke", "--device", "cpu", "--out", str(out)]
     first = CliRunner().invoke(main, base)
@@ -478,7 +501,7 @@ def test_the_same_data_folder_spelled_another_way_continues_the_run(tmp_path: Pa
     monkeypatch.setattr(Steps, "command", lambda steps, group, prog, args: Path(str(args[list(map(str, args)).index("--out") + 1])).mkdir(
         parents=True, exist_ok=True))
     monkeypatch.setattr(cli, "write_summary", lambda *args: {})
-    monkeypatch.setattr(plan, "training_rate", lambda celeba, q: {"bpp": 0.1})  # read from latents the recorded commands never make
+    monkeypatch.setattr(plan, "training_rate", lambda celeba, faces, weights, q: {"bpp": 0.1})  # read from latents the recorded commands never make
     data, out = a_data_folder(tmp_path / "data"), tmp_path / "out"
     first = CliRunner().invoke(main, ["--data", str(data), "--preset", "smoke", "--device", "cpu", "--out", str(out)])
     assert first.exit_code == 0, first.output

@@ -349,7 +349,7 @@ def test_the_reproduction_scores_each_student_on_the_latents_it_was_trained_on(t
 
     monkeypatch.setattr(Steps, "command", record)
     monkeypatch.setattr(cli, "write_summary", lambda *args: {})
-    monkeypatch.setattr(plan, "training_rate", lambda celeba, q: {"bpp": 0.1})  # read from latents not made here
+    monkeypatch.setattr(plan, "training_rate", lambda celeba, faces, weights, q: {"bpp": 0.1})  # read from latents not made here
     data = a_data_folder(tmp_path / "data")
     result = CliRunner().invoke(cli.main, ["--data", str(data), "--preset", "smoke", "--device", "cpu", "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output

@@ -25,7 +25,7 @@ import math
 import time
 from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -254,7 +254,8 @@ class RateSteer:
     face pixel (the 224 x 224 face's bits, the padding's included, over its pixels). The training
     rate is the loss's estimate (likelihoods under additive noise), NOT the coded rate cdfv-prep
     reports: for the q1 start codec of results/identity-curves it was 0.3065 against a coded
-    0.1114 on the same 256 CelebA faces, so a target must be that estimate of the start codec. An identity
+    0.1114 on the same 256 CelebA faces, so a target must be that estimate of the start codec
+    (estimated_rate). An identity
     term or a student spends bits as well as saving them; held at the rate of the codec it starts
     from, the result compares with that codec at equal rate. The weight moves by exp(gain x
     relative error) a step: at the default gain 0.2 a lasting excess of 10 % doubles it in about 35
@@ -271,6 +272,33 @@ class RateSteer:
 
     def update(self, face_bpp: float) -> None:
         self.weight = min(100.0, max(0.01, self.weight * math.exp(self.gain * (face_bpp / self.target - 1.0))))
+
+
+def estimated_rate(model: torch.nn.Module, faces: Iterable[Any], batch_size: int = 16, seed: int = 0) -> float:
+    """The rate RateSteer holds: the training loss's estimate (likelihoods under additive uniform
+    noise, the codec in train mode) of uint8 (224, 224, 3) faces, padded as training pads them,
+    in bits per face pixel. A --rate-target for an equal-rate comparison with `model` is this
+    number, not its coded rate (about a third of it at q1). Seeded, the codec's mode and the
+    global RNG left as they were."""
+    device = next(model.parameters()).device
+    was_training, bits, count = model.training, 0.0, 0
+    model.train()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            batch: list[Any] = []
+            for face in [*faces, None]:
+                if face is not None:
+                    batch.append(torch.as_tensor(face))
+                if batch and (face is None or len(batch) == batch_size):
+                    x = pad_faces(torch.stack(batch).permute(0, 3, 1, 2).to(device))
+                    bits += sum(float(-torch.log2(lik).sum()) for lik in model(x)["likelihoods"].values())
+                    count, batch = count + len(batch), []
+    finally:
+        model.train(was_training)
+    if not count:
+        raise ValueError("no face to estimate the training rate of")
+    return bits / (count * spec.FACE_PIXELS)
 
 
 StepHook = Callable[[int, torch.nn.Module], None]  # (steps done, the codec in training) after each step

@@ -13,24 +13,15 @@ from cdfv.eval.facemodels import load_face_model
 from cdfv.pipeline.codecs import CodecSpec, load_codec
 from cdfv.shards import open_shard_set, spec as S
 from cdfv.trainer.codec_curve import code_faces, jpeg_at
-from cdfv.trainer.codec_train import pad_faces
+from cdfv.trainer.codec_train import estimated_rate
 
 torch.set_num_threads(1)
 weights, out = Path(sys.argv[1]), Path(sys.argv[2])
 codec_spec = CodecSpec("bmshj2018-hyperprior", 1)
 model, wid = load_codec(codec_spec, weights=weights)
 faces = [s[S.IMAGE] for _, s in zip(range(256), open_shard_set("faces", "/tmp/id/celeba").samples((S.IMAGE,)))]
-model.train()
-torch.manual_seed(0)
-bits = []
-with torch.no_grad():
-    for i in range(0, len(faces), 16):
-        x = pad_faces(torch.from_numpy(np.stack(faces[i:i + 16])).permute(0, 3, 1, 2))
-        lik = model(x)["likelihoods"]
-        bits.append(sum(float(-torch.log2(l).sum()) for l in lik.values()))
-train_rate = sum(bits) / (len(faces) * S.FACE_PIXELS)
+train_rate = estimated_rate(model, faces)  # what --rate-target steers
 print('training rate', train_rate, flush=True)
-model.eval()
 pairs, record = development_pairs(Path("/work/shared/data/lfw/meta/pairsDevTrain.txt"), limit=int(sys.argv[3]))
 scorer = DecodedPairs(pairs, open_shard_set("faces", "/tmp/id/lfw"), load_face_model("dlib"))
 means, decoded = code_faces(model, codec_spec, scorer.probe_faces())
