@@ -111,9 +111,9 @@ CODEC_ONLY = ("codec", "quality", "patch", "metric", "codec_weights", "untrained
 @click.option("--variant", help="--task codec: the name the codec is filed under beside its codec and quality "
                                  "(default: id with --id-weight, joint with --student, none otherwise).")
 @click.option("--rate-target", type=float, metavar="BPP",
-              help="--task codec on whole faces: steer the rate term's weight so the training loss's rate estimate holds BPP "
-                   "bits per face pixel (the estimate, not the coded rate: give the start codec's own estimate): an identity "
-                   "or student term then costs no bits against the start codec.")
+              help="--task codec on whole faces: steer the rate term's weight so each batch's rate as the coder codes it "
+                   "(its rounded latents' likelihoods, within a few per cent of cdfv-prep's rate.bpp) holds BPP bits per face "
+                   "pixel: an identity or student term then costs no bits against a codec of that rate.")
 @click.option("--rate-gain", type=float, default=0.2, help="--task codec --rate-target: how fast the rate weight moves "
               "(per step, exp(gain x relative excess)).")
 @click.option("--tensorboard/--no-tensorboard", default=None, show_default="on when the tensorboard package is installed",
