@@ -27,6 +27,7 @@ for ax, metric, label in ((axes[0], "tar_at_far_1e-2", "TAR@FAR=1e-2"), (axes[1]
     ax.set_ylabel(label)
     ax.grid(alpha=0.3)
 axes[1].legend(fontsize=7)
-fig.suptitle("Transplanted students on q1 latents, LFW View 1 DevTest (1,000 pairs)")
+pairs = rows[0].get("pairs_file") or "pairsDevTest.txt"  # rows from before the column read DevTest
+fig.suptitle(f"Transplanted students on q1 latents, LFW View 1 {pairs}")
 fig.tight_layout()
 fig.savefig(folder / "curve.png", dpi=120)
