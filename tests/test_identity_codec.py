@@ -328,7 +328,15 @@ def test_a_resumed_codec_run_takes_a_rate_target_and_refuses_a_student_joining_i
     assert code == 0, output
     code, output = train(*run, "--max-steps", "2", "--rate-target", "0.05", "--resume", "--allow-change", "rate_target,max_steps")
     assert code == 0, output
-    assert torch.load(tmp_path / "run" / "codec-checkpoint.pt", weights_only=True)["rate_weight"] != 1.0
+    state = torch.load(tmp_path / "run" / "codec-checkpoint.pt", weights_only=True)
+    assert state["rate_weight"] != 1.0 and state["rate_measure"] == "coded"
+    old_steer = tmp_path / "old-steer"  # a run from when the steer held the noisy estimate: its weight means another thing
+    old_steer.mkdir()
+    torch.save({**{k: v for k, v in state.items() if k != "rate_measure"}, "config": {**state["config"], "out": str(old_steer)}},
+               old_steer / "codec-checkpoint.pt")
+    code, output = train(*run[:-1], old_steer, "--max-steps", "3", "--rate-target", "0.05", "--resume",
+                         "--allow-change", "max_steps")
+    assert code == 2 and "held on the training loss's noisy estimate" in output and "start a new --out" in output, output
     save_level2_student(tmp_path / "student.pt")
     code, output = train(*run, "--max-steps", "3", "--rate-target", "0.05", "--student", tmp_path / "student.pt",
                          "--variant", "id", "--resume", "--allow-change", "max_steps,student,variant")

@@ -249,6 +249,9 @@ def variant_of(cfg: CodecTrainConfig) -> str:
     return "joint" if cfg.student else "id" if cfg.identity_weight else ""
 
 
+RATE_MEASURE = "coded"  # what RateSteer holds, recorded in checkpoints: runs that steered the noisy estimate had none
+
+
 class RateSteer:
     """The rate term's weight, steered each step so that the batch's rate holds `target` bits per
     face pixel (the 224 x 224 face's bits, the padding's included, over its pixels) as the coder
@@ -378,7 +381,7 @@ def _train_codec(cfg: CodecTrainConfig, on_step: StepHook | None) -> dict[str, A
                                         "epoch": epoch, "step_in_epoch": step_in_epoch, "step": step,
                                         "rng": rng_state(rng), "config": asdict(cfg), "start_weights": weights_id,
                                         "data": data_identity(shard_set), "rate_weight": steer.weight if steer else None,
-                                        **({"student": student.state_dict()} if student else {})})
+                                        "rate_measure": RATE_MEASURE, **({"student": student.state_dict()} if student else {})})
 
     history, step, started = [], 0, time.time()
     start_epoch, start_step = 0, 0
@@ -405,6 +408,9 @@ def _train_codec(cfg: CodecTrainConfig, on_step: StepHook | None) -> dict[str, A
         aux_optimizer.load_state_dict(state["aux_optimizer"])
         restore_rng(state["rng"], rng)
         if steer is not None and state.get("rate_weight") is not None:  # a rate target added on resume starts at 1, as a new run
+            if state.get("rate_measure") != RATE_MEASURE:
+                raise ValueError(f"--resume {ckpt_path}: its rate was held on the training loss's noisy estimate, which "
+                                 f"--rate-target no longer steers (it holds the coded rate now): start a new --out")
             steer.weight = state["rate_weight"]
         start_epoch, start_step, step, weights_id = state["epoch"], state["step_in_epoch"], state["step"], state["start_weights"]
     resumed_at = step
