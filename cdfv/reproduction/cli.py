@@ -71,8 +71,8 @@ def keep_settings(path: Path, record: dict[str, Any], what: str, remedy: str) ->
 @click.option("--images", type=click.Path(file_okay=False, path_type=Path),
               help="LFW image root for the pairs (default DATA/lfw/deepfunneled).")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="cpu", show_default=True,
-              help="cpu: 2 cores, with the cuts the report lists (meant for two hours; not yet timed with the identity and joint "
-                   "codecs); gpu: thesis widths and epochs.")
+              help="cpu: 2 cores, with the cuts the report lists (meant for two hours; with the identity and joint codecs and "
+                   "every photo estimated at nearly four: README); gpu: thesis widths and epochs.")
 @click.option("--qualities", default="1,3", show_default=True,
               help="bmshj2018-hyperprior qualities (the thesis's low rates by default; the presets train 1, 3, 6 and 8).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")

@@ -1,5 +1,5 @@
 """What each machine affords a reproduction: the cpu preset for 2 cores (meant for two hours; with the
-identity and joint codecs and every CelebA photo not yet timed as a whole: see its comments), the gpu preset
+identity and joint codecs and every CelebA photo estimated at about 227 minutes: README), the gpu preset
 with the thesis's widths and epochs, and a smoke test. Every cut against the thesis is a field or
 a sentence here, and the summary page prints them."""
 from __future__ import annotations
