@@ -68,8 +68,9 @@ PRESETS = {
         # every CelebA photo, one view each: measured better than 6 photos x 2 views (TAR@FAR=1e-2 at q1 0.578 against
         # 0.420, results/transplant-curves/variants); the students are short of photos, not of views or steps
         "cpu", per_identity=None, identities=None, views=1,
-        # codecs: results/codec-curves (q1 27.7 dB at 0.120 bpp, JPEG 22.9; q3 32.6 dB at 0.243, JPEG 31.3); q6 and q8
-        # (by --qualities only) follow the q1/q3 recipe unmeasured
+        # codecs: results/codec-curves (q1 27.7 dB at 0.120 bpp, JPEG 22.9; q3 32.6 dB at 0.243, JPEG 31.3); the
+        # entropy-bottleneck scale and cosine lr chosen again on pairsDevTrain faces (results/codec-curves/devtrain), the
+        # step counts on pairsDevTest only; q6 and q8 (by --qualities only) follow the q1/q3 recipe unmeasured
         codec_steps={1: 1000, 3: 2400, 6: 1000, 8: 2400}, codec_init={1: None, 3: 1, 6: None, 8: 6},
         codec_patch=128, codec_batch=8, codec_lr=1e-3, codec_schedule="cosine", codec_eb_init_scale=0.1,
         # the identity codec: results/identity-curves on pairsDevTrain (G: 150 steps of batch 8, Adam 5e-5, weight 18.6,
