@@ -25,7 +25,7 @@ import math
 import time
 from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -291,20 +291,17 @@ def face_rate(model: torch.nn.Module, x: torch.Tensor) -> float:
     return sum(float(-torch.log2(lik).sum()) for lik in likelihoods.values()) / (x.shape[0] * spec.FACE_PIXELS)
 
 
-def faces_rate(model: torch.nn.Module, faces: Iterable[Any], batch_size: int = 16) -> float:
+def faces_rate(model: torch.nn.Module, faces: Sequence[Any], batch_size: int = 16) -> float:
     """face_rate over uint8 (224, 224, 3) faces, padded as training pads them: a codec's rate that
     --rate-target holds another codec at."""
-    device = next(model.parameters()).device
-    bits, count, batch = 0.0, 0, []
-    for face in [*faces, None]:
-        if face is not None:
-            batch.append(torch.as_tensor(face))
-        if batch and (face is None or len(batch) == batch_size):
-            bits += face_rate(model, pad_faces(torch.stack(batch).permute(0, 3, 1, 2).to(device))) * len(batch)
-            count, batch = count + len(batch), []
-    if not count:
+    if not faces:
         raise ValueError("no face to measure the rate of")
-    return bits / count
+    device = next(model.parameters()).device
+    bits = 0.0
+    for i in range(0, len(faces), batch_size):
+        batch = torch.stack([torch.as_tensor(face) for face in faces[i : i + batch_size]])
+        bits += face_rate(model, pad_faces(batch.permute(0, 3, 1, 2).to(device))) * len(batch)
+    return bits / len(faces)
 
 
 StepHook = Callable[[int, torch.nn.Module], None]  # (steps done, the codec in training) after each step

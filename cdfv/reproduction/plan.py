@@ -126,18 +126,17 @@ def training_rate(celeba: Path, faces: str, weights: Path, q: int, limit: int = 
     """The rate the identity and joint codecs are held at (--rate-target), so that they compare
     with the MSE codec at equal rate: the MSE codec's rate as the coder codes it
     (trainer.codec_train.faces_rate, the number --rate-target steers) on the whole faces they train
-    on, at most `limit` of them spread evenly over the set. The report measures every codec's coded
-    rate on LFW again."""
+    on, at most `limit` of them spread evenly over the set (cdfv-prep anchor's sample). The report
+    measures every codec's coded rate on LFW again."""
     from cdfv import shards
     from cdfv.pipeline.codecs import load_codec
+    from cdfv.pipeline.stages import sample_faces
     from cdfv.trainer.codec_train import faces_rate
 
     taught = shards.open_shard_set(faces, celeba)
-    total = taught.num_samples
-    chosen = {i * total // min(limit, total) for i in range(min(limit, total))} if total else set()
+    sample = sample_faces(taught, limit)
     model, weights_id = load_codec(CodecSpec(CODEC, q), weights=weights)
-    bpp = faces_rate(model, (s[shards.spec.IMAGE] for i, s in enumerate(taught.samples((shards.spec.IMAGE,))) if i in chosen))
-    return {"bpp": bpp, "faces": len(chosen), "set": str(taught.directory), "weights": weights_id,
+    return {"bpp": faces_rate(model, sample), "faces": len(sample), "set": str(taught.directory), "weights": weights_id,
             "measure": "likelihoods of the rounded latents (the coder's rate), bits per face pixel"}
 
 
