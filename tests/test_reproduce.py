@@ -49,6 +49,39 @@ def test_qualities_without_a_codec_in_the_preset_are_refused(tmp_path: Path) -> 
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("preset, args, recorded", [("cpu", [], [1]), ("smoke", [], [1, 3]), ("cpu", ["--qualities", "1,3"], [1, 3])])
+def test_a_run_trains_its_presets_qualities_unless_told_otherwise(tmp_path: Path, preset: str, args: list[str],
+                                                                  recorded: list[int]) -> None:
+    """The cpu preset fits two hours on 2 cores at q1 alone; --qualities still adds q3."""
+    data = lfw_layout(tmp_path / "data")  # no CelebA folders: the run stops at its first step, after recording its settings
+    result = CliRunner().invoke(main, ["--data", str(data), "--preset", preset, "--device", "cpu", "--out", str(tmp_path / "out"),
+                                       *args])
+    assert result.exit_code == 1 and "no such folder of CelebA identities" in result.output
+    assert json.loads((tmp_path / "out" / "preset.json").read_text())["qualities"] == recorded
+
+
+REPORTED_PAIRS = ("pairsDevTest", "pairs.txt")  # the LFW pairs files a report scores
+
+
+@pytest.mark.parametrize("name", ["cpu", "gpu"])
+def test_every_recipe_choice_names_what_made_it_and_none_is_a_reported_pairs_file(name: str) -> None:
+    """Issue 26: choices on development pairs only, and the report says which."""
+    choices = dict(PRESETS[name].choices)
+    for what in ("training photos", "codec recipe", "codec steps", "identity codec", "joint codec", "transplant junctions and epochs",
+                 "transplant loss and tail", "dlib's face box"):
+        assert any(c.startswith(what) for c in choices), f"{name}: no choice about {what}"
+    for what, how in choices.items():
+        assert how and not any(f in how for f in REPORTED_PAIRS), f"{name}: {what} was made on a reported pairs file: {how}"
+
+
+def test_the_summary_page_names_the_pairs_each_choice_was_made_on(tmp_path: Path) -> None:
+    text, evaluation = summary_page(tmp_path)
+    section = text.split("## Choices and what made them")[1].split("\n## ")[0]
+    assert f"(this run reports `{evaluation.pairs.name}`)" in section
+    for what, how in PRESETS["cpu"].choices:
+        assert f"- {what}: {how}" in section
+
+
 def test_a_data_folder_without_celeba_identities_stops_in_one_line(tmp_path: Path) -> None:
     data = lfw_layout(tmp_path / "data")
     result = CliRunner().invoke(main, ["--data", str(data), "--preset", "smoke", "--device", "cpu", "--out", str(tmp_path / "out")])

@@ -71,15 +71,17 @@ def keep_settings(path: Path, record: dict[str, Any], what: str, remedy: str) ->
 @click.option("--images", type=click.Path(file_okay=False, path_type=Path),
               help="LFW image root for the pairs (default DATA/lfw/deepfunneled).")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="cpu", show_default=True,
-              help="cpu: 2 cores, with the cuts the report lists (meant for two hours; with the identity and joint codecs and "
-                   "every photo estimated at nearly four: README); gpu: thesis widths and epochs.")
-@click.option("--qualities", default="1,3", show_default=True,
-              help="bmshj2018-hyperprior qualities (the thesis's low rates by default; the presets train 1, 3, 6 and 8).")
+              help="cpu: 2 cores in two hours, q1 only, with the cuts the report lists; gpu: thesis widths and epochs, q1 "
+                   "and q3; smoke: tiny models, a check of the command.")
+@click.option("--qualities",
+              help="bmshj2018-hyperprior qualities, comma-separated (default: the preset's, cpu 1, gpu and smoke 1,3; the "
+                   "presets train 1, 3, 6 and 8; each added quality roughly doubles the cpu preset's time).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("reproduction"), show_default=True,
               help="Working directory; a re-run resumes in it.")
 @common_options
-def main(data: Path, pairs: Path | None, images: Path | None, preset: str, qualities: str, device: str, out: Path) -> None:
+def main(data: Path, pairs: Path | None, images: Path | None, preset: str, qualities: str | None, device: str,
+         out: Path) -> None:
     """Reproduce the thesis comparison on real faces: codecs, compressed-domain students distilled
     from dlib, anchors, evaluation, Table 7 and a summary. What is learned is kept in OUT; each
     pairs file is measured in OUT/evals/<pairs stem>-<sha256[:8]>/, whose report/README.md is the summary."""
@@ -92,7 +94,7 @@ def main(data: Path, pairs: Path | None, images: Path | None, preset: str, quali
     layout = Layout(data, out)
     chosen = PRESETS[preset]
     try:
-        qs = tuple(int(q) for q in qualities.split(","))
+        qs = chosen.qualities if qualities is None else tuple(int(q) for q in qualities.split(","))
     except ValueError:
         raise click.UsageError(f"--qualities {qualities}: give comma-separated integers, e.g. 1,3") from None
     unknown = [q for q in qs if q not in chosen.codec_steps]

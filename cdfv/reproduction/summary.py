@@ -372,6 +372,10 @@ def write_reproduction_summary(layout: "Layout", evaluation: "Evaluation", prese
     lines.append(f"- ResNet50: trained here by the thesis recipe (cross-entropy, then ArcFace) on the CelebA faces, width "
                  f"{preset.resnet_width}, {preset.resnet_epochs[0]} + {preset.resnet_epochs[1]} epochs, {_model_ref(resnet)}")
     lines += ["", "## Cuts against the thesis (preset " + preset.name + ")", *[f"- {c}" for c in preset.cuts]]
+    if preset.choices:
+        lines += ["", f"## Choices and what made them (this run reports `{evaluation.pairs.name}`)", "",
+                  "Every recipe choice of the preset, with the pairs it was measured on (a results folder of this repository) "
+                  "or what fixed it where nothing was measured:", "", *[f"- {what}: {how}" for what, how in preset.choices]]
     if anchors["unreachable"]:
         lines += ["", "Conventional anchors that could not be made:", *[f"- {u}" for u in anchors["unreachable"]]]
     lines += ["", "## Results", "",
