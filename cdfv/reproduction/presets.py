@@ -70,8 +70,8 @@ class Preset:
         return tuple(sorted({j for j in (self.id_map, self.joint_junction) if j is not None}))
 
 
-# What made each choice the presets share (issue 26: development pairs, never the pairs a report scores).
-MEASURED = (
+# What made the cpu preset's codec and junction choices (issue 26: development pairs, never the pairs a report scores).
+CPU_CODECS = (
     ("codec recipe", "the entropy bottleneck's initial scale 0.1 and Adam 1e-3 with a cosine decay, against CompressAI's "
      "defaults, by PSNR and rate after 400 steps on pairsDevTrain probes (results/codec-curves/devtrain); crops and batch by "
      "the budget"),
@@ -84,6 +84,10 @@ MEASURED = (
      "codec's student (0.614); kept to show it, not recommended"),
     ("transplant junctions and epochs (level0 and level2, 8 epochs)", "TAR@FAR=1e-2 and AUC after every 2 epochs on all 2,200 "
      "pairsDevTrain pairs with every CelebA photo (results/transplant-curves/devtrain): level0 the best, level2 the cheapest"),
+)
+
+# What made the choices every preset shares.
+MEASURED = (
     ("transplant loss and tail (centred 1 - cos to dlib's embedding plus the map's relative error, no ArcFace; dlib's tail "
      "frozen)", "each change (ArcFace at 0.1, plain cosine, no map, the tail at 0.01 of the lr) loses at least 0.28 "
      "TAR@FAR=1e-2 after 2 epochs on all 2,200 pairsDevTrain pairs (results/transplant-curves/devtrain-loss)"),
@@ -95,8 +99,8 @@ MEASURED = (
 
 PRESETS = {
     "cpu": Preset(
-        # every CelebA photo, one view each: measured better than 6 photos x 2 views (TAR@FAR=1e-2 at q1 0.578 against
-        # 0.420, results/transplant-curves/variants); the students are short of photos, not of views or steps
+        # every CelebA photo, one view each: all the photos there are (a second view would double the latents' and
+        # students' time); not a development-pair choice (see choices)
         # q1 alone: with q3 beside it (its base codec, continuation, identity and joint codecs, latents, students, LFW
         # coding and anchors) the run was estimated at about 227 minutes on 2 cores (README), q1 alone at about 100
         "cpu", qualities=(1,), per_identity=None, identities=None, views=1,
@@ -146,6 +150,7 @@ PRESETS = {
             ("codec steps (q1: 1,000)", "the budget: on pairsDevTrain probes the recipe's PSNR still rises at 1,500 steps "
              "(27.2 dB at 1,000, 28.4 at 1,500, results/codec-curves/devtrain); q3's 2,400 (only with --qualities 1,3) is not "
              "a development-pair choice (results/codec-curves)"),
+            *CPU_CODECS,
             *MEASURED,
             ("cResNet39 and ResNet50 widths and epochs", "the budget, not tuned (both stay near chance at these sizes)"),
         )),
@@ -168,6 +173,14 @@ PRESETS = {
         choices=(
             ("training photos and views", "every CelebA photo, four views each (the thesis's augmentation); not measured"),
             ("codec steps (20,000 and 10,000)", "the budget of a GPU day, not measured"),
+            ("codec recipe (Adam 1e-4 constant, batch 16 of 256x256 crops, CompressAI's entropy bottleneck)", "CompressAI's "
+             "training defaults, not measured"),
+            ("identity codec (the cpu preset's weight and distance, 2,000 steps)", "the cpu preset's recipe, measured on "
+             "pairsDevTrain at 150 steps (results/identity-curves), not at this length"),
+            ("joint codec (the cpu preset's junction and weight, 2,000 steps)", "the cpu preset's, measured on pairsDevTrain at "
+             "150 steps (results/identity-curves, Joint training), not at this length"),
+            ("transplant junctions and epochs (level0, level1 and level2, 10 epochs)", "every junction; the epochs by the budget, "
+             "not measured"),
             *MEASURED,
             ("cResNet39 and ResNet50 widths and epochs", "the thesis's"),
         )),
