@@ -216,6 +216,28 @@ def test_joint_training_writes_a_codec_and_its_student_filed_under_that_codec(ta
     assert code == 2 and "--maps level2" in output, output
 
 
+def test_a_frozen_student_stays_as_trained_while_the_encoder_learns_to_feed_it(taught: Path, tmp_path: Path) -> None:
+    """--freeze-student: the written student is the given one, BatchNorm statistics included (train
+    mode would move them), filed under the new codec; the encoder still learns from its loss."""
+    from cdfv.pipeline.codecs import CodecSpec, load_codec
+    from cdfv.trainer.export import load_embedding_model
+
+    save_level2_student(tmp_path / "student-q1.pt")
+    code, output = train("--shards", "faces-dlib", "--root", taught, "--untrained-codec", "--batch-size", "4", "--max-steps", "2",
+                         "--student", tmp_path / "student-q1.pt", "--freeze-student", "--out", tmp_path / "run")
+    assert code == 0, output
+    given, _ = load_embedding_model(tmp_path / "student-q1.pt")
+    written, info = load_embedding_model(tmp_path / "run" / "student.pt")
+    for name, tensor in given.state_dict().items():
+        torch.testing.assert_close(written.state_dict()[name], tensor, rtol=0, atol=0, msg=name)
+    assert info["joint"]["frozen"] is True and info["train_shards"]["meta"]["codec"]["variant"] == "joint"
+    start, _ = load_codec(CodecSpec("bmshj2018-hyperprior", 1), untrained=True)
+    trained, _ = load_codec(CodecSpec("bmshj2018-hyperprior", 1), weights=tmp_path / "run" / "codec.pt", any_quality=True)
+    assert not torch.equal(start.g_a[0].weight, trained.g_a[0].weight)
+    record = json.loads((tmp_path / "run" / "codec-metrics.jsonl").read_text().splitlines()[0])
+    assert record["student_loss"] > 0
+
+
 def test_development_pairs_refuse_reported_files_and_score_as_cdfv_eval_does(taught: Path, tmp_path: Path,
                                                                              shared_data: Path) -> None:
     """DecodedPairs with the original probes gives cdfv-eval's original anchor on the same pairs."""
@@ -298,6 +320,7 @@ def test_the_rate_steer_raises_the_rate_weight_above_its_target_and_lowers_it_be
     (("--student-weight", "-1"), "--student-weight -1: a loss weight must be"),
     (("--id-map-weight", "3"), "give --id-weight too"),  # a weight of a term the run does not have
     (("--student-weight", "2"), "--student-weight weighs a student's loss: give --student too"),
+    (("--freeze-student",), "--freeze-student keeps a student as trained: give --student too"),
 ])
 def test_codec_training_refuses_loss_weights_it_cannot_mean(taught: Path, tmp_path: Path, extra: tuple[str, ...],
                                                             message: str) -> None:

@@ -21,7 +21,7 @@ FACES_ONLY = ("arch", "phase", "classify_epochs", "arcface_epochs", "distill_epo
               "centre")
 CODEC_ONLY = ("codec", "quality", "patch", "metric", "codec_weights", "untrained_codec", "lr_schedule", "lr_final", "aux_lr",
               "eb_init_scale", "mask_padding", "id_weight", "id_distance", "id_map", "id_map_weight",
-              "student", "student_weight", "rate_target", "rate_gain", "variant")
+              "student", "student_weight", "freeze_student", "rate_target", "rate_gain", "variant")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -108,6 +108,8 @@ CODEC_ONLY = ("codec", "quality", "patch", "metric", "codec_weights", "untrained
                    "trained with the encoder: its teacher loss joins rate and distortion; writes <out>/student.pt beside codec.pt "
                    "(the teacher set needs dlib's maps at its junction).")
 @click.option("--student-weight", type=float, default=1.0, help="--task codec --student: weight of the student's teacher loss.")
+@click.option("--freeze-student", is_flag=True, help="--task codec --student: keep the student as trained (weights and "
+              "BatchNorm statistics); only the codec learns to feed it. Its student.pt is then the given one, filed under the new codec.")
 @click.option("--variant", help="--task codec: the name the codec is filed under beside its codec and quality "
                                  "(default: id with --id-weight, joint with --student, none otherwise).")
 @click.option("--rate-target", type=float, metavar="BPP",
@@ -187,7 +189,7 @@ def run(o: dict) -> None:
                                    lr_final=o["lr_final"], aux_lr=o["aux_lr"], eb_init_scale=o["eb_init_scale"],
                                    mask_padding=o["mask_padding"], identity_weight=o["id_weight"],
                                    identity_distance=o["id_distance"], identity_map=o["id_map"], identity_map_weight=o["id_map_weight"],
-                                   student=o["student"], student_weight=o["student_weight"],
+                                   student=o["student"], student_weight=o["student_weight"], freeze_student=o["freeze_student"],
                                    rate_target=o["rate_target"], rate_gain=o["rate_gain"], variant=o["variant"])
             for key, value in (("epochs", o["epochs"]), ("batch_size", o["batch_size"]), ("lr", o["lr"])):
                 if value is not None:

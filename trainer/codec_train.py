@@ -91,6 +91,7 @@ class CodecTrainConfig:
     identity_map_weight: float = 1.0  # weight of that map's relative squared error inside the identity term
     student: str | None = None  # a transplanted student's model.pt, trained with the encoder (trainer/joint.py)
     student_weight: float = 1.0  # weight of the student's teacher loss beside rate and distortion
+    freeze_student: bool = False  # the student stays as trained (weights and BatchNorm statistics): only the codec learns to feed it
     variant: str | None = None  # the saved codec's variant name (CodecSpec); None: "joint" with a student, "id" with the identity term
     rate_target: float | None = None  # bpp per face pixel the training rate is held at (RateSteer): equal-rate comparisons
     rate_gain: float = 0.2  # how fast RateSteer moves the rate weight
@@ -213,6 +214,8 @@ def student_task(cfg: CodecTrainConfig, shard_set: ShardSet, codec: CodecSpec, c
     if cfg.student is None:
         if cfg.student_weight != 1.0:
             raise ValueError("--student-weight weighs a student's loss: give --student too")
+        if cfg.freeze_student:
+            raise ValueError("--freeze-student keeps a student as trained: give --student too")
         return None
     from .joint import load_student
     from .transplant import teacher_mean
@@ -349,11 +352,13 @@ def _train_codec(cfg: CodecTrainConfig, on_step: StepHook | None) -> dict[str, A
     tap = LatentTap(model) if student else None
     model.to(ctx.device).train()
     if student is not None:
-        student.train()
+        student.train(not cfg.freeze_student)
+        if cfg.freeze_student:
+            student.requires_grad_(False)
     criterion = RateDistortionLoss(lmbda=LAMBDAS[cfg.metric][cfg.quality - 1],
                                    metric="mse" if cfg.metric == "mse" else "ms-ssim")
     main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
-    if student is not None:  # the adapter learns with the encoder; dlib's tail stays frozen
+    if student is not None:  # the adapter learns with the encoder (unless frozen too); dlib's tail stays frozen
         main_params += [p for p in student.parameters() if p.requires_grad]
     aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
     optimizer = torch.optim.Adam(main_params, lr=cfg.lr)
@@ -496,12 +501,12 @@ def _train_codec(cfg: CodecTrainConfig, on_step: StepHook | None) -> dict[str, A
                          "map_weight": cfg.identity_map_weight, "teacher": (shard_set.meta.get("teacher") or {}).get("model_id")}
             if identity else None,
             "student": {"file": cfg.student, "model_id": student_info["model_id"], "weight": cfg.student_weight,
-                        "map_weight": cfg.student_map_weight} if student else None})
+                        "map_weight": cfg.student_map_weight, "frozen": cfg.freeze_student} if student else None})
         if student is not None:
             coded_by = codec_spec.record(weights_file_id(path), False)  # as cdfv-prep records the latents this codec codes
             save_student(out / "student.pt", student.model.cpu(), student_info, coded_by,
                          {"codec": str(path), "student_weight": cfg.student_weight, "map_weight": cfg.student_map_weight,
-                          "identity_weight": cfg.identity_weight, "steps": step, "shards": shard_set.name})
+                          "frozen": cfg.freeze_student, "identity_weight": cfg.identity_weight, "steps": step, "shards": shard_set.name})
     if ctx.world > 1:
         torch.distributed.barrier()  # every rank's damage log lines are written
     damaged = damage_summary(out / "damaged.tsv", settle=ctx.main)
