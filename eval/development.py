@@ -75,11 +75,15 @@ class DecodedPairs:
         """The distinct probes' original faces, in `probes` order: what the codec codes."""
         return [self.faces[k] for k in self.probes]
 
+    def pair_scores(self, decoded: list[np.ndarray]) -> np.ndarray:
+        """Each pair's cosine with the probes replaced by `decoded` (in `probes` order), in pairs
+        order: what a paired comparison of two codecs on the same pairs resamples."""
+        probes = dict(zip(self.probes, self.embed(self.probes, decoded)))
+        return np.array([float(probes[p.probe] @ self.references[p.reference]) for p in self.pairs])
+
     def score(self, decoded: list[np.ndarray]) -> dict[str, float]:
         """TAR@FAR, EER and AUC with the probes replaced by `decoded` (in `probes` order)."""
-        probes = dict(zip(self.probes, self.embed(self.probes, decoded)))
-        scores = np.array([float(probes[p.probe] @ self.references[p.reference]) for p in self.pairs])
-        return point_metrics(self.labels, scores)
+        return point_metrics(self.labels, self.pair_scores(decoded))
 
     def original(self) -> dict[str, float]:
         """The same figures with the original probes: the ceiling a codec is measured against."""

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 from click.testing import CliRunner
@@ -217,8 +218,8 @@ def test_joint_training_writes_a_codec_and_its_student_filed_under_that_codec(ta
 
 
 def test_a_frozen_student_stays_as_trained_while_the_encoder_learns_to_feed_it(taught: Path, tmp_path: Path) -> None:
-    """--freeze-student: the written student is the given one, BatchNorm statistics included (train
-    mode would move them), filed under the new codec; the encoder still learns from its loss."""
+    """--freeze-student: the written student has the given one's weights, its BatchNorm statistics
+    those of the new latents, filed under the new codec; the encoder still learns from its loss."""
     from cdfv.pipeline.codecs import CodecSpec, load_codec
     from cdfv.trainer.export import load_embedding_model
 
@@ -228,8 +229,10 @@ def test_a_frozen_student_stays_as_trained_while_the_encoder_learns_to_feed_it(t
     assert code == 0, output
     given, _ = load_embedding_model(tmp_path / "student-q1.pt")
     written, info = load_embedding_model(tmp_path / "run" / "student.pt")
-    for name, tensor in given.state_dict().items():
-        torch.testing.assert_close(written.state_dict()[name], tensor, rtol=0, atol=0, msg=name)
+    for name, tensor in given.named_parameters():
+        torch.testing.assert_close(dict(written.named_parameters())[name], tensor, rtol=0, atol=0, msg=name)
+    counts = {n: (int(b), int(dict(written.named_buffers())[n])) for n, b in given.named_buffers() if n.endswith("num_batches_tracked")}
+    assert counts and all(after == before + 2 for before, after in counts.values()), counts  # two batches' statistics taken
     assert info["joint"]["frozen"] is True and info["train_shards"]["meta"]["codec"]["variant"] == "joint"
     start, _ = load_codec(CodecSpec("bmshj2018-hyperprior", 1), untrained=True)
     trained, _ = load_codec(CodecSpec("bmshj2018-hyperprior", 1), weights=tmp_path / "run" / "codec.pt", any_quality=True)
@@ -265,13 +268,16 @@ def test_development_pairs_refuse_reported_files_and_score_as_cdfv_eval_does(tau
     pairs, record = development_pairs(pairs_file, limit=3)
     assert record["pairs"] == 6 and record["same"] == 3 and record["role"] == "development" and len(record["pairs_sha256"]) == 64
     pairs, _ = development_pairs(pairs_file)
-    ours = DecodedPairs(pairs, open_shard_set("faces", taught), load_face_model("dlib")).original()
+    scorer = DecodedPairs(pairs, open_shard_set("faces", taught), load_face_model("dlib"))
+    ours, per_pair = scorer.original(), scorer.pair_scores(scorer.probe_faces())
     result = CliRunner().invoke(evaluate, ["run", "--pairs", pairs_file, "--root", taught, "--faces", "faces", "--image-model",
                                            "dlib", "--device", "cpu", "--bootstrap", "0", "--out", tmp_path / "eval"])
     assert result.exit_code == 0, result.output
     row = next(r for r in json.loads((tmp_path / "eval" / "report" / "metrics.json").read_text()) if r["mode"] == "original")
     for metric in ("tar_at_far_1e-2", "eer", "auc"):
         assert ours[metric] == pytest.approx(row[metric], abs=1e-9)
+    scores = pq.read_table(next((tmp_path / "eval" / "scores").glob("*original*.parquet"))).to_pydict()
+    assert scores["score"] == pytest.approx(per_pair.tolist(), abs=1e-6)  # pair for pair, in the pairs file's order
 
 
 def test_an_identity_curve_scores_the_decoded_development_probes_at_each_point(taught: Path, tmp_path: Path) -> None:

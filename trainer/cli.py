@@ -108,8 +108,8 @@ CODEC_ONLY = ("codec", "quality", "patch", "metric", "codec_weights", "untrained
                    "trained with the encoder: its teacher loss joins rate and distortion; writes <out>/student.pt beside codec.pt "
                    "(the teacher set needs dlib's maps at its junction).")
 @click.option("--student-weight", type=float, default=1.0, help="--task codec --student: weight of the student's teacher loss.")
-@click.option("--freeze-student", is_flag=True, help="--task codec --student: keep the student as trained (weights and "
-              "BatchNorm statistics); only the codec learns to feed it. Its student.pt is then the given one, filed under the new codec.")
+@click.option("--freeze-student", is_flag=True, help="--task codec --student: keep the student's weights as trained (its "
+              "BatchNorm statistics follow the new latents); only the codec learns to feed it.")
 @click.option("--variant", help="--task codec: the name the codec is filed under beside its codec and quality "
                                  "(default: id with --id-weight, joint with --student, none otherwise).")
 @click.option("--rate-target", type=float, metavar="BPP",

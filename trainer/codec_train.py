@@ -91,7 +91,7 @@ class CodecTrainConfig:
     identity_map_weight: float = 1.0  # weight of that map's relative squared error inside the identity term
     student: str | None = None  # a transplanted student's model.pt, trained with the encoder (trainer/joint.py)
     student_weight: float = 1.0  # weight of the student's teacher loss beside rate and distortion
-    freeze_student: bool = False  # the student stays as trained (weights and BatchNorm statistics): only the codec learns to feed it
+    freeze_student: bool = False  # the student's weights stay as trained (its BatchNorm statistics follow the latents): only the codec learns to feed it
     variant: str | None = None  # the saved codec's variant name (CodecSpec); None: "joint" with a student, "id" with the identity term
     rate_target: float | None = None  # bpp per face pixel the training rate is held at (RateSteer): equal-rate comparisons
     rate_gain: float = 0.2  # how fast RateSteer moves the rate weight
@@ -351,8 +351,8 @@ def _train_codec(cfg: CodecTrainConfig, on_step: StepHook | None) -> dict[str, A
                        chip=identity is not None)
     tap = LatentTap(model) if student else None
     model.to(ctx.device).train()
-    if student is not None:
-        student.train(not cfg.freeze_student)
+    if student is not None:  # in train mode, frozen or not: statistics kept from the start codec's latents blew up the
+        student.train()      # student's loss within 60 steps once the encoder moved (results/identity-curves/all-pairs)
         if cfg.freeze_student:
             student.requires_grad_(False)
     criterion = RateDistortionLoss(lmbda=LAMBDAS[cfg.metric][cfg.quality - 1],
