@@ -2,11 +2,13 @@
 several q1 codec files, with each pair's score kept so that two codecs are compared on the same
 pairs (a paired bootstrap) rather than by two intervals that each count the pairs' sampling noise.
 
-    python results/identity-curves/all-pairs/score.py --faces /tmp/id/lfw --out DIR NAME=CODEC.pt [NAME=CODEC.pt ...]
+    python results/identity-curves/all-pairs/score.py --faces /tmp/id/lfw --out DIR NAME=CODEC.pt [NAME=CODEC.pt ...] \
+        [--bd ANCHOR1,ANCHOR2 TEST1,TEST2]
 
 The first NAME is the baseline every other is compared with. A codec already scored in DIR (its
 NAME.json names the same weights) is read back, not scored again. Writes NAME.parquet (one row
-per pair), NAME.json (rate, PSNR, metrics, intervals) and table.md.
+per pair), NAME.json (rate, PSNR, metrics, intervals) and table.md; with --bd, the Bjontegaard
+deltas (cdfv.eval.bd) of the TEST codecs' curve against the ANCHOR codecs' in bd.md.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from cdfv.eval.bd import bd_metric, bd_rate
 from cdfv.eval.development import DecodedPairs, development_pairs
 from cdfv.eval.facemodels import load_face_model
 from cdfv.eval.metrics import bootstrap_intervals, paired_differences, point_metrics
@@ -58,6 +61,7 @@ def main() -> None:
     parser.add_argument("--faces", type=Path, required=True, help="the folder holding the aligned pairsDevTrain faces set 'faces'")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("codecs", nargs="+", help="NAME=CODEC.pt; the first is the baseline")
+    parser.add_argument("--bd", nargs=2, metavar=("ANCHORS", "TESTS"), help="comma-separated NAMEs: two rate curves")
     a = parser.parse_args()
     torch.set_num_threads(1)
     a.out.mkdir(parents=True, exist_ok=True)
@@ -89,6 +93,18 @@ def main() -> None:
         lines.append("| " + " | ".join(cells) + " |")
     (a.out / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    if a.bd:
+        curves = [[results[n][0] for n in names.split(",")] for names in a.bd]
+        bd = [f"Bjontegaard deltas of `{a.bd[1]}` against `{a.bd[0]}` (cdfv.eval.bd: a curve of 2 points is a straight line "
+              f"in log rate).", "", "| metric | points (anchor / test) | BD-rate (%) | BD-metric |", "|---|---|---|---|"]
+        for metric in ("tar_at_far_1e-2", "tar_at_far_1e-3", "auc"):
+            (anchor_rate, test_rate), (anchor, test) = ([[r[k] for r in c] for c in curves] for k in ("bpp", metric))
+            points = " / ".join(", ".join(f"{r['bpp']:.4f}: {r[metric]:.4f}" for r in c) for c in curves)
+            rate, value = bd_rate(anchor_rate, anchor, test_rate, test), bd_metric(anchor_rate, anchor, test_rate, test)
+            bd.append(f"| {metric} | {points} | {f'{rate.value:+.1f}' if rate.available else rate.reason} | "
+                      f"{f'{value.value:+.4f}' if value.available else value.reason} |")
+        (a.out / "bd.md").write_text("\n".join(bd) + "\n")
+        print("\n".join(bd))
 
 
 if __name__ == "__main__":
