@@ -34,3 +34,10 @@ python score.py --faces lfw --out all-pairs control=A-control/run/codec.pt start
   mse-q2lambda=runs/mse-q2lambda/codec.pt id18.6=Gc-id18.6-coded-rate/run/codec.pt id18.6-300=Gc300/codec.pt \
   id60=runs/id60-coded-rate/codec.pt id200=runs/id200-coded-rate/codec.pt id18.6-fixed-lambda=B-id18.6/run/codec.pt \
   --bd control,mse-q2lambda id18.6,id18.6-fixed-lambda
+
+# a fresh level0 student fitted to the joint codec's (student weight 0.1, ../README.md's jointlo) final latents
+cdfv-prep run --input faces-dlib-l0l2 --quality 1 --weights jointlo-q1/codec.pt --outputs latents --out celeba
+cdfv-train --shards latents-jointlo-q1 --root celeba --phase transplant --epochs 8 --workers 0 --threads 1 --junction level0 \
+  --out runs/refit-jointlo-level0
+cdfv-eval run --pairs ../shared/data/lfw/meta/pairsDevTrain.txt --root lfw --device cpu --bootstrap 1000 \
+  --compressed level0/model.pt=latents-q1 --compressed runs/refit-jointlo-level0/model.pt=latents-jointlo-q1 --out eval-refit
