@@ -30,15 +30,15 @@ from cdfv.shards import open_shard_set
 from cdfv.trainer.codec_curve import code_faces
 
 PAIRS = Path("/work/shared/data/lfw/meta/pairsDevTrain.txt")
-METRICS = ("tar_at_far_1e-2", "tar_at_far_1e-3", "eer", "auc")
 
 
 def scored(name: str, weights: Path | None, scorer: DecodedPairs, out: Path) -> tuple[dict, np.ndarray]:
     """The codec's (or, without weights, the originals') figures and per-pair scores, from out/ if there."""
     wid = weights_file_id(weights) if weights else "original"
     record_path = out / f"{name}.json"
-    if record_path.exists() and json.loads(record_path.read_text())["weights"] == wid:
-        return json.loads(record_path.read_text()), pq.read_table(out / f"{name}.parquet")["score"].to_numpy()
+    kept = json.loads(record_path.read_text()) if record_path.exists() else None
+    if kept is not None and kept["weights"] == wid:
+        return kept, pq.read_table(out / f"{name}.parquet")["score"].to_numpy()
     if weights is None:
         means, scores = {"bpp": None, "psnr": None}, scorer.pair_scores(scorer.probe_faces())
     else:
